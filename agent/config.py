@@ -1,0 +1,124 @@
+"""The agent's YAML config: who it is, where its devices are, how to reach the broker."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from telemetry.config import KeyPath, Secret, StrictModel
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+def _plain_name(value: str) -> str:
+    # Site and agent names go into MQTT topics: no wildcards, slashes or spaces.
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r} may hold only letters, digits and _ . : -")
+    return value
+
+
+class AgentIdentity(StrictModel):
+    name: str
+    site: str
+
+    _check = field_validator("name", "site")(_plain_name)
+
+
+class MqttSettings(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: Secret | None = None
+    keepalive_s: int = Field(default=30, ge=5)
+    topic_prefix: str = "rackwatch/v1"
+    max_batch_lines: int = Field(default=2000, ge=1)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    # Lines held in memory while the broker is unreachable; the oldest go first when full.
+    max_queue_lines: int = Field(default=200_000, ge=1)
+
+
+class SnmpCredentials(StrictModel):
+    version: Literal["1", "2c"] = "2c"
+    community: Secret
+
+
+class Defaults(StrictModel):
+    interval_s: float = Field(default=30.0, gt=0)
+    jitter_s: float = Field(default=1.0, ge=0)
+    timeout_s: float = Field(default=2.0, gt=0)
+    retries: int = Field(default=1, ge=0)
+    max_repetitions: int = Field(default=20, ge=1)
+
+
+class Device(StrictModel):
+    name: str
+    address: str
+    credentials: str = "default"
+    profile: str | None = None
+    room: str = ""
+    row: str = ""
+    rack: str = ""
+    interval_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    retries: int | None = Field(default=None, ge=0)
+    tags: dict[str, str] = {}
+
+    def host_port(self) -> tuple[str, int]:
+        """`host`, `host:port` or `[v6]:port`; the SNMP port defaults to 161."""
+        address = self.address
+        if address.startswith("["):
+            host, _, rest = address[1:].partition("]")
+            return host, int(rest[1:]) if rest.startswith(":") else 161
+        if address.count(":") == 1:
+            host, port = address.split(":")
+            return host, int(port)
+        return address, 161
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        probe = cls.model_construct(address=value)
+        try:
+            host, port = probe.host_port()
+        except ValueError:
+            raise ValueError(f"{value!r}: port is not a number") from None
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"{value!r} is not host, host:port or [v6]:port")
+        return value
+
+
+class AgentConfig(StrictModel):
+    agent: AgentIdentity
+    mqtt: MqttSettings = MqttSettings()
+    defaults: Defaults = Defaults()
+    credentials: dict[str, SnmpCredentials] = {}
+    health_interval_s: float = Field(default=30.0, gt=0)
+    devices: list[Device] = []
+
+    def problems(self) -> list[tuple[KeyPath, str]]:
+        from agent.profile import builtin_profiles
+
+        found: list[tuple[KeyPath, str]] = []
+        names = Counter(device.name for device in self.devices)
+        profiles = builtin_profiles()
+        for i, device in enumerate(self.devices):
+            if names[device.name] > 1:
+                found.append((("devices", i, "name"), f"duplicate device name {device.name!r}"))
+            if device.credentials not in self.credentials:
+                found.append(
+                    (
+                        ("devices", i, "credentials"),
+                        f"no credentials named {device.credentials!r} under credentials:",
+                    )
+                )
+            if device.profile is not None and device.profile not in profiles:
+                found.append(
+                    (
+                        ("devices", i, "profile"),
+                        f"unknown profile {device.profile!r}; known: {', '.join(sorted(profiles))}",
+                    )
+                )
+        return found

@@ -1,0 +1,124 @@
+"""Ships line protocol to the collector over MQTT (aiomqtt 2.x), QoS 1, in batches.
+
+Lines wait in a bounded in-memory queue; a batch leaves when `max_batch_lines` are waiting or
+`flush_interval_s` has passed. A batch is removed from the queue only after the broker's PUBACK,
+so a broker outage loses nothing until the queue is full; then the oldest lines are dropped and
+counted (an on-disk spool is the job of a later change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aiomqtt
+
+from agent.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PublishStats:
+    published_lines: int = 0
+    published_batches: int = 0
+    dropped_lines: int = 0
+    publish_failures: int = 0
+    connected: bool = False
+
+
+class Publisher:
+    def __init__(self, settings: MqttSettings, topic: str, client_id: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.client_id = client_id
+        self.stats = PublishStats()
+        self._queue: deque[str] = deque()
+        self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    @property
+    def queued_lines(self) -> int:
+        return len(self._queue)
+
+    def submit(self, lines: Iterable[str]) -> None:
+        """Queue lines for the next batch; never blocks, drops the oldest when full."""
+        self._queue.extend(lines)
+        overflow = len(self._queue) - self.settings.max_queue_lines
+        if overflow > 0:
+            for _ in range(overflow):
+                self._queue.popleft()
+            if self.stats.dropped_lines == 0:
+                log.error(
+                    "MQTT queue full (%d lines): dropping the oldest lines",
+                    self.settings.max_queue_lines,
+                )
+            self.stats.dropped_lines += overflow
+        if self._queue:
+            self._drained.clear()
+        if len(self._queue) >= self.settings.max_batch_lines:
+            self._ready.set()
+
+    async def run(self) -> None:
+        """Connect, publish, reconnect with capped jittered backoff; runs until cancelled."""
+        settings = self.settings
+        backoff_s = 0.5
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    settings.host,
+                    settings.port,
+                    identifier=self.client_id,
+                    username=settings.username,
+                    password=settings.password,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    keepalive=settings.keepalive_s,
+                    timeout=10,
+                ) as client:
+                    self.stats.connected = True
+                    log.info("connected to MQTT broker %s:%d", settings.host, settings.port)
+                    backoff_s = 0.5
+                    await self._publish_forever(client)
+            except aiomqtt.MqttError as exc:
+                if self.stats.connected or self.stats.publish_failures == 0:
+                    log.warning(
+                        "MQTT broker %s:%d: %s; retrying", settings.host, settings.port, exc
+                    )
+                self.stats.connected = False
+                self.stats.publish_failures += 1
+            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff_s)
+            backoff_s = min(backoff_s * 2, 30.0)
+
+    async def _publish_forever(self, client: aiomqtt.Client) -> None:
+        limit = self.settings.max_batch_lines
+        while True:
+            if len(self._queue) < limit:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready.wait(), self.settings.flush_interval_s)
+            self._ready.clear()
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(limit, len(self._queue)))]
+                payload = ("\n".join(batch) + "\n").encode()
+                try:
+                    await client.publish(self.topic, payload, qos=1, timeout=30)
+                except BaseException:
+                    self._queue.extendleft(reversed(batch))  # not acknowledged: keep it
+                    raise
+                self.stats.published_lines += len(batch)
+                self.stats.published_batches += 1
+            self._drained.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until everything queued has been acknowledged; False on timeout."""
+        self._ready.set()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True

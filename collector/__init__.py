@@ -1,0 +1,1 @@
+"""The rackwatch collector: takes samples from MQTT and batch-writes them to InfluxDB."""

@@ -1,0 +1,73 @@
+"""The collector's YAML config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from telemetry.config import Secret, StrictModel
+
+
+class MqttSettings(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: Secret | None = None
+    client_id: str | None = None  # default: rackwatch-collector-<name>; unique per collector
+    # Collectors in one group split the stream (MQTT v5 shared subscription).
+    group: str = Field(default="rackwatch", pattern=r"^[^/+#]+$")
+    topic: str = "rackwatch/v1/#"
+    keepalive_s: int = Field(default=30, ge=5)
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
+class InfluxSettings(StrictModel):
+    """InfluxDB 1.x `/write` (database, rp, user/password) or `/api/v2/write` (org, bucket, token).
+
+    The v2 API is spoken by InfluxDB 2.x, 3.x, 1.8+ and VictoriaMetrics.
+    """
+
+    url: str = "http://127.0.0.1:8086"
+    api: Literal["v1", "v2"] = "v1"
+    database: str = "rackwatch"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    org: str = ""
+    bucket: str = ""
+    token: Secret | None = None
+    gzip: bool = True
+    timeout_s: float = Field(default=10.0, gt=0)
+    create_database: bool = Field(
+        default=False, description="v1 only: CREATE DATABASE at start-up if it is missing"
+    )
+
+    @model_validator(mode="after")
+    def _v2_needs_bucket(self) -> InfluxSettings:
+        if self.api == "v2" and not self.bucket:
+            raise ValueError("api v2 needs bucket (and org, token for InfluxDB 2.x)")
+        return self
+
+
+class BatchSettings(StrictModel):
+    max_lines: int = Field(default=5000, ge=1)
+    max_delay_s: float = Field(default=1.0, gt=0)
+    # Lines held while InfluxDB is slow or down; beyond this the oldest are dropped and counted.
+    max_pending_lines: int = Field(default=1_000_000, ge=1)
+
+
+class RetrySettings(StrictModel):
+    initial_s: float = Field(default=0.5, gt=0)
+    max_s: float = Field(default=30.0, gt=0)
+
+
+class CollectorConfig(StrictModel):
+    name: str = "collector"
+    mqtt: MqttSettings = MqttSettings()
+    influxdb: InfluxSettings = InfluxSettings()
+    batch: BatchSettings = BatchSettings()
+    retry: RetrySettings = RetrySettings()
+    dead_letter_path: Path = Path("rackwatch-dead-letter.jsonl")
+    health_interval_s: float = Field(default=10.0, gt=0)

@@ -1,0 +1,91 @@
+"""Batches validated lines and hands each batch to the writer, one write at a time.
+
+A batch leaves when `max_lines` are pending or the oldest pending line has waited
+`max_delay_s`. While a write is retried, new lines keep arriving and wait here, up to
+`max_pending_lines`; past that the oldest are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+from collector.config import BatchSettings
+from collector.influx import InfluxWriter
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, settings: BatchSettings, writer: InfluxWriter) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.dropped_lines = 0
+        self._pending: deque[bytes] = deque()
+        self._first_at = 0.0
+        self._nonempty = asyncio.Event()
+        self._full = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def pending_lines(self) -> int:
+        return len(self._pending)
+
+    def add(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        if not self._pending:
+            self._first_at = asyncio.get_running_loop().time()
+        self._pending.extend(lines)
+        self._idle.clear()
+        overflow = len(self._pending) - self.settings.max_pending_lines
+        if overflow > 0:
+            for _ in range(overflow):
+                self._pending.popleft()
+            if self.dropped_lines == 0:
+                log.error(
+                    "%d lines pending for InfluxDB: dropping the oldest",
+                    self.settings.max_pending_lines,
+                )
+            self.dropped_lines += overflow
+        self._nonempty.set()
+        if len(self._pending) >= self.settings.max_lines:
+            self._full.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        limit = self.settings.max_lines
+        while True:
+            await self._nonempty.wait()
+            while (
+                len(self._pending) < limit
+                and (remaining := self._first_at + self.settings.max_delay_s - loop.time()) > 0
+            ):
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), remaining)
+            await self._write_next(limit)
+
+    async def _write_next(self, limit: int) -> None:
+        pending = self._pending
+        batch = [pending.popleft() for _ in range(min(limit, len(pending)))]
+        if pending:
+            self._first_at = asyncio.get_running_loop().time()
+        else:
+            self._nonempty.clear()
+        await self.writer.write(batch)
+        if not pending:
+            self._idle.set()
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Write everything pending now; False if that took longer than `timeout_s`."""
+        self._first_at = 0.0  # makes any partial batch due at once
+        self._full.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,110 @@
+"""Wires the collector together: MQTT ingest -> pipeline -> InfluxDB writer, plus health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from collector.config import CollectorConfig
+from collector.deadletter import DeadLetters
+from collector.influx import InfluxWriter
+from collector.ingest import Ingest
+from collector.pipeline import Pipeline
+from telemetry.lineproto import encode
+from telemetry.sample import Sample
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_FLUSH_S = 10.0
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        self.dead_letters = DeadLetters(config.dead_letter_path)
+        self.writer = InfluxWriter(config.influxdb, config.retry, self.dead_letters)
+        self.pipeline = Pipeline(config.batch, self.writer)
+        client_id = config.mqtt.client_id or f"rackwatch-collector-{config.name}"
+        self.ingest = Ingest(config.mqtt, client_id, self.pipeline, self.dead_letters)
+
+    def health_sample(self) -> Sample:
+        ingest, write = self.ingest.stats, self.writer.stats
+        return Sample(
+            "rackwatch_collector",
+            {"collector": self.config.name},
+            {
+                "mqtt_connected": ingest.connected,
+                "messages_total": ingest.messages,
+                "lines_received_total": ingest.lines_received,
+                "lines_invalid_total": ingest.lines_invalid,
+                "oversized_messages_total": ingest.oversized_messages,
+                "lines_written_total": write.lines_written,
+                "batches_written_total": write.batches_written,
+                "lines_rejected_total": write.lines_rejected,
+                "partial_writes_total": write.partial_writes,
+                "write_retries_total": write.retries,
+                "write_duration_s": write.last_write_s,
+                "lines_dropped_total": self.pipeline.dropped_lines,
+                "dead_letters_total": self.dead_letters.count,
+                "pending_lines": self.pipeline.pending_lines,
+            },
+            time.time_ns(),
+        )
+
+    async def _report_health(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            self.pipeline.add([encode(self.health_sample()).encode()])
+
+    async def _ensure_database(self) -> None:
+        influx = self.config.influxdb
+        if influx.api != "v1" or not influx.create_database:
+            return
+        import httpx
+
+        params = {"q": f'CREATE DATABASE "{influx.database}"'}
+        if influx.username:
+            params |= {"u": influx.username, "p": influx.password or ""}
+        try:
+            async with httpx.AsyncClient(timeout=influx.timeout_s) as client:
+                response = await client.post(f"{influx.url.rstrip('/')}/query", params=params)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.warning(
+                "could not create database %s at %s: %s (writes will retry)",
+                influx.database,
+                influx.url,
+                exc,
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; then stop taking messages and flush (bounded in time)."""
+        await self._ensure_database()
+        log.info(
+            "collector %s: %s -> %s",
+            self.config.name,
+            self.ingest.subscription,
+            self.writer.describe(),
+        )
+        ingest = asyncio.create_task(self.ingest.run(), name="mqtt ingest")
+        health = asyncio.create_task(self._report_health(), name="health")
+        pipeline = asyncio.create_task(self.pipeline.run(), name="pipeline")
+        try:
+            await stop.wait()
+        finally:
+            for task in (ingest, health):
+                task.cancel()
+            await asyncio.gather(ingest, health, return_exceptions=True)
+            self.pipeline.add([encode(self.health_sample()).encode()])
+            if not await self.pipeline.flush(SHUTDOWN_FLUSH_S):
+                log.warning(
+                    "shutdown: %d lines not written to InfluxDB within %.0f s",
+                    self.pipeline.pending_lines,
+                    SHUTDOWN_FLUSH_S,
+                )
+            pipeline.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pipeline
+            await self.writer.aclose()

@@ -1,0 +1,5 @@
+import sys
+
+from rackwatch.cli import main
+
+sys.exit(main())

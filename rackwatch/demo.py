@@ -1,0 +1,288 @@
+"""`rackwatch demo`: a live hall on this machine, from private servers on free loopback ports.
+
+It starts Mosquitto, InfluxDB and snmpsim under a temporary directory (never touching a server
+already running), serves the shared APC PDU recordings with values that move over time, runs
+a real agent and a real collector as child processes, and shows data arriving. With
+`--duration N` it runs N seconds without interaction and exits 0 only once an InfluxQL query
+has found points of every simulated kind. Everything it started is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+import yaml
+
+from rackwatch import localservices
+from rackwatch.localservices import Running, ServiceError
+
+DATABASE = "rackwatch"
+EXPECTED_MEASUREMENTS = (
+    "pdu",
+    "pdu_phase",
+    "pdu_bank",
+    "pdu_outlet",
+    "rackwatch_agent",
+    "rackwatch_collector",
+)
+VERIFY_GRACE_S = 20.0
+
+# Demo racks: an A and a B feed per rack, one metered model and one switched model.
+DEMO_PDUS = {
+    "pdu-a01-a": ("apc_ap8853", "A01"),
+    "pdu-a01-b": ("apc_ap8853", "A01"),
+    "pdu-a02-a": ("apc_ap8959eu3", "A02"),
+    "pdu-a02-b": ("apc_ap8959eu3", "A02"),
+}
+
+# OID -> snmpsim numeric variation, so the readings move like a real load does.
+# Values stay near the recorded ones; `rate` sets the speed of the swing.
+MOVING_VALUES = {
+    "apc_ap8853": {
+        "1.3.6.1.4.1.318.1.1.26.6.3.1.5.1": "function=sin,rate=0.2,scale=6,offset=49",
+        "1.3.6.1.4.1.318.1.1.26.6.3.1.7.1": "function=sin,rate=0.2,scale=14,offset=114",
+        "1.3.6.1.4.1.318.1.1.26.4.3.1.5.1": "function=sin,rate=0.2,scale=14,offset=114",
+        "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1": "rate=0.05,initial=35128",
+        "1.3.6.1.4.1.318.1.1.12.2.3.1.1.2.3": "function=sin,rate=0.2,scale=6,offset=47",
+    },
+    "apc_ap8959eu3": {
+        "1.3.6.1.4.1.318.1.1.26.6.3.1.5.1": "function=cos,rate=0.1,scale=4,offset=13",
+        "1.3.6.1.4.1.318.1.1.26.4.3.1.5.1": "function=cos,rate=0.1,scale=8,offset=27",
+        "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1": "rate=0.02,initial=19677",
+    },
+}
+
+
+def find_shared(explicit: Path | None) -> Path:
+    candidates = (
+        [explicit]
+        if explicit
+        else [
+            Path(os.environ["RACKWATCH_SHARED"]) if "RACKWATCH_SHARED" in os.environ else None,
+            Path.cwd().parent / "shared",
+            Path(__file__).resolve().parents[2] / "shared",
+        ]
+    )
+    for candidate in candidates:
+        if candidate and (candidate / "devices" / "snmprec").is_dir():
+            return candidate
+    raise ServiceError(
+        "cannot find shared/devices/snmprec (the device recordings); "
+        "pass --shared PATH or set RACKWATCH_SHARED"
+    )
+
+
+def moving_recording(source: Path, moving: dict[str, str]) -> str:
+    """The recording with some values replaced by snmpsim `numeric` variations."""
+    out = []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        oid, _, rest = line.partition("|")
+        tag = rest.partition("|")[0]
+        if oid in moving:
+            line = f"{oid}|{tag}:numeric|{moving[oid]},min=0,max=2147483647"
+            if "initial=" not in line:
+                line += ",initial=0"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def write_configs(
+    workdir: Path, mosquitto: Running, influx: Running, snmp: Running
+) -> tuple[Path, Path]:
+    agent = {
+        "agent": {"name": "demo-agent", "site": "qiyang-a1"},
+        "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
+        "defaults": {"interval_s": 5, "jitter_s": 0.5, "timeout_s": 1, "retries": 1},
+        "health_interval_s": 5,
+        "credentials": {name: {"version": "2c", "community": name} for name in DEMO_PDUS},
+        "devices": [
+            {
+                "name": name,
+                "address": f"{snmp.host}:{snmp.port}",
+                "credentials": name,
+                "room": "hall-1",
+                "row": "A",
+                "rack": rack,
+            }
+            for name, (_, rack) in DEMO_PDUS.items()
+        ],
+    }
+    collector = {
+        "name": "demo-collector",
+        "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
+        "influxdb": {
+            "url": influx.url(),
+            "api": "v1",
+            "database": DATABASE,
+            "create_database": True,
+        },
+        "dead_letter_path": str(workdir / "dead-letter.jsonl"),
+        "health_interval_s": 5,
+    }
+    agent_path, collector_path = workdir / "agent.yaml", workdir / "collector.yaml"
+    agent_path.write_text(yaml.safe_dump(agent, sort_keys=False), encoding="utf-8")
+    collector_path.write_text(yaml.safe_dump(collector, sort_keys=False), encoding="utf-8")
+    return agent_path, collector_path
+
+
+def start_rackwatch(role: str, config: Path, workdir: Path) -> subprocess.Popen[bytes]:
+    log = (workdir / f"{role}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "rackwatch", role, "-c", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def counts(influx: Running) -> dict[str, int]:
+    """Points per measurement (the largest per-field count) in the demo database."""
+    found = {}
+    for measurement in EXPECTED_MEASUREMENTS:
+        series = localservices.influx_query(
+            influx, DATABASE, f'SELECT count(*) FROM "{measurement}"'
+        )
+        total = 0
+        for one in series:
+            values = one.get("values")
+            if isinstance(values, list) and values:
+                total = max(int(v) for v in values[0][1:] if isinstance(v, int | float))
+        found[measurement] = total
+    return found
+
+
+def latest_pdu_readings(influx: Running) -> list[tuple[str, str, float | None, float | None]]:
+    series = localservices.influx_query(
+        influx,
+        DATABASE,
+        'SELECT last("power_w") AS power_w, last("energy_kwh") AS energy_kwh '
+        'FROM "pdu" GROUP BY "device", "model"',
+    )
+    rows = []
+    for one in series:
+        tags = one.get("tags")
+        values = one.get("values")
+        if isinstance(tags, dict) and isinstance(values, list) and values:
+            rows.append(
+                (str(tags.get("device")), str(tags.get("model")), values[0][1], values[0][2])
+            )
+    return sorted(rows)
+
+
+def render(influx: Running, started: float) -> str:
+    lines = [
+        f"rackwatch demo: {time.monotonic() - started:5.0f} s   (Ctrl-C to stop)",
+        "",
+        f"{'MEASUREMENT':<22}{'POINTS':>8}",
+    ]
+    lines += [f"{m:<22}{n:>8}" for m, n in counts(influx).items()]
+    lines += ["", f"{'PDU':<12}{'MODEL':<12}{'POWER W':>10}{'ENERGY KWH':>12}"]
+    for device, model, power, energy in latest_pdu_readings(influx):
+        lines.append(f"{device:<12}{model:<12}{power or 0:>10.0f}{energy or 0:>12.1f}")
+    return "\n".join(lines)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def demo(duration_s: float | None, shared: Path | None) -> int:
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="rackwatch-demo-"))
+    services: list[Running] = []
+    children: list[subprocess.Popen[bytes]] = []
+    ok = False
+    try:
+        recordings = find_shared(shared) / "devices" / "snmprec"
+        data = workdir / "snmprec"
+        data.mkdir()
+        for name, (recording, _) in DEMO_PDUS.items():
+            text = moving_recording(recordings / f"{recording}.snmprec", MOVING_VALUES[recording])
+            (data / f"{name}.snmprec").write_text(text, encoding="utf-8")
+        print(f"starting Mosquitto, InfluxDB and snmpsim under {workdir} ...", flush=True)
+        mosquitto = localservices.start_mosquitto(workdir / "mosquitto")
+        services.append(mosquitto)
+        influx = localservices.start_influxdb(workdir / "influxdb")
+        services.append(influx)
+        snmp = localservices.start_snmpsim(data, workdir / "snmpsim")
+        services.append(snmp)
+        agent_config, collector_config = write_configs(workdir, mosquitto, influx, snmp)
+        children.append(start_rackwatch("collector", collector_config, workdir))
+        children.append(start_rackwatch("agent", agent_config, workdir))
+        print(
+            f"MQTT {mosquitto.host}:{mosquitto.port}  InfluxDB {influx.url()}  "
+            f"SNMP {snmp.host}:{snmp.port} (udp)  logs in {workdir}",
+            flush=True,
+        )
+        ok = watch(influx, duration_s, children)
+    except KeyboardInterrupt:
+        ok = duration_s is None  # Ctrl-C is how an interactive demo ends
+    except ServiceError as exc:
+        print(f"rackwatch demo: {exc}", file=sys.stderr)
+    finally:
+        for child in children:
+            _stop_child(child)
+        for service in reversed(services):
+            localservices.stop(service)
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"rackwatch demo: logs kept in {workdir}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def watch(
+    influx: Running, duration_s: float | None, children: list[subprocess.Popen[bytes]]
+) -> bool:
+    started = time.monotonic()
+    if duration_s is None:
+        while True:
+            _check_children(children)
+            print("\033[H\033[2J" + render(influx, started), flush=True)
+            time.sleep(2)
+    deadline = started + duration_s
+    while time.monotonic() < deadline:
+        _check_children(children)
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        print(
+            f"  {time.monotonic() - started:4.0f} s  points: "
+            + ", ".join(f"{m}={n}" for m, n in counts(influx).items()),
+            flush=True,
+        )
+    # Points of every kind must be there; give late health reports a short grace.
+    grace_end = time.monotonic() + VERIFY_GRACE_S
+    while True:
+        found = counts(influx)
+        missing = [m for m, n in found.items() if n == 0]
+        if not missing:
+            print(render(influx, started))
+            print("demo ok: points of every kind landed in InfluxDB")
+            return True
+        if time.monotonic() > grace_end:
+            print(f"demo FAILED: no points for {', '.join(missing)}", file=sys.stderr)
+            return False
+        time.sleep(1)
+
+
+def _check_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is not None:
+            raise ServiceError(f"{child.args!r} exited with {child.returncode}")
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

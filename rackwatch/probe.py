@@ -1,0 +1,69 @@
+"""`rackwatch probe`: poll one device once and print what the agent would send.
+
+With `--output line-protocol`, stdout carries only line-protocol lines and `#` comments,
+so an external check can feed it straight to InfluxDB; diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent.config import Device
+from agent.profile import builtin_profiles
+from agent.snmp import DeviceError, SnmpDevice, SnmpTarget
+from telemetry.lineproto import encode
+from telemetry.sample import Sample
+
+LOCATION_TAGS = {"site", "room", "row", "rack", "device", "vendor", "model"}
+
+
+async def probe(args: argparse.Namespace) -> int:
+    try:
+        host, port = Device(name="probe", address=args.address).host_port()
+    except ValueError as exc:
+        print(f"rackwatch probe: {exc}", file=sys.stderr)
+        return 2
+    profile = None
+    if args.profile:
+        profile = builtin_profiles().get(args.profile)
+        if profile is None:
+            print(
+                f"rackwatch probe: unknown profile {args.profile!r}; known: "
+                f"{', '.join(sorted(builtin_profiles()))}",
+                file=sys.stderr,
+            )
+            return 2
+    target = SnmpTarget(host, port, args.community, args.snmp_version, args.timeout, args.retries)
+    device = SnmpDevice(args.address, target, {"device": args.address}, profile)
+    try:
+        samples = await device.collect()
+    except DeviceError as exc:
+        print(f"rackwatch probe: {exc}", file=sys.stderr)
+        return 1
+    identity = device.identity
+    assert identity is not None  # collect() identifies first
+    header = (
+        f"# {args.address}: profile {identity.profile.name}, vendor "
+        f"{identity.profile.vendor}, model {identity.model or '?'}, "
+        f"sysObjectID {identity.sys_object_id}, {len(samples)} samples"
+    )
+    print(header)
+    if args.output == "table":
+        print(format_table(samples))
+    else:
+        for sample in samples:
+            print(encode(sample))
+    return 0
+
+
+def format_table(samples: list[Sample]) -> str:
+    rows = [("MEASUREMENT", "ELEMENT", "FIELDS")]
+    for sample in samples:
+        element = " ".join(
+            f"{k}={v}" for k, v in sorted(sample.tags.items()) if k not in LOCATION_TAGS and v
+        )
+        fields = " ".join(f"{k}={v}" for k, v in sample.fields.items())
+        rows.append((sample.measurement, element, fields))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    return "\n".join(f"{m:<{widths[0]}}  {e:<{widths[1]}}  {f}" for m, e, f in rows)

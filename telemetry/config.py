@@ -1,0 +1,157 @@
+"""Strict YAML config loading: every error names `file:line: key.path: problem`.
+
+Configs are parsed with PyYAML (safe loader) and validated by pydantic models that forbid
+unknown keys. YAML positions are kept beside the data so pydantic's error locations can be
+turned back into line numbers. Secrets (passwords, tokens, SNMP communities) may be written
+inline or as `{env: NAME}`, `{file: /path}` or `{credential: NAME}`; the last reads systemd's
+`$CREDENTIALS_DIRECTORY/NAME` (LoadCredential=).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+KeyPath = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message lists every problem found."""
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown keys are errors, values are immutable after load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_secret(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    if len(value) != 1:
+        raise ValueError(
+            "a secret is a string or exactly one of {env: NAME}, {file: PATH}, {credential: NAME}"
+        )
+    ((kind, ref),) = value.items()
+    if kind == "env":
+        if ref not in os.environ:
+            raise ValueError(f"environment variable {ref!r} is not set")
+        return os.environ[ref]
+    if kind == "credential":
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ValueError(
+                f"credential {ref!r}: CREDENTIALS_DIRECTORY is not set "
+                "(use LoadCredential= in the unit)"
+            )
+        return _read_secret_file(Path(directory) / str(ref))
+    if kind == "file":
+        return _read_secret_file(Path(str(ref)))
+    raise ValueError(f"unknown secret source {kind!r}; use env, file or credential")
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
+Secret = Annotated[str, BeforeValidator(_resolve_secret)]
+"""A string that may come from the environment, a file or a systemd credential."""
+
+
+def _index_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], source: str) -> None:
+    """Record the 1-based line of every key and list item; refuse duplicate keys."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise ConfigError(
+                    f"{source}:{key_node.start_mark.line + 1}: {_dotted((*path, key))}: "
+                    "duplicate key"
+                )
+            seen.add(key)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _index_lines(value_node, (*path, key), lines, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*path, i)] = item.start_mark.line + 1
+            _index_lines(item, (*path, i), lines, source)
+
+
+def _dotted(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[KeyPath, int]]:
+    """Parse YAML text; return the data and a map from key path to line number."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f"{mark.line + 1}" if mark else "?"
+        raise ConfigError(f"{source}:{line}: YAML syntax: {exc.problem}") from None
+    lines: dict[KeyPath, int] = {}
+    if node is not None:
+        _index_lines(node, (), lines, source)
+    return data, lines
+
+
+def validate(data: Any, model: type[M], source: str, lines: Mapping[KeyPath, int]) -> M:
+    """Validate parsed data against a model; errors carry `source:line: key: problem`.
+
+    After type validation, a model may report cross-field problems (a reference to an
+    undefined name, a duplicate device) through a `problems()` method returning
+    `(key path, message)` pairs, so those get line numbers too.
+    """
+    try:
+        config = model.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        found = []
+        for error in exc.errors(include_url=False):
+            loc = tuple(part for part in error["loc"] if isinstance(part, str | int))
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            found.append((loc, message))
+    else:
+        check = getattr(config, "problems", None)
+        found = check() if check else []
+        if not found:
+            return config
+    raise ConfigError(
+        "\n".join(
+            f"{source}:{_nearest_line(loc, lines)}: {_dotted(loc)}: {message}"
+            for loc, message in found
+        )
+    )
+
+
+def _nearest_line(loc: KeyPath, lines: Mapping[KeyPath, int]) -> int:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def load(path: Path | str, model: type[M]) -> M:
+    """Read, parse and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    data, lines = parse_yaml(text, str(path))
+    return validate(data, model, str(path), lines)
