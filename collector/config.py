@@ -54,6 +54,7 @@ class InfluxSettings(StrictModel):
 class BatchSettings(StrictModel):
     max_lines: int = Field(default=5000, ge=1)
     max_delay_s: float = Field(default=1.0, gt=0)
+    max_concurrent_writes: int = Field(default=2, ge=1, le=16)
     # Lines held while InfluxDB is slow or down; beyond this the oldest are dropped and counted.
     max_pending_lines: int = Field(default=1_000_000, ge=1)
 

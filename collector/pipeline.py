@@ -1,7 +1,7 @@
 """Batches validated lines and hands each batch to the writer, one write at a time.
 
 A batch leaves when `max_lines` are pending or the oldest pending line has waited
-`max_delay_s`. While a write is retried, new lines keep arriving and wait here, up to
+`max_delay_s`; up to `max_concurrent_writes` batches are written at once. While a write is retried, new lines keep arriving and wait here, up to
 `max_pending_lines`; past that the oldest are dropped and counted.
 """
 
@@ -29,9 +29,15 @@ class Pipeline:
         self._full = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        # While InfluxDB works on one batch, the next is compressed and sent: two in flight
+        # keep both ends busy without reordering much.
+        self._slots = asyncio.Semaphore(settings.max_concurrent_writes)
+        self._in_flight = 0
+        self._writes: set[asyncio.Task[None]] = set()
 
     @property
     def pending_lines(self) -> int:
+        """Lines waiting for a write (not counting batches already being written)."""
         return len(self._pending)
 
     def add(self, lines: list[bytes]) -> None:
@@ -58,6 +64,13 @@ class Pipeline:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         limit = self.settings.max_lines
+        try:
+            await self._batch_forever(loop, limit)
+        finally:
+            for task in self._writes:
+                task.cancel()
+
+    async def _batch_forever(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         while True:
             await self._nonempty.wait()
             while (
@@ -67,18 +80,25 @@ class Pipeline:
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), remaining)
-            await self._write_next(limit)
+            await self._slots.acquire()
+            batch = [self._pending.popleft() for _ in range(min(limit, len(self._pending)))]
+            if self._pending:
+                self._first_at = loop.time()
+            else:
+                self._nonempty.clear()
+            self._in_flight += 1
+            task = asyncio.create_task(self._write(batch))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
 
-    async def _write_next(self, limit: int) -> None:
-        pending = self._pending
-        batch = [pending.popleft() for _ in range(min(limit, len(pending)))]
-        if pending:
-            self._first_at = asyncio.get_running_loop().time()
-        else:
-            self._nonempty.clear()
-        await self.writer.write(batch)
-        if not pending:
-            self._idle.set()
+    async def _write(self, batch: list[bytes]) -> None:
+        try:
+            await self.writer.write(batch)
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+            if not self._pending and not self._in_flight:
+                self._idle.set()
 
     async def flush(self, timeout_s: float) -> bool:
         """Write everything pending now; False if that took longer than `timeout_s`."""

@@ -36,8 +36,6 @@ _TIME_MAX_NS = _INT64_MAX - 1
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
 _MEASUREMENT_SPECIALS = ", "
 _KEY_SPECIALS = ",= "  # tag keys, tag values and field keys
-_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
-_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 
 # Number tokens spelled out with [0-9]: Python's int() and float() also take '_', spaces and
 # non-ASCII digits, which InfluxDB does not.
@@ -67,7 +65,8 @@ def encode(sample: Sample) -> str:
         raise LineProtocolError(
             f"measurement {measurement!r} starts with '#', which marks a comment"
         )
-    head = [_escape_name(measurement, _MEASUREMENT_ESCAPES, "measurement", measurement)]
+    _check_name(measurement, "measurement", measurement)
+    head = [measurement.replace(",", r"\,").replace(" ", r"\ ")]
 
     tags = []
     for key, value in sample.tags.items():
@@ -76,21 +75,15 @@ def encode(sample: Sample) -> str:
                 f"empty tag key (value {value!r}) in measurement {measurement!r}"
             )
         if value:
-            tags.append(
-                (
-                    _escape_name(key, _KEY_ESCAPES, "tag key", key),
-                    _escape_name(value, _KEY_ESCAPES, "value of tag", key),
-                )
-            )
-    tags.sort()
+            tags.append((_escape_key(key, "tag key", key), _escape_key(value, "value of tag", key)))
+    tags.sort()  # keys are unique, so this sorts by escaped key, as InfluxDB's bytes.Compare does
     head.extend(f"{key}={value}" for key, value in tags)
 
     fields = []
-    for name, field_value in sample.fields.items():
-        if not name:
+    for key, field_value in sample.fields.items():
+        if not key:
             raise LineProtocolError(f"empty field key in measurement {measurement!r}")
-        escaped_name = _escape_name(name, _KEY_ESCAPES, "field key", name)
-        fields.append(f"{escaped_name}={_encode_value(name, field_value)}")
+        fields.append(f"{_escape_key(key, 'field key', key)}={_encode_value(key, field_value)}")
     if not fields:
         raise LineProtocolError(f"measurement {measurement!r} has no fields")
 
@@ -105,17 +98,24 @@ def encode_many(samples: Iterable[Sample]) -> str:
     return "".join(f"{encode(sample)}\n" for sample in samples)
 
 
-def _escape_name(text: str, escapes: dict[int, str], element: str, name: str) -> str:
-    """Escape a measurement, key or tag value, refusing what the protocol cannot carry.
+def _check_name(text: str, element: str, name: str) -> None:
+    """Refuse a measurement, key or tag value that line protocol cannot carry.
 
     A trailing backslash would escape the separator after it, so it has no encoding at all.
     """
+    if text.isprintable() and not text.endswith("\\"):
+        return  # the common case; isprintable() is several times faster than a regex search
     control = _CONTROL_CHAR.search(text)
     if control:
         raise LineProtocolError(f"{element} {name!r} contains control character {control[0]!r}")
     if text.endswith("\\"):
         raise LineProtocolError(f"{element} {name!r} ends with a backslash")
-    return text.translate(escapes)
+
+
+def _escape_key(text: str, element: str, name: str) -> str:
+    """Escape a tag key, tag value or field key (replace() is much faster than translate())."""
+    _check_name(text, element, name)
+    return text.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
 
 
 def _encode_value(key: str, value: FieldValue) -> str:
@@ -136,7 +136,7 @@ def _encode_value(key: str, value: FieldValue) -> str:
             raise LineProtocolError(f"field {key!r}: {'+' if value > 0 else '-'}Inf is not allowed")
         return float.__repr__(value)  # shortest round-trip form, e.g. 5.0, 1e-05, 1.5e+300
     if isinstance(value, str):
-        control = _CONTROL_CHAR.search(value)
+        control = None if value.isprintable() else _CONTROL_CHAR.search(value)
         if control:
             raise LineProtocolError(
                 f"string field {key!r} contains control character {control[0]!r}"
@@ -184,7 +184,7 @@ def parse_line(line: str | bytes, default_time_ns: int | None = None) -> Sample:
         if key in tags:
             raise LineProtocolError(f"duplicate tag {key!r}")
         tags[key] = value
-    if pos == len(text):
+    if pos + 1 >= len(text):  # nothing after the measurement and tags but maybe a space
         raise LineProtocolError(f"measurement {measurement!r} has no field set")
 
     # pos is at the space before the field set, then at each comma between fields.
@@ -331,33 +331,24 @@ _UTF8_CHAR = (  # one well-formed multi-byte UTF-8 sequence, as Python's strict 
     rb"|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
     rb"|\xf4[\x80-\x8f][\x80-\xbf]{2}"
 )
-_MEASUREMENT_RE = rb"(?!#)(?:[^\x00-\x20\x7f-\xff,\\]++|\\[, ]|\\(?![, ])|" + _UTF8_CHAR + rb")++"
-_KEY_RE = rb"(?:[^\x00-\x20\x7f-\xff,=\\]++|\\[,= ]|\\(?![,= ])|" + _UTF8_CHAR + rb")++"
-_STRING_RE = rb'"(?:[^\x00-\x1f\x7f-\xff"\\]++|\\["\\]|\\(?!["\\])|' + _UTF8_CHAR + rb')*+"'
+_MEASUREMENT_RE = rb"(?!#)(?:[^\x00-\x20\x7f-\xff,\\]++|\\[, ]|\\(?![, ])|%s)++" % _UTF8_CHAR
+_KEY_RE = rb"(?:[^\x00-\x20\x7f-\xff,=\\]++|\\[,= ]|\\(?![,= ])|%s)++" % _UTF8_CHAR
+_STRING_RE = rb'"(?:[^\x00-\x1f\x7f-\xff"\\]++|\\["\\]|\\(?!["\\])|%s)*+"' % _UTF8_CHAR
 _VALUE_RE = (
     _STRING_RE
     + rb"|-?[0-9]{1,18}i|[0-9]{1,19}u"  # these digit counts can never overflow
     + rb"|-?(?:[0-9]{1,200}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE](?:-[0-9]+|\+?[0-9]{1,2}))?"  # < 1e299
     + rb"|true|True|TRUE|t|T|false|False|FALSE|f|F"
 )
-_FIELD_RE = _KEY_RE + rb"=(?:" + _VALUE_RE + rb")"
+_TAG_RE = rb",%s=%s" % (_KEY_RE, _KEY_RE)
+_FIELD_RE = rb"%s=(?:%s)" % (_KEY_RE, _VALUE_RE)
 _TIMESTAMP_RE = rb"-?(?:[0-9]{1,18}|[1-8][0-9]{18})"  # inside InfluxDB's range until 2255
 _FAST_LINE = re.compile(
-    _MEASUREMENT_RE
-    + rb"(?P<tags>(?:,"
-    + _KEY_RE
-    + rb"="
-    + _KEY_RE
-    + rb")*+) "
-    + _FIELD_RE
-    + rb"(?:,"
-    + _FIELD_RE
-    + rb")*+(?: "
-    + _TIMESTAMP_RE
-    + rb")?"
+    rb"%s(?P<tags>(?:%s)*+) %s(?:,%s)*+(?: %s)?"
+    % (_MEASUREMENT_RE, _TAG_RE, _FIELD_RE, _FIELD_RE, _TIMESTAMP_RE)
 )
 # Tag keys inside an already matched tag section, for the duplicate check the regex cannot do.
-_TAG_KEY = re.compile(rb",(" + _KEY_RE + rb")=")
+_TAG_KEY = re.compile(rb",(%s)=" % _KEY_RE)
 
 
 def check_lines(payload: bytes) -> tuple[list[bytes], list[tuple[int, bytes, str]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -200,3 +201,14 @@ def test_check_command_reports_and_exits_nonzero(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{good}: ok (collector config)" in result.stdout
     assert f"{bad}:5: devices[0].address: Field required" in result.stderr
+
+
+def test_example_configs_pass_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    examples = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(examples) >= 2
+    env = {"RACKWATCH_SNMP_COMMUNITY": "public", "RACKWATCH_SNMP_COMMUNITY_LEGACY": "old"}
+    result = subprocess.run(
+        [sys.executable, "-m", "rackwatch", "check", *(f"-c{p}" for p in examples)],
+        capture_output=True, text=True, check=False, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": ok (") == len(examples)
