@@ -42,6 +42,7 @@ class Publisher:
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
+        self._stopping = False
 
     @property
     def queued_lines(self) -> int:
@@ -69,7 +70,7 @@ class Publisher:
         """Connect, publish, reconnect with capped jittered backoff; runs until cancelled."""
         settings = self.settings
         backoff_s = 0.5
-        while True:
+        while not self._stopping:
             try:
                 async with aiomqtt.Client(
                     settings.host,
@@ -85,6 +86,7 @@ class Publisher:
                     log.info("connected to MQTT broker %s:%d", settings.host, settings.port)
                     backoff_s = 0.5
                     await self._publish_forever(client)
+                return  # stopped: leaving the block disconnects cleanly
             except aiomqtt.MqttError as exc:
                 if self.stats.connected or self.stats.publish_failures == 0:
                     log.warning(
@@ -97,7 +99,7 @@ class Publisher:
 
     async def _publish_forever(self, client: aiomqtt.Client) -> None:
         limit = self.settings.max_batch_lines
-        while True:
+        while not self._stopping:
             if len(self._queue) < limit:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ready.wait(), self.settings.flush_interval_s)
@@ -113,6 +115,19 @@ class Publisher:
                 self.stats.published_lines += len(batch)
                 self.stats.published_batches += 1
             self._drained.set()
+
+    async def close(self, task: asyncio.Task[None], timeout_s: float) -> None:
+        """Stop `task` (running `run()`) between batches, so the broker sees a clean DISCONNECT.
+
+        aiomqtt 2.5 waits for the broker's answer to DISCONNECT without a time limit; a broker
+        that never answers must not hold up shutdown, so the task is cancelled after `timeout_s`.
+        """
+        self._stopping = True
+        self._ready.set()
+        _, late = await asyncio.wait([task], timeout=timeout_s)
+        for pending in late:
+            pending.cancel()
+            await asyncio.wait([pending], timeout=timeout_s)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until everything queued has been acknowledged; False on timeout."""

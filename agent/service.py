@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -162,6 +161,4 @@ class Agent:
                     "shutdown: %d lines not acknowledged by the broker were dropped",
                     self.publisher.queued_lines,
                 )
-            publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publisher
+            await self.publisher.close(publisher, timeout_s=5.0)

@@ -1,8 +1,9 @@
-"""Batches validated lines and hands each batch to the writer, one write at a time.
+"""Batches validated lines and hands each batch to the writer.
 
 A batch leaves when `max_lines` are pending or the oldest pending line has waited
-`max_delay_s`; up to `max_concurrent_writes` batches are written at once. While a write is retried, new lines keep arriving and wait here, up to
-`max_pending_lines`; past that the oldest are dropped and counted.
+`max_delay_s`; up to `max_concurrent_writes` batches are written at once. While writes are
+retried, new lines keep arriving and wait here, up to `max_pending_lines`; past that the
+oldest are dropped and counted.
 """
 
 from __future__ import annotations

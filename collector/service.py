@@ -96,7 +96,12 @@ class Collector:
         finally:
             for task in (ingest, health):
                 task.cancel()
-            await asyncio.gather(ingest, health, return_exceptions=True)
+            # aiomqtt 2.5 waits for the broker's answer to DISCONNECT without a time limit:
+            # a second cancel after a while keeps a silent broker from holding up shutdown.
+            _, late = await asyncio.wait([ingest, health], timeout=5.0)
+            for task in late:
+                task.cancel()
+                await asyncio.wait([task], timeout=5.0)
             self.pipeline.add([encode(self.health_sample()).encode()])
             if not await self.pipeline.flush(SHUTDOWN_FLUSH_S):
                 log.warning(

@@ -356,7 +356,8 @@ def check_lines(payload: bytes) -> tuple[list[bytes], list[tuple[int, bytes, str
 
     Blank lines and '#' comments are dropped. Returns the valid lines as they are, and for each
     invalid one its 1-based line number, the line, and parse_line's reason. Accepts exactly what
-    parse_line accepts; only lines the fast regex refuses pay for a full parse.
+    parse_line accepts, lines without a timestamp included (InfluxDB stamps those on arrival);
+    only lines the fast regex refuses pay for a full parse.
     """
     good = []
     bad = []

@@ -209,6 +209,10 @@ def test_example_configs_pass_check(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"RACKWATCH_SNMP_COMMUNITY": "public", "RACKWATCH_SNMP_COMMUNITY_LEGACY": "old"}
     result = subprocess.run(
         [sys.executable, "-m", "rackwatch", "check", *(f"-c{p}" for p in examples)],
-        capture_output=True, text=True, check=False, env={**os.environ, **env})
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **env},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(": ok (") == len(examples)

@@ -78,13 +78,23 @@ def collector_config(
 
 @asynccontextmanager
 async def running(*services: Agent | Collector) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(s.run(stop)) for s in services]
+    """Run services; stop them in reverse order, as an operator would (agents first)."""
+    stops = [asyncio.Event() for _ in services]
+    tasks = [asyncio.create_task(s.run(stop)) for s, stop in zip(services, stops, strict=True)]
     try:
         yield
     finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        hung = []
+        for stop, task in reversed(list(zip(stops, tasks, strict=True))):
+            stop.set()
+            _, late = await asyncio.wait([task], timeout=30)
+            hung += late
+        for task in hung:
+            task.print_stack()
+            task.cancel()
+        assert not hung, "a service did not stop within 30 s"
+        for task in tasks:
+            task.result()
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
@@ -114,9 +124,16 @@ async def test_pdu_readings_land_in_influxdb(
 
     def landed() -> bool:
         """phase, device power and agent health of apc_ap8853 are in InfluxDB"""
+        where = "WHERE \"device\" = 'pdu-apc_ap8853'"
         return all(
-            query(influxdb, database, f"SELECT * FROM {m} LIMIT 1")
-            for m in ("pdu_phase", "pdu", "pdu_outlet", "rackwatch_agent")
+            query(influxdb, database, f"SELECT * FROM {m} {where} LIMIT 1")
+            for m in ("pdu_phase", "pdu", "rackwatch_agent")
+        ) and all(
+            query(influxdb, database, q)
+            for q in (
+                "SELECT * FROM pdu_outlet LIMIT 1",
+                f"SELECT * FROM rackwatch_agent {where} AND polls_ok_total > 0 LIMIT 1",
+            )
         )
 
     async with running(collector, agent):

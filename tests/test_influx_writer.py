@@ -26,17 +26,21 @@ FAST_RETRY = RetrySettings(initial_s=0.05, max_s=0.2)
 
 
 def writer(tmp_path: Path, **settings: object) -> InfluxWriter:
-    return InfluxWriter(InfluxSettings.model_validate(settings), FAST_RETRY,
-                        DeadLetters(tmp_path / "dead.jsonl"))
+    return InfluxWriter(
+        InfluxSettings.model_validate(settings), FAST_RETRY, DeadLetters(tmp_path / "dead.jsonl")
+    )
 
 
 def lines(n: int, measurement: str = "pdu", start: int = 0) -> list[bytes]:
-    return [f"{measurement},device=p{i} power_w={i}.5 {1700000000000000000 + i}".encode()
-            for i in range(start, start + n)]
+    return [
+        f"{measurement},device=p{i} power_w={i}.5 {1700000000000000000 + i}".encode()
+        for i in range(start, start + n)
+    ]
 
 
-async def test_v1_type_conflict_isolates_the_bad_line(influxdb: Running, database: str,
-                                                     tmp_path: Path) -> None:
+async def test_v1_type_conflict_isolates_the_bad_line(
+    influxdb: Running, database: str, tmp_path: Path
+) -> None:
     w = writer(tmp_path, url=influxdb.url(), database=database)
     await w.write(lines(10))  # power_w is now a float field
     batch = lines(100, start=10)
@@ -54,25 +58,40 @@ async def test_v1_type_conflict_isolates_the_bad_line(influxdb: Running, databas
     assert "field type conflict" in dead[0]["reason"]
 
 
-async def test_v2_api_into_victoria_metrics(victoria_metrics: Running, unique: str,
-                                            tmp_path: Path) -> None:
-    w = writer(tmp_path, url=victoria_metrics.url(), api="v2", bucket="rackwatch",
-               org="qiyang", token="unused-by-vm")
-    await w.write([f"vmtest_{unique},device=pdu-a01-a,phase=1 current_a=4.9 "
-                   f"{time.time_ns()}".encode()])
+async def test_v2_api_into_victoria_metrics(
+    victoria_metrics: Running, unique: str, tmp_path: Path
+) -> None:
+    w = writer(
+        tmp_path,
+        url=victoria_metrics.url(),
+        api="v2",
+        bucket="rackwatch",
+        org="qiyang",
+        token="unused-by-vm",
+    )
+    await w.write(
+        [f"vmtest_{unique},device=pdu-a01-a,phase=1 current_a=4.9 {time.time_ns()}".encode()]
+    )
     await w.aclose()
     assert w.stats.lines_written == 1
-    query = urllib.parse.urlencode({"match[]": f'{{__name__="vmtest_{unique}_current_a"}}'})
-    exported: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
-    while not exported and time.monotonic() < deadline:  # VM makes new data searchable ~1 s on
-        urllib.request.urlopen(f"{victoria_metrics.url()}/internal/force_flush").read()
-        with urllib.request.urlopen(f"{victoria_metrics.url()}/api/v1/export?{query}") as reply:
-            exported = [json.loads(line) for line in reply.read().splitlines()]
-        time.sleep(0.2)
+    exported = vm_export(victoria_metrics, f"vmtest_{unique}_current_a")
     assert len(exported) == 1
     assert exported[0]["values"] == [4.9]
     assert exported[0]["metric"]["device"] == "pdu-a01-a"
+
+
+def vm_export(vm: Running, metric: str) -> list[dict[str, Any]]:
+    """VictoriaMetrics' export of one metric; VM makes new data searchable about 1 s later."""
+    query = urllib.parse.urlencode({"match[]": f'{{__name__="{metric}"}}'})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        urllib.request.urlopen(f"{vm.url()}/internal/force_flush").read()
+        with urllib.request.urlopen(f"{vm.url()}/api/v1/export?{query}") as reply:
+            exported = [json.loads(line) for line in reply.read().splitlines()]
+        if exported:
+            return exported
+        time.sleep(0.2)
+    return []
 
 
 class Script:
@@ -117,7 +136,8 @@ def stand_in() -> Iterator[tuple[str, list[Script]]]:
 
 
 async def test_429_and_503_are_retried_honouring_retry_after(
-        stand_in: tuple[str, list[Script]], tmp_path: Path) -> None:
+    stand_in: tuple[str, list[Script]], tmp_path: Path
+) -> None:
     url, scripts = stand_in
     script = Script(lambda n, _: {1: (429, {"Retry-After": "1"}), 2: (503, {})}.get(n, (204, {})))
     scripts.append(script)
@@ -130,14 +150,19 @@ async def test_429_and_503_are_retried_honouring_retry_after(
     path, headers = script.requests[0][1], script.requests[0][3]
     assert path.startswith("/write?")
     assert urllib.parse.parse_qs(path.split("?", 1)[1]) == {
-        "db": ["dc"], "precision": ["ns"], "u": ["rw"], "p": ["pw"]}
+        "db": ["dc"],
+        "precision": ["ns"],
+        "u": ["rw"],
+        "p": ["pw"],
+    }
     assert headers["Content-Encoding"] == "gzip"
     assert w.stats.retries == 2
     assert w.stats.lines_written == 50
 
 
-async def test_413_splits_the_batch_until_it_fits(stand_in: tuple[str, list[Script]],
-                                                 tmp_path: Path) -> None:
+async def test_413_splits_the_batch_until_it_fits(
+    stand_in: tuple[str, list[Script]], tmp_path: Path
+) -> None:
     url, scripts = stand_in
     script = Script(lambda n, received: (413, {}) if len(received) > 30 else (204, {}))
     scripts.append(script)

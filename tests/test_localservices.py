@@ -211,13 +211,14 @@ def test_snmpsim_cache_inside_data_dir_is_refused(tmp_path: Path) -> None:
 
 
 def test_server_that_exits_early_reports_command_and_log(tmp_path: Path) -> None:
+    live_before = dict(localservices._live)
     with pytest.raises(ServiceError) as raised:
         start_mosquitto(tmp_path, extra_config="no_such_option true\n")
     message = str(raised.value)
     assert message.startswith("mosquitto exited early with code")
     assert f"-c {tmp_path / 'mosquitto.conf'}" in message
     assert "Unknown configuration variable" in message  # from the log tail
-    assert not localservices._live
+    assert localservices._live == live_before
 
 
 def test_not_ready_in_time_stops_the_server(
@@ -230,13 +231,14 @@ def test_not_ready_in_time_stops_the_server(
         started.append(service)
         return real_await(service, *args, **kwargs)  # type: ignore[arg-type]
 
+    live_before = dict(localservices._live)
     monkeypatch.setattr(localservices, "_await_ready", spy)
     monkeypatch.setattr(localservices, "READY_TIMEOUT_S", 0.0)
     with pytest.raises(ServiceError, match=r"snmpsim was not ready on 127\.0\.0\.1:\d+ within 0 s"):
         start_snmpsim(SNMPREC_DIR, tmp_path)
     assert len(started) == 1
     assert started[0].process.poll() is not None
-    assert not localservices._live
+    assert localservices._live == live_before
 
 
 def test_missing_binary_names_the_debian_package(
@@ -333,8 +335,9 @@ def test_snmpsim_udp_port_taken_is_retried(
 def test_port_taken_every_time_gives_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taken_tcp_port: int
 ) -> None:
+    live_before = dict(localservices._live)
     _hand_out_first(monkeypatch, taken_tcp_port, times=3)
     with pytest.raises(ServiceError, match="address already in use in 3 attempts") as raised:
         start_mosquitto(tmp_path)
     assert "Address already in use" in str(raised.value)
-    assert not localservices._live
+    assert localservices._live == live_before

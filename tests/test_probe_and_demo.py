@@ -14,27 +14,43 @@ pytestmark = pytest.mark.integration
 
 
 def rackwatch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rackwatch", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "rackwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_probe_stdout_is_pure_line_protocol(snmpsim: Running) -> None:
-    result = rackwatch("probe", f"{snmpsim.host}:{snmpsim.port}", "--community", "apc_ap8853",
-                       "--output", "line-protocol")
+    result = rackwatch(
+        "probe",
+        f"{snmpsim.host}:{snmpsim.port}",
+        "--community",
+        "apc_ap8853",
+        "--output",
+        "line-protocol",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("#")
     assert "profile apc_rpdu2" in lines[0]
-    samples = [parse_line(line, default_time_ns=0) for line in lines
-               if not line.startswith("#")]
+    samples = [parse_line(line, default_time_ns=0) for line in lines if not line.startswith("#")]
     phase = next(s for s in samples if s.measurement == "pdu_phase")
     assert phase.fields["current_a"] == 4.9
     assert next(s for s in samples if s.measurement == "pdu").fields["power_w"] == 1140.0
 
 
 def test_probe_table_output(snmpsim: Running) -> None:
-    result = rackwatch("probe", f"{snmpsim.host}:{snmpsim.port}", "--community",
-                       "apc_ap8959eu3", "--output", "table")
+    result = rackwatch(
+        "probe",
+        f"{snmpsim.host}:{snmpsim.port}",
+        "--community",
+        "apc_ap8959eu3",
+        "--output",
+        "table",
+    )
     assert result.returncode == 0, result.stderr
     assert "MEASUREMENT" in result.stdout
     assert "outlet=23 outlet_name=23" in result.stdout
@@ -42,8 +58,16 @@ def test_probe_table_output(snmpsim: Running) -> None:
 
 
 def test_probe_of_a_dead_address_says_so_on_stderr() -> None:
-    result = rackwatch("probe", f"127.0.0.1:{free_port('udp')}", "--community", "x",
-                       "--timeout", "0.2", "--retries", "0")
+    result = rackwatch(
+        "probe",
+        f"127.0.0.1:{free_port('udp')}",
+        "--community",
+        "x",
+        "--timeout",
+        "0.2",
+        "--retries",
+        "0",
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert "no answer to system group GET" in result.stderr
@@ -53,6 +77,12 @@ def test_demo_runs_unattended_and_verifies_every_kind() -> None:
     result = rackwatch("demo", "--duration", "12", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo ok: points of every kind landed in InfluxDB" in result.stdout
-    for measurement in ("pdu", "pdu_phase", "pdu_bank", "pdu_outlet", "rackwatch_agent",
-                        "rackwatch_collector"):
+    for measurement in (
+        "pdu",
+        "pdu_phase",
+        "pdu_bank",
+        "pdu_outlet",
+        "rackwatch_agent",
+        "rackwatch_collector",
+    ):
         assert measurement in result.stdout
