@@ -35,9 +35,11 @@ BASE_NS = 1_700_000_000_000_000_000
 
 def make_lines(n: int) -> list[bytes]:
     return [
-        (f"pdu_outlet,device=pdu-{i % 500:03d}-a,outlet={i % 24},rack=A{i % 500:03d},row=A,"
-         f"site=qiyang-a1 current_a={i % 16}.{i % 10},power_w={i % 3000}.0,state=\"on\" "
-         f"{BASE_NS + i}").encode()
+        (
+            f"pdu_outlet,device=pdu-{i % 500:03d}-a,outlet={i % 24},rack=A{i % 500:03d},row=A,"
+            f'site=qiyang-a1 current_a={i % 16}.{i % 10},power_w={i % 3000}.0,state="on" '
+            f"{BASE_NS + i}"
+        ).encode()
         for i in range(n)
     ]
 
@@ -61,9 +63,13 @@ def direct(influx: Running, lines: list[bytes]) -> float:
         started = time.perf_counter()
         for i in range(0, len(lines), 5000):
             compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-            body = compressor.compress(b"\n".join(lines[i:i + 5000])) + compressor.flush()
-            reply = client.post(f"{influx.url()}/write", params={"db": "direct", "precision": "ns"},
-                                content=body, headers={"Content-Encoding": "gzip"})
+            body = compressor.compress(b"\n".join(lines[i : i + 5000])) + compressor.flush()
+            reply = client.post(
+                f"{influx.url()}/write",
+                params={"db": "direct", "precision": "ns"},
+                content=body,
+                headers={"Content-Encoding": "gzip"},
+            )
             reply.raise_for_status()
         wait_for_count(influx, "direct", len(lines))
         return time.perf_counter() - started
@@ -80,24 +86,37 @@ async def publish(mqtt: Running, messages: list[bytes]) -> None:
             await client.publish("rackwatch/v1/bench/agent/metrics", m, qos=1)
 
 
-def pipeline(influx: Running, mqtt: Running, lines: list[bytes], message_lines: int,
-             workdir: Path) -> tuple[float, float]:
+def pipeline(
+    influx: Running, mqtt: Running, lines: list[bytes], message_lines: int, workdir: Path
+) -> tuple[float, float]:
     localservices.influx_create_database(influx, "pipeline")
     config = workdir / "collector.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "bench", "mqtt": {"host": mqtt.host, "port": mqtt.port},
-        "influxdb": {"url": influx.url(), "database": "pipeline"},
-        "dead_letter_path": str(workdir / "dead.jsonl"), "health_interval_s": 3600}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "bench",
+                "mqtt": {"host": mqtt.host, "port": mqtt.port},
+                "influxdb": {"url": influx.url(), "database": "pipeline"},
+                "dead_letter_path": str(workdir / "dead.jsonl"),
+                "health_interval_s": 3600,
+            }
+        )
+    )
     log = (workdir / "collector.log").open("wb")
-    collector = subprocess.Popen([sys.executable, "-m", "rackwatch", "collector", "-c",
-                                  str(config)], stdout=log, stderr=subprocess.STDOUT)
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "rackwatch", "collector", "-c", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         while b"subscribed to" not in (workdir / "collector.log").read_bytes():
             if collector.poll() is not None:
                 raise SystemExit((workdir / "collector.log").read_text())
             time.sleep(0.05)
-        messages = [b"\n".join(lines[i:i + message_lines]) + b"\n"
-                    for i in range(0, len(lines), message_lines)]
+        messages = [
+            b"\n".join(lines[i : i + message_lines]) + b"\n"
+            for i in range(0, len(lines), message_lines)
+        ]
         cpu_before = cpu_seconds(collector.pid)
         started = time.perf_counter()
         asyncio.run(publish(mqtt, messages))
@@ -121,21 +140,25 @@ def main() -> None:
         mqtt = localservices.start_mosquitto(workdir / "mosquitto")
         try:
             direct_s = direct(influx, lines)
-            pipeline_s, collector_cpu_s = pipeline(influx, mqtt, lines, args.message_lines,
-                                                   workdir)
+            pipeline_s, collector_cpu_s = pipeline(influx, mqtt, lines, args.message_lines, workdir)
         finally:
             localservices.stop(mqtt)
             localservices.stop(influx)
     n = len(lines)
-    print(f"lines: {n}, {sum(map(len, lines)) / n:.0f} bytes each, "
-          f"MQTT messages of {args.message_lines} lines")
+    print(
+        f"lines: {n}, {sum(map(len, lines)) / n:.0f} bytes each, "
+        f"MQTT messages of {args.message_lines} lines"
+    )
     print(f"direct gzip POST of 5,000-line batches: {n / direct_s:10,.0f} lines/s")
     print(f"MQTT -> collector -> InfluxDB:          {n / pipeline_s:10,.0f} lines/s")
-    print(f"ratio pipeline / direct:                {direct_s / pipeline_s:10.2f}x  "
-          "(target >= 0.8x)")
-    print(f"collector CPU per line:                 {collector_cpu_s / n * 1e6:10.2f} us "
-          f"({collector_cpu_s:.2f} s CPU for {n} lines; "
-          f"{collector_cpu_s / pipeline_s:.0%} of one core while running)")
+    print(
+        f"ratio pipeline / direct:                {direct_s / pipeline_s:10.2f}x  (target >= 0.8x)"
+    )
+    print(
+        f"collector CPU per line:                 {collector_cpu_s / n * 1e6:10.2f} us "
+        f"({collector_cpu_s:.2f} s CPU for {n} lines; "
+        f"{collector_cpu_s / pipeline_s:.0%} of one core while running)"
+    )
 
 
 if __name__ == "__main__":

@@ -212,6 +212,7 @@ def demo(duration_s: float | None, shared: Path | None) -> int:
         services.append(mosquitto)
         influx = localservices.start_influxdb(workdir / "influxdb")
         services.append(influx)
+        localservices.influx_create_database(influx, DATABASE)
         snmp = localservices.start_snmpsim(data, workdir / "snmpsim")
         services.append(snmp)
         agent_config, collector_config = write_configs(workdir, mosquitto, influx, snmp)

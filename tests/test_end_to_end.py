@@ -84,7 +84,7 @@ async def running(*services: Agent | Collector) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        hung = []
+        hung: list[asyncio.Task[None]] = []
         for stop, task in reversed(list(zip(stops, tasks, strict=True))):
             stop.set()
             _, late = await asyncio.wait([task], timeout=30)

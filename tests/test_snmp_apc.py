@@ -20,10 +20,12 @@ from tests.conftest import SHARED
 pytestmark = pytest.mark.integration
 
 
-def device(snmpsim: Running, community: str, **target: float) -> SnmpDevice:
+def device(
+    snmpsim: Running, community: str, timeout_s: float = 2.0, retries: int = 1
+) -> SnmpDevice:
     return SnmpDevice(
         community,
-        SnmpTarget(snmpsim.host, snmpsim.port, community, **target),
+        SnmpTarget(snmpsim.host, snmpsim.port, community, timeout_s=timeout_s, retries=retries),
         {"site": "test", "device": community},
     )
 
