@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the demo and the tests start privately (never the system instances).
 DEMO_DEBS := mosquitto influxdb
-TEST_DEBS := mosquitto influxdb victoria-metrics snmp
+TEST_DEBS := mosquitto influxdb victoria-metrics
 
 .PHONY: demo test lint bench debs-demo debs-test clean
 

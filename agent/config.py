@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from telemetry.config import KeyPath, Secret, StrictModel
+from telemetry.mqtt import BrokerSettings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
@@ -27,12 +28,7 @@ class AgentIdentity(StrictModel):
     _check = field_validator("name", "site")(_plain_name)
 
 
-class MqttSettings(StrictModel):
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
-    password: Secret | None = None
-    keepalive_s: int = Field(default=30, ge=5)
+class MqttSettings(BrokerSettings):
     topic_prefix: str = "rackwatch/v1"
     max_batch_lines: int = Field(default=2000, ge=1)
     flush_interval_s: float = Field(default=1.0, gt=0)

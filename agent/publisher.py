@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 import aiomqtt
 
 from agent.config import MqttSettings
+from telemetry.mqtt import Reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,13 @@ class PublishStats:
     published_lines: int = 0
     published_batches: int = 0
     dropped_lines: int = 0
-    publish_failures: int = 0
-    connected: bool = False
 
 
 class Publisher:
     def __init__(self, settings: MqttSettings, topic: str, client_id: str) -> None:
         self.settings = settings
         self.topic = topic
-        self.client_id = client_id
+        self.connection = Reconnecting(settings, client_id)
         self.stats = PublishStats()
         self._queue: deque[str] = deque()
         self._ready = asyncio.Event()
@@ -66,36 +64,13 @@ class Publisher:
         if len(self._queue) >= self.settings.max_batch_lines:
             self._ready.set()
 
+    @property
+    def connected(self) -> bool:
+        return self.connection.connected
+
     async def run(self) -> None:
-        """Connect, publish, reconnect with capped jittered backoff; runs until cancelled."""
-        settings = self.settings
-        backoff_s = 0.5
-        while not self._stopping:
-            try:
-                async with aiomqtt.Client(
-                    settings.host,
-                    settings.port,
-                    identifier=self.client_id,
-                    username=settings.username,
-                    password=settings.password,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    keepalive=settings.keepalive_s,
-                    timeout=10,
-                ) as client:
-                    self.stats.connected = True
-                    log.info("connected to MQTT broker %s:%d", settings.host, settings.port)
-                    backoff_s = 0.5
-                    await self._publish_forever(client)
-                return  # stopped: leaving the block disconnects cleanly
-            except aiomqtt.MqttError as exc:
-                if self.stats.connected or self.stats.publish_failures == 0:
-                    log.warning(
-                        "MQTT broker %s:%d: %s; retrying", settings.host, settings.port, exc
-                    )
-                self.stats.connected = False
-                self.stats.publish_failures += 1
-            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff_s)
-            backoff_s = min(backoff_s * 2, 30.0)
+        """Publish until `close()`; reconnects with capped jittered backoff."""
+        await self.connection.run(self._publish_forever)
 
     async def _publish_forever(self, client: aiomqtt.Client) -> None:
         limit = self.settings.max_batch_lines

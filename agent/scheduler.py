@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from telemetry.sample import Sample
 
@@ -31,7 +31,7 @@ class PollStats:
     last_duration_s: float = 0.0
     last_error: str = ""
     up: bool = False
-    stale: bool = field(default=True)  # no poll finished yet
+    stale: bool = True  # no poll finished yet
 
 
 class PeriodicPoller:

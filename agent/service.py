@@ -121,9 +121,9 @@ class Agent:
                     "queue_lines": self.publisher.queued_lines,
                     "published_lines_total": published.published_lines,
                     "dropped_lines_total": published.dropped_lines,
-                    "publish_failures_total": published.publish_failures,
+                    "mqtt_connection_failures_total": self.publisher.connection.failures,
                     "encode_errors_total": self.encode_errors,
-                    "mqtt_connected": published.connected,
+                    "mqtt_connected": self.publisher.connected,
                 },
                 now,
             )

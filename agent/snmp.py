@@ -191,9 +191,6 @@ class SnmpDevice:
             found.append((oid[len(base) + 1 :], value))
         return found
 
-    def close(self) -> None:
-        self._session = None
-
 
 def _row_sample(
     table: TableSpec,

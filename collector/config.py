@@ -8,18 +8,14 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from telemetry.config import Secret, StrictModel
+from telemetry.mqtt import BrokerSettings
 
 
-class MqttSettings(StrictModel):
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
-    password: Secret | None = None
+class MqttSettings(BrokerSettings):
     client_id: str | None = None  # default: rackwatch-collector-<name>; unique per collector
     # Collectors in one group split the stream (MQTT v5 shared subscription).
     group: str = Field(default="rackwatch", pattern=r"^[^/+#]+$")
     topic: str = "rackwatch/v1/#"
-    keepalive_s: int = Field(default=30, ge=5)
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
 

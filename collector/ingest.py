@@ -7,9 +7,7 @@ good lines in the same message.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from dataclasses import dataclass
 
 import aiomqtt
@@ -18,6 +16,7 @@ from collector.config import MqttSettings
 from collector.deadletter import DeadLetters
 from collector.pipeline import Pipeline
 from telemetry.lineproto import check_lines
+from telemetry.mqtt import Reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,6 @@ class IngestStats:
     lines_received: int = 0
     lines_invalid: int = 0
     oversized_messages: int = 0
-    connected: bool = False
 
 
 class SubscribeRefused(aiomqtt.MqttError):
@@ -40,7 +38,7 @@ class Ingest:
         self, settings: MqttSettings, client_id: str, pipeline: Pipeline, dead_letters: DeadLetters
     ) -> None:
         self.settings = settings
-        self.client_id = client_id
+        self.connection = Reconnecting(settings, client_id)
         self.pipeline = pipeline
         self.dead_letters = dead_letters
         self.stats = IngestStats()
@@ -68,41 +66,19 @@ class Ingest:
                 self.dead_letters.add([line], f"line {number}: {reason}", topic)
 
     async def run(self) -> None:
-        settings = self.settings
-        backoff_s = 0.5
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    settings.host,
-                    settings.port,
-                    identifier=self.client_id,
-                    username=settings.username,
-                    password=settings.password,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    keepalive=settings.keepalive_s,
-                    timeout=10,
-                ) as client:
-                    await self._subscribe(client)
-                    self.stats.connected = True
-                    backoff_s = 0.5
-                    log.info(
-                        "subscribed to %s on %s:%d", self.subscription, settings.host, settings.port
-                    )
-                    async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, str):
-                            payload = payload.encode()
-                        elif not isinstance(payload, bytes | bytearray):
-                            payload = str(payload).encode()
-                        self.handle(str(message.topic), bytes(payload))
-            except aiomqtt.MqttError as exc:
-                if self.stats.connected or backoff_s == 0.5:
-                    log.warning(
-                        "MQTT broker %s:%d: %s; retrying", settings.host, settings.port, exc
-                    )
-                self.stats.connected = False
-            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff_s)
-            backoff_s = min(backoff_s * 2, 30.0)
+        """Subscribe and take messages until cancelled; reconnects on loss."""
+        await self.connection.run(self._consume)
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        await self._subscribe(client)
+        log.info("subscribed to %s on %s", self.subscription, self.connection.describe())
+        async for message in client.messages:
+            payload = message.payload
+            if isinstance(payload, str):
+                payload = payload.encode()
+            elif not isinstance(payload, bytes | bytearray):
+                payload = str(payload).encode()
+            self.handle(str(message.topic), bytes(payload))
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         granted = await client.subscribe(self.subscription, qos=1, timeout=10)

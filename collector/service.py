@@ -35,7 +35,7 @@ class Collector:
             "rackwatch_collector",
             {"collector": self.config.name},
             {
-                "mqtt_connected": ingest.connected,
+                "mqtt_connected": self.ingest.connection.connected,
                 "messages_total": ingest.messages,
                 "lines_received_total": ingest.lines_received,
                 "lines_invalid_total": ingest.lines_invalid,

@@ -198,7 +198,7 @@ async def test_bad_lines_are_set_aside_and_good_lines_in_the_same_message_land(
         return bool(rows) and rows[0]["values"][0][1] == 2  # type: ignore[index]
 
     async with running(collector):
-        await eventually(lambda: collector.ingest.stats.connected, 10)
+        await eventually(lambda: collector.ingest.connection.connected, 10)
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
             await client.publish(f"{prefix}/site/agent/metrics", payload, qos=1)
         await eventually(stored)
@@ -229,7 +229,7 @@ async def test_two_collectors_in_one_group_split_the_stream(
         return bool(rows) and rows[0]["values"][0][1] == messages * 10  # type: ignore[index]
 
     async with running(*collectors):
-        await eventually(lambda: all(c.ingest.stats.connected for c in collectors), 10)
+        await eventually(lambda: all(c.ingest.connection.connected for c in collectors), 10)
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
             for m in range(messages):
                 lines = "".join(
