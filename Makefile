@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the demo and the tests start privately (never the system instances).
-DEMO_DEBS := mosquitto influxdb
-TEST_DEBS := mosquitto influxdb victoria-metrics
+DEMO_DEBS := python3-venv mosquitto influxdb
+TEST_DEBS := python3-venv mosquitto influxdb victoria-metrics
 
 .PHONY: demo test lint bench debs-demo debs-test clean
 
@@ -28,7 +28,7 @@ demo: debs-demo $(BIN)/rackwatch
 test: debs-test $(BIN)/rackwatch
 	$(BIN)/pytest -q
 
-lint: $(BIN)/rackwatch
+lint: debs-test $(BIN)/rackwatch
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
