@@ -1,8 +1,11 @@
 """Device profiles: what to read from one device family over SNMP, kept as YAML data.
 
-A profile names the tables to walk and, per column, the field or tag it becomes, with its
-scale, sentinel values that mean "absent" and enum names. Adding a model is a YAML file and
-a recording, never Python. Profiles are validated at load like any config.
+A profile names scalars to GET and tables to walk and, per value, the field or tag it becomes:
+scale (fixed, or from a decimal-digits or scale column), sentinel values that mean "absent",
+enum names, counter width. Rows can be selected by index parts or column values (for tables
+whose rows say what they measure, such as Liebert's OID-pointer column or Rittal's named
+variables). Adding a model is a YAML file and a recording, never Python. Profiles are
+validated at load like any config, with file and line in every error.
 """
 
 from __future__ import annotations
@@ -31,14 +34,30 @@ def _check_oid(value: str) -> str:
 Oid = Annotated[str, AfterValidator(_check_oid)]
 
 
-class FieldSpec(StrictModel):
-    """How one column becomes one field. Every field has one fixed type, forever."""
+class ScaleFrom(StrictModel):
+    """A scale read from the device: a decimal-digits column (value / 10**d, Raritan), or a
+    signed factor column (negative divides, positive multiplies, Rittal CMC III)."""
 
     column: int = Field(gt=0)
+    entry: Oid | None = None  # default: the table's own entry, same row index
+    kind: Literal["decimal_digits", "signed_factor"]
+
+
+class FieldSpec(StrictModel):
+    """How one value becomes one field. Every field has one fixed type, forever.
+
+    gauge: a float reading; counter: an integer that only grows (wraps and device reboots are
+    smoothed so the series never steps down); enum: a name from `enum`; string: text.
+    """
+
+    column: int | None = Field(default=None, gt=0)  # in tables
+    oid: Oid | None = None  # in scalars
     type: Literal["gauge", "counter", "enum", "string"] = "gauge"
     scale: float = 1.0
+    scale_from: ScaleFrom | None = None
     absent: tuple[int, ...] = ()
     enum: dict[int, str] = {}
+    counter_bits: Literal[32, 64] | None = None  # wrap width for type counter
 
     @field_validator("scale")
     @classmethod
@@ -48,47 +67,107 @@ class FieldSpec(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _enum_needs_names(self) -> FieldSpec:
+    def _consistent(self) -> FieldSpec:
         if (self.type == "enum") != bool(self.enum):
             raise ValueError("type enum needs an enum map, and an enum map needs type enum")
+        if (self.type == "counter") != (self.counter_bits is not None):
+            raise ValueError("type counter needs counter_bits (32 or 64); only counters have it")
         return self
 
 
 class TagSpec(StrictModel):
-    """A tag taken from a column's value or from the row index."""
+    """A tag from a column's value, from a named index part, from the whole index, or fixed."""
 
     column: int | None = Field(default=None, gt=0)
-    index: bool = False
+    index: str | Literal[True] | None = None
+    value: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> TagSpec:
-        if (self.column is None) == (not self.index):
-            raise ValueError("a tag needs exactly one of column or index: true")
+        if sum(x is not None for x in (self.column, self.index, self.value)) != 1:
+            raise ValueError("a tag needs exactly one of column, index or value")
         return self
 
 
-class RowFilter(StrictModel):
-    column: int = Field(gt=0)
-    not_in: tuple[int, ...]
+class Condition(StrictModel):
+    """Keeps a row when its index part or column value (as text) is / is not in a list."""
+
+    column: int | None = Field(default=None, gt=0)
+    index: str | None = None
+    in_: tuple[int | str, ...] | None = Field(default=None, alias="in")
+    not_in: tuple[int | str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> Condition:
+        if (self.column is None) == (self.index is None):
+            raise ValueError("a condition needs exactly one of column or index")
+        if (self.in_ is None) == (self.not_in is None):
+            raise ValueError("a condition needs exactly one of in or not_in")
+        return self
+
+    def texts(self) -> frozenset[str]:
+        return frozenset(str(v).strip(".") for v in (self.in_ or self.not_in or ()))
 
 
 class TableSpec(StrictModel):
-    """One SNMP table: each row becomes one sample of `measurement`."""
+    """One SNMP table: each selected row becomes one sample of `measurement`."""
 
     measurement: str
     entry: Oid
+    index: tuple[str, ...] = ()  # names for the index's parts, e.g. [pdu, inlet, sensor]
     fallback_for: Oid | None = None
-    where: RowFilter | None = None
+    where: tuple[Condition, ...] = ()
+    # Rows found once by their descriptive columns (where, tags, scales), then read by GET:
+    # for large self-describing tables (Rittal's 5,000-row variable table).
+    lookup: bool = False
     tags: dict[str, TagSpec] = {}
     fields: dict[str, FieldSpec]
 
-    def columns(self) -> list[int]:
-        """Columns to walk: fields, column tags and the row filter, each once, in order."""
-        wanted = {spec.column for spec in self.fields.values()}
-        wanted |= {tag.column for tag in self.tags.values() if tag.column is not None}
-        if self.where:
-            wanted.add(self.where.column)
-        return sorted(wanted)
+    @model_validator(mode="after")
+    def _columns_and_names(self) -> TableSpec:
+        names = set(self.index)
+        for name, spec in self.fields.items():
+            if spec.column is None or spec.oid is not None:
+                raise ValueError(f"field {name}: a table field needs column (and no oid)")
+        used = [t.index for t in self.tags.values()] + [c.index for c in self.where]
+        for ref in used:
+            if isinstance(ref, str) and ref not in names:
+                raise ValueError(f"index part {ref!r} is not named in index: {list(self.index)}")
+        return self
+
+    def descriptive_columns(self) -> dict[str, set[int]]:
+        """Entry -> columns that describe rows rather than measure them."""
+        own = {c.column for c in self.where if c.column} | {
+            t.column for t in self.tags.values() if t.column
+        }
+        found: dict[str, set[int]] = {self.entry: own}
+        for spec in self.fields.values():
+            if spec.scale_from:
+                found.setdefault(spec.scale_from.entry or self.entry, set()).add(
+                    spec.scale_from.column
+                )
+        return found
+
+    def value_columns(self) -> set[int]:
+        return {spec.column for spec in self.fields.values() if spec.column}
+
+
+class ScalarGroup(StrictModel):
+    """Scalar OIDs read with GET that together form one sample."""
+
+    measurement: str
+    tags: dict[str, TagSpec] = {}
+    fields: dict[str, FieldSpec]
+
+    @model_validator(mode="after")
+    def _oids_only(self) -> ScalarGroup:
+        for name, spec in self.fields.items():
+            if spec.oid is None or spec.column is not None or spec.scale_from is not None:
+                raise ValueError(f"field {name}: a scalar field needs oid (no column, scale_from)")
+        for name, tag in self.tags.items():
+            if tag.value is None:
+                raise ValueError(f"tag {name}: a scalar group's tags are fixed values")
+        return self
 
 
 class IdentitySource(StrictModel):
@@ -108,8 +187,14 @@ class IdentitySource(StrictModel):
 
 
 class Detect(StrictModel):
-    sys_object_id: tuple[str, ...] = ()
-    sys_descr: tuple[str, ...] = ()
+    sys_object_id: tuple[str, ...] = ()  # prefixes, e.g. "1.3.6.1.4.1.318.1.3.4"
+    sys_descr: tuple[str, ...] = ()  # substrings, tried only when no sysObjectID matches
+
+    @field_validator("sys_object_id")
+    @classmethod
+    def _prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Compare whole arcs: "1.3.6.1.2.1.33" must not match "1.3.6.1.2.1.330".
+        return tuple(_check_oid(prefix) + "." for prefix in value)
 
 
 class Profile(StrictModel):
@@ -117,16 +202,22 @@ class Profile(StrictModel):
     vendor: str
     kind: Literal["pdu", "cooling", "ups", "env_sensor"]
     detect: Detect
-    identity: dict[Literal["model", "serial", "firmware"], list[IdentitySource]] = {}
-    tables: list[TableSpec]
+    # Profiles whose tables this device also answers (a UPS card that speaks UPS-MIB too).
+    include: tuple[str, ...] = ()
+    identity: dict[Literal["model"], list[IdentitySource]] = {}
+    scalars: list[ScalarGroup] = []
+    tables: list[TableSpec] = []
 
     def problems(self) -> list[tuple[KeyPath, str]]:
         entries = {table.entry for table in self.tables}
-        return [
+        found: list[tuple[KeyPath, str]] = [
             (("tables", i, "fallback_for"), f"no table with entry {table.fallback_for}")
             for i, table in enumerate(self.tables)
             if table.fallback_for and table.fallback_for not in entries
         ]
+        if not self.scalars and not self.tables:
+            found.append(((), "a profile needs scalars or tables"))
+        return found
 
 
 def load_profile(path: Path) -> Profile:
@@ -135,23 +226,43 @@ def load_profile(path: Path) -> Profile:
 
 @cache
 def builtin_profiles() -> dict[str, Profile]:
-    """The profiles shipped in agent/profiles, by name."""
+    """The profiles shipped in agent/profiles, by name; includes must name shipped profiles."""
     found: dict[str, Profile] = {}
-    for entry in resources.files("agent.profiles").iterdir():
+    for entry in sorted(resources.files("agent.profiles").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
             with resources.as_file(entry) as path:
                 profile = load_profile(path)
+            if profile.name in found:
+                raise config.ConfigError(f"{path}: profile name {profile.name!r} used twice")
             found[profile.name] = profile
+    for profile in found.values():
+        for name in profile.include:
+            if name not in found:
+                raise config.ConfigError(f"profile {profile.name}: includes unknown {name!r}")
     return found
 
 
+def with_includes(profile: Profile) -> list[Profile]:
+    """The profile followed by the profiles it includes (each once)."""
+    chain = [profile]
+    for name in profile.include:
+        included = builtin_profiles()[name]
+        if included not in chain:
+            chain.append(included)
+    return chain
+
+
 def detect(sys_object_id: str, sys_descr: str) -> Profile | None:
-    """Pick a profile by sysObjectID prefix, falling back to a sysDescr substring."""
+    """Pick a profile by the longest matching sysObjectID prefix, else a sysDescr substring."""
     oid = sys_object_id.strip(".") + "."
     profiles = builtin_profiles().values()
+    best: tuple[int, Profile] | None = None
     for profile in profiles:
-        if any(oid.startswith(prefix) for prefix in profile.detect.sys_object_id):
-            return profile
+        for prefix in profile.detect.sys_object_id:
+            if oid.startswith(prefix) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), profile)
+    if best:
+        return best[1]
     for profile in profiles:
         if any(text in sys_descr for text in profile.detect.sys_descr):
             return profile

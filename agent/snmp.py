@@ -1,8 +1,9 @@
-"""SNMP source: polls one device with a profile and turns its tables into samples.
+"""SNMP source: polls one device with its profiles and turns what it reads into samples.
 
-The wire work is done by gufo-snmp (a Rust core with an asyncio front), one UDP session per
-device, kept open across polls. Each request has its own timeout and retry count, so a dead
-device costs its own poll `timeout_s * (retries + 1)` per request and nobody else anything.
+The wire work is done by gufo-snmp (a Rust core with an asyncio front; see docs/benchmarks.md
+for why), one UDP session per device, kept open across polls. Every request has its own timeout
+and retry count, so a dead device costs its own poll `timeout_s * (retries + 1)` per request and
+nobody else anything. Within one poll each column is walked once, however many tables use it.
 """
 
 from __future__ import annotations
@@ -10,22 +11,33 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from gufo.snmp import NoSuchInstance, SnmpError, SnmpVersion
+from gufo.snmp import SnmpError, SnmpVersion
 from gufo.snmp.aio import SnmpSession
 
-from agent.profile import FieldSpec, Profile, TableSpec, detect
-from telemetry.sample import FieldValue, Sample
+from agent.mapping import (
+    Counters,
+    Value,
+    index_parts,
+    row_sample,
+    row_selected,
+    scalar_sample,
+    text,
+)
+from agent.profile import Profile, TableSpec, detect, with_includes
+from telemetry.sample import Sample
 
 log = logging.getLogger(__name__)
 
 SYS_DESCR = "1.3.6.1.2.1.1.1.0"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
-Value = None | str | bytes | int | float
+SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
+GET_BATCH = 24  # OIDs per GET request: small enough for any agent's PDU size
+LOOKUP_REFRESH_S = 3600.0  # how often lookup tables' descriptive columns are read again
 T = TypeVar("T")
 
 
@@ -54,18 +66,28 @@ class Identity:
     sys_object_id: str
 
 
-def _text(value: Value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace").strip("\x00 \t\r\n")
-    return "" if value is None else str(value)
+@dataclass(slots=True)
+class _Lookup:
+    """A lookup table's rows (descriptive columns only) and when they were read."""
+
+    rows: dict[str, dict[int, Value]]
+    scales: dict[tuple[str, int, str], Value]
+    read_at: float
 
 
 def _oid_key(oid: str) -> tuple[int, ...]:
     return tuple(int(part) for part in oid.split("."))
 
 
+@dataclass
+class _Poll:
+    """What one poll has read so far, so no column is walked twice."""
+
+    walks: dict[str, dict[str, Value]] = field(default_factory=dict)
+
+
 class SnmpDevice:
-    """One device polled with one profile. `collect()` is the whole poll."""
+    """One device polled with its profiles. `collect()` is the whole poll."""
 
     def __init__(
         self, name: str, target: SnmpTarget, tags: Mapping[str, str], profile: Profile | None = None
@@ -76,11 +98,17 @@ class SnmpDevice:
         self._forced_profile = profile
         self._identity: Identity | None = None
         self._session: SnmpSession | None = None
+        self._counters = Counters()
+        self._uptime: int | None = None
+        self._lookups: dict[int, _Lookup] = {}
 
     @property
     def identity(self) -> Identity | None:
         """What the last successful identification found, if any."""
         return self._identity
+
+    def _where(self) -> str:
+        return f"{self.name} ({self.target.describe()})"
 
     def _open(self) -> SnmpSession:
         if self._session is None:
@@ -103,146 +131,164 @@ class SnmpDevice:
             except TimeoutError:
                 if attempt == attempts:
                     raise DeviceError(
-                        f"{self.name} ({self.target.describe()}): no answer to {what} after "
+                        f"{self._where()}: no answer to {what} after "
                         f"{attempts} tries of {self.target.timeout_s:g} s"
                     ) from None
             except SnmpError as exc:
-                raise DeviceError(
-                    f"{self.name} ({self.target.describe()}): {what}: {exc}"
-                ) from None
+                raise DeviceError(f"{self._where()}: {what}: {exc}") from None
         raise AssertionError("unreachable")
+
+    async def get(self, oids: Iterable[str], what: str = "") -> dict[str, Value]:
+        """GET many OIDs in batches; OIDs the device lacks are simply not in the result."""
+        wanted = list(dict.fromkeys(oids))
+        found: dict[str, Value] = {}
+        session = self._open()
+        for start in range(0, len(wanted), GET_BATCH):
+            batch = wanted[start : start + GET_BATCH]
+            label = what or f"GET of {len(batch)} OIDs from {batch[0]}"
+            found.update(await self._retrying(label, partial(session.get_many, batch)))
+        return found
 
     async def identify(self) -> Identity:
         """Read sysObjectID/sysDescr, choose the profile and read the model name."""
-        session = self._open()
-        system = await self._retrying(
-            "system group GET", lambda: session.get_many([SYS_OBJECT_ID, SYS_DESCR])
-        )
-        sys_object_id = _text(system.get(SYS_OBJECT_ID))
-        sys_descr = _text(system.get(SYS_DESCR))
+        system = await self.get([SYS_OBJECT_ID, SYS_DESCR], "system group GET")
+        sys_object_id = text(system.get(SYS_OBJECT_ID)).strip(".")
+        sys_descr = text(system.get(SYS_DESCR))
         profile = self._forced_profile or detect(sys_object_id, sys_descr)
         if profile is None:
             raise DeviceError(
-                f"{self.name} ({self.target.describe()}): no profile matches "
-                f"sysObjectID {sys_object_id or '(none)'}"
+                f"{self._where()}: no profile matches sysObjectID {sys_object_id or '(none)'} "
+                f"/ sysDescr {sys_descr[:60]!r}"
             )
         model = ""
         for source in profile.identity.get("model", []):
-            got = await self._retrying(f"GET {source.oid}", partial(session.get_many, [source.oid]))
-            text = _text(got.get(source.oid))
-            if text and source.pattern:
-                match = re.search(source.pattern, text)
-                text = match.group(1) if match else ""
-            if text:
-                model = text
+            found = text((await self.get([source.oid])).get(source.oid))
+            if found and source.pattern:
+                match = re.search(source.pattern, found)
+                found = match.group(1) if match else ""
+            if found:
+                model = found
                 break
         return Identity(profile=profile, model=model, sys_object_id=sys_object_id)
 
     async def collect(self) -> list[Sample]:
-        """Poll every table of the profile once; one timestamp for the whole poll."""
+        """Poll every scalar and table of the profile once; one timestamp for the whole poll."""
         time_ns = time.time_ns()
         if self._identity is None:
             self._identity = await self.identify()
-        identity = self._identity
+            self._lookups.clear()
         try:
-            return await self._collect_tables(identity, time_ns)
+            return await self._collect(self._identity, time_ns)
         except DeviceError:
             # A device that stops answering may come back as another box: identify again.
             self._identity = None
             raise
 
-    async def _collect_tables(self, identity: Identity, time_ns: int) -> list[Sample]:
-        profile = identity.profile
-        base = {**self._tags, "vendor": profile.vendor, "model": identity.model}
+    async def _collect(self, identity: Identity, time_ns: int) -> list[Sample]:
+        profiles = with_includes(identity.profile)
+        base = {**self._tags, "vendor": identity.profile.vendor, "model": identity.model}
+        scalar_oids = [SYS_UPTIME] + [
+            spec.oid for p in profiles for g in p.scalars for spec in g.fields.values() if spec.oid
+        ]
+        scalars = await self.get(scalar_oids)
+        uptime = scalars.get(SYS_UPTIME)
+        uptime = uptime if isinstance(uptime, int) else None
+        self._counters.observe_uptime(self._uptime, uptime)
+        self._uptime = uptime
+
         samples: list[Sample] = []
-        rows_by_entry: dict[str, int] = {}
-        for table in profile.tables:
-            if table.fallback_for and rows_by_entry.get(table.fallback_for, 0) > 0:
-                continue
-            rows = await self._walk_table(table)
-            rows_by_entry[table.entry] = len(rows)
-            for index, columns in rows.items():
-                sample = _row_sample(table, index, columns, base, time_ns)
-                if sample is not None:
+        for profile in profiles:
+            for group in profile.scalars:
+                tags = {**base, **{k: t.value or "" for k, t in group.tags.items()}}
+                sample = scalar_sample(
+                    group.measurement, tags, group.fields, scalars, time_ns, self._counters
+                )
+                if sample:
                     samples.append(sample)
+        poll = _Poll()
+        rows_by_entry: dict[str, int] = {}
+        for profile in profiles:
+            for table in profile.tables:
+                if table.fallback_for and rows_by_entry.get(table.fallback_for, 0) > 0:
+                    continue
+                rows, scales = await self._read_table(poll, table)
+                found = 0
+                for index, columns in rows.items():
+                    sample = row_sample(
+                        table, index, columns, scales, base, time_ns, self._counters
+                    )
+                    if sample is not None:
+                        samples.append(sample)
+                        found += 1
+                rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + found
         return samples
 
-    async def _walk_table(self, table: TableSpec) -> dict[str, dict[int, Value]]:
+    async def _read_table(
+        self, poll: _Poll, table: TableSpec
+    ) -> tuple[dict[str, dict[int, Value]], dict[tuple[str, int, str], Value]]:
+        if table.lookup:
+            return await self._read_lookup_table(poll, table)
         rows: dict[str, dict[int, Value]] = {}
-        for column in table.columns():
-            base = f"{table.entry}.{column}"
-            for index, value in await self._retrying(f"walk {base}", partial(self._walk, base)):
+        for column in sorted(table.value_columns() | table.descriptive_columns()[table.entry]):
+            for index, value in (await self._walk(poll, f"{table.entry}.{column}")).items():
                 rows.setdefault(index, {})[column] = value
-        return rows
+        return rows, await self._scales(poll, table)
 
-    async def _walk(self, base: str) -> list[tuple[str, Value]]:
-        """Walk one column; refuse an agent whose OIDs stop increasing (a walk loop)."""
-        found: list[tuple[str, Value]] = []
-        previous: tuple[int, ...] = _oid_key(base)
-        iterator: AsyncIterator[tuple[str, Any]] = self._open().fetch(base)
-        async for oid, value in iterator:
+    async def _scales(self, poll: _Poll, table: TableSpec) -> dict[tuple[str, int, str], Value]:
+        scales: dict[tuple[str, int, str], Value] = {}
+        for spec in table.fields.values():
+            if spec.scale_from:
+                entry, column = spec.scale_from.entry or table.entry, spec.scale_from.column
+                for index, value in (await self._walk(poll, f"{entry}.{column}")).items():
+                    scales[(entry, column, index)] = value
+        return scales
+
+    async def _read_lookup_table(
+        self, poll: _Poll, table: TableSpec
+    ) -> tuple[dict[str, dict[int, Value]], dict[tuple[str, int, str], Value]]:
+        """Descriptive columns from the cache (walked hourly); values by GET for kept rows."""
+        key = id(table)
+        cached = self._lookups.get(key)
+        if cached is None or time.monotonic() - cached.read_at > LOOKUP_REFRESH_S:
+            described: dict[str, dict[int, Value]] = {}
+            for column in sorted(table.descriptive_columns()[table.entry]):
+                for index, value in (await self._walk(poll, f"{table.entry}.{column}")).items():
+                    described.setdefault(index, {})[column] = value
+            kept = {
+                index: columns
+                for index, columns in described.items()
+                if (parts := index_parts(table, index)) is not None
+                and row_selected(table, parts, columns)
+            }
+            cached = _Lookup(kept, await self._scales(poll, table), time.monotonic())
+            self._lookups[key] = cached
+        wanted = [
+            (index, column, f"{table.entry}.{column}.{index}")
+            for index in cached.rows
+            for column in sorted(table.value_columns())
+        ]
+        values = await self.get(oid for _, _, oid in wanted)
+        rows = {index: dict(columns) for index, columns in cached.rows.items()}
+        for index, column, oid in wanted:
+            if oid in values:
+                rows[index][column] = values[oid]
+        return rows, cached.scales
+
+    async def _walk(self, poll: _Poll, base: str) -> dict[str, Value]:
+        """Walk one column once per poll; refuse an agent whose OIDs stop increasing."""
+        if base not in poll.walks:
+            poll.walks[base] = await self._retrying(f"walk {base}", partial(self._walk_once, base))
+        return poll.walks[base]
+
+    async def _walk_once(self, base: str) -> dict[str, Value]:
+        found: dict[str, Value] = {}
+        previous = _oid_key(base)
+        async for oid, value in self._open().fetch(base):
             key = _oid_key(oid)
             if key <= previous:
                 raise DeviceError(
-                    f"{self.name} ({self.target.describe()}): walk of {base}: "
-                    f"OIDs stopped increasing at {oid}"
+                    f"{self._where()}: walk of {base}: OIDs stopped increasing at {oid}"
                 )
             previous = key
-            found.append((oid[len(base) + 1 :], value))
+            found[oid[len(base) + 1 :]] = value
         return found
-
-
-def _row_sample(
-    table: TableSpec,
-    index: str,
-    columns: Mapping[int, Value],
-    base_tags: Mapping[str, str],
-    time_ns: int,
-) -> Sample | None:
-    if table.where:
-        # A row whose filter column is missing cannot be classified, so it is left out.
-        key = columns.get(table.where.column)
-        if not isinstance(key, int) or key in table.where.not_in:
-            return None
-    fields: dict[str, FieldValue] = {}
-    for name, spec in table.fields.items():
-        value = convert(spec, columns.get(spec.column))
-        if value is not None:
-            fields[name] = value
-    if not fields:
-        return None
-    tags = dict(base_tags)
-    for name, tag in table.tags.items():
-        tags[name] = index if tag.index else _text(columns.get(tag.column or 0))
-    return Sample(table.measurement, tags, fields, time_ns)
-
-
-def convert(spec: FieldSpec, raw: Value) -> FieldValue | None:
-    """Turn one raw SNMP value into a field value, or None when the device says "absent"."""
-    if raw is None or isinstance(raw, NoSuchInstance):
-        return None
-    if spec.type == "string":
-        return _text(raw)
-    number: int | float
-    if isinstance(raw, int | float):
-        number = raw
-    else:
-        try:
-            number = float(_text(raw))  # some agents send numbers as DisplayString
-        except ValueError:
-            return None
-    if isinstance(number, int) and number in spec.absent:
-        return None
-    if spec.type == "enum":
-        return spec.enum.get(int(number), f"unknown_{int(number)}")
-    if spec.type == "counter" and spec.scale == 1:
-        return int(number)
-    return _scaled(number, spec.scale)
-
-
-def _scaled(number: int | float, scale: float) -> float:
-    # 49 * 0.1 is 4.9000000000000004; 49 / 10 is 4.9. Divide where the scale is 1/N.
-    divisor = 1 / scale
-    if scale < 1 and divisor == round(divisor):
-        return number / round(divisor)
-    return float(number * scale)

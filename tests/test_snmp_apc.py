@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from agent.mapping import convert
 from agent.profile import FieldSpec, builtin_profiles
-from agent.snmp import DeviceError, SnmpDevice, SnmpTarget, convert
+from agent.snmp import DeviceError, SnmpDevice, SnmpTarget
 from rackwatch.localservices import Running, free_port
 from telemetry.sample import Sample
 from tests.conftest import SHARED
@@ -131,7 +132,7 @@ def test_sentinels_enums_and_scaling() -> None:
     state = FieldSpec(column=4, type="enum", enum={1: "on", 2: "off"})
     assert convert(state, 2) == "off"
     assert convert(state, 9) == "unknown_9"
-    assert convert(FieldSpec(column=1, type="counter"), 2**64 - 1) == 2**64 - 1
+    assert convert(FieldSpec(column=1, type="counter", counter_bits=64), 2**64 - 1) == 2**64 - 1
     assert convert(FieldSpec(column=1), b" 12.5 ") == 12.5  # numbers sent as DisplayString
     assert convert(FieldSpec(column=1), b"n/a") is None
     assert convert(FieldSpec(column=1, type="string"), b"PDU A\x00") == "PDU A"
