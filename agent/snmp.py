@@ -101,6 +101,9 @@ class SnmpDevice:
         self._counters = Counters()
         self._uptime: int | None = None
         self._lookups: dict[int, _Lookup] = {}
+        # OID -> (position in the last poll's samples, field name), filled when tracing: lets
+        # `rackwatch probe --trace` and the ground-truth tests say where each value came from.
+        self.trace: dict[str, tuple[int, str]] | None = None
 
     @property
     def identity(self) -> Identity | None:
@@ -185,6 +188,8 @@ class SnmpDevice:
             raise
 
     async def _collect(self, identity: Identity, time_ns: int) -> list[Sample]:
+        if self.trace is not None:
+            self.trace.clear()
         profiles = with_includes(identity.profile)
         base = {**self._tags, "vendor": identity.profile.vendor, "model": identity.model}
         scalar_oids = [SYS_UPTIME] + [
@@ -204,6 +209,10 @@ class SnmpDevice:
                     group.measurement, tags, group.fields, scalars, time_ns, self._counters
                 )
                 if sample:
+                    if self.trace is not None:
+                        for name, spec in group.fields.items():
+                            if name in sample.fields and spec.oid:
+                                self.trace[spec.oid] = (len(samples), name)
                     samples.append(sample)
         poll = _Poll()
         rows_by_entry: dict[str, int] = {}
@@ -218,6 +227,11 @@ class SnmpDevice:
                         table, index, columns, scales, base, time_ns, self._counters
                     )
                     if sample is not None:
+                        if self.trace is not None:
+                            for name, spec in table.fields.items():
+                                if name in sample.fields:
+                                    oid = f"{table.entry}.{spec.column}.{index}"
+                                    self.trace[oid] = (len(samples), name)
                         samples.append(sample)
                         found += 1
                 rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + found

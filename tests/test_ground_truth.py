@@ -1,0 +1,93 @@
+"""Every shared recording, autodetected and polled as `rackwatch probe` does, against the values
+LibreNMS reads from it (shared/devices/ground-truth.csv), in our schema's units.
+
+A ground-truth row is matched by its OID when our profile reads the same OID; otherwise (our
+profile reads the same quantity from another table, e.g. APC's rPDU2 phase table instead of the
+legacy load table) by value among our fields of the same unit on that device.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+
+import pytest
+
+from agent.snmp import SnmpDevice, SnmpTarget
+from rackwatch.localservices import Running
+from telemetry.sample import Sample
+from tests.conftest import RECORDINGS, SHARED
+
+pytestmark = pytest.mark.integration
+
+# LibreNMS sensor class -> (suffixes of our field names, factor from LibreNMS's unit to ours)
+CLASSES: dict[str, tuple[tuple[str, ...], float]] = {
+    "current": (("_a",), 1),
+    "voltage": (("_v",), 1),
+    "power": (("_w", "_va"), 1),
+    "power_consumed": (("_kwh",), 1),
+    "frequency": (("_hz",), 1),
+    "temperature": (("_c",), 1),
+    "humidity": (("humidity_pct",), 1),
+    "runtime": (("_s",), 60),  # LibreNMS: minutes; ours: seconds
+    "charge": (("_pct",), 1),
+    "load": (("_pct",), 1),
+    "power_factor": (("power_factor",), 1),
+    "airflow": (("_cfm",), 1),
+    "fanspeed": (("_pct", "_rpm"), 1),
+}
+
+
+def ground_truth() -> dict[str, list[dict[str, str]]]:
+    rows: dict[str, list[dict[str, str]]] = defaultdict(list)
+    with (SHARED / "devices" / "ground-truth.csv").open(encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["sensor_class"] in CLASSES and row["expected_value"]:
+                rows[row["device"]].append(row)
+    return rows
+
+
+GROUND_TRUTH = ground_truth()
+RECORDING_NAMES = sorted(p.stem for p in RECORDINGS.glob("*.snmprec"))
+
+
+def close(a: float, b: float) -> bool:
+    return abs(a - b) <= max(1e-9, 1e-6 * abs(b))
+
+
+@pytest.mark.parametrize("recording", RECORDING_NAMES)
+async def test_recording_matches_librenms(snmpsim: Running, recording: str) -> None:
+    device = SnmpDevice(recording, SnmpTarget(snmpsim.host, snmpsim.port, recording), {})
+    device.trace = {}
+    samples = await device.collect()
+    assert device.identity is not None, "autodetection picked a profile"
+    trace = dict(device.trace)
+
+    def field_value(sample: Sample, name: str) -> float | None:
+        value = sample.fields[name]
+        return (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
+
+    problems = []
+    for row in GROUND_TRUTH.get(recording, []):
+        suffixes, factor = CLASSES[row["sensor_class"]]
+        expected = float(row["expected_value"]) * factor
+        what = f"{row['sensor_class']} {row['sensor_descr']!r} ({row['oid']} = {expected:g})"
+        if row["oid"] in trace:
+            position, name = trace[row["oid"]]
+            ours = field_value(samples[position], name)
+            if not name.endswith(suffixes):
+                problems.append(f"{what}: read into {name}, which is not in {suffixes}")
+            elif ours is None or not close(ours, expected):
+                problems.append(f"{what}: we read {samples[position].measurement}.{name} = {ours}")
+            continue
+        candidates = [
+            (s.measurement, n, v)
+            for s in samples
+            for n in s.fields
+            if n.endswith(suffixes) and (v := field_value(s, n)) is not None
+        ]
+        if not any(close(v, expected) for _, _, v in candidates):
+            problems.append(f"{what}: not read (no {suffixes} field has this value)")
+    assert not problems, f"{recording}:\n" + "\n".join(problems)
