@@ -60,6 +60,8 @@ class Device(StrictModel):
     interval_s: float | None = Field(default=None, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)
     retries: int | None = Field(default=None, ge=0)
+    max_repetitions: int | None = Field(default=None, ge=1)  # 1 for agents that choke on GETBULK
+    deadline_s: float | None = Field(default=None, gt=0)  # whole poll; default: the interval
     tags: dict[str, str] = {}
 
     def host_port(self) -> tuple[str, int]:

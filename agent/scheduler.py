@@ -3,7 +3,8 @@
 Each device starts at a random phase within its interval, so a thousand PDUs on a 30 s interval
 do not all fire in the same second, and each tick gets up to `jitter_s` more. When a tick comes
 while the previous poll still runs, the tick is skipped and counted as an overrun: polls never
-stack up behind a slow device, and a slow or dead device delays nobody else.
+stack up behind a slow device, and a slow or dead device delays nobody else. A poll that runs
+past its deadline (by default its interval) is cancelled and counted as failed.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ class PeriodicPoller:
         *,
         interval_s: float,
         jitter_s: float = 0.0,
+        deadline_s: float | None = None,
     ) -> None:
         self.name = name
         self.interval_s = interval_s
+        self.deadline_s = deadline_s
         self.jitter_s = min(jitter_s, interval_s / 2)
         self.stats = PollStats()
         self._poll = poll
@@ -87,12 +90,15 @@ class PeriodicPoller:
         stats = self.stats
         started = time.perf_counter()
         try:
-            samples = await self._poll()
+            async with asyncio.timeout(self.deadline_s):
+                samples = await self._poll()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure of one device is that device's alone
             stats.polls_failed += 1
             message = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError) and not str(exc):
+                message = f"poll exceeded its deadline of {self.deadline_s:g} s"
             if stats.up or stats.stale or message != stats.last_error:
                 log.warning("device %s: poll failed: %s", self.name, message)
             stats.up, stats.stale, stats.last_error = False, False, message

@@ -42,7 +42,7 @@ def build_device(config: AgentConfig, device: Device) -> SnmpDevice:
         version=credentials.version,
         timeout_s=device.timeout_s or defaults.timeout_s,
         retries=defaults.retries if device.retries is None else device.retries,
-        max_repetitions=defaults.max_repetitions,
+        max_repetitions=device.max_repetitions or defaults.max_repetitions,
     )
     profile = builtin_profiles()[device.profile] if device.profile else None
     return SnmpDevice(device.name, target, location_tags(config, device), profile)
@@ -58,12 +58,14 @@ class Agent:
         self.pollers: dict[str, PeriodicPoller] = {}
         for device in config.devices:
             source = build_device(config, device)
+            interval_s = device.interval_s or config.defaults.interval_s
             self.pollers[device.name] = PeriodicPoller(
                 device.name,
                 source.collect,
                 self._emit,
-                interval_s=device.interval_s or config.defaults.interval_s,
+                interval_s=interval_s,
                 jitter_s=config.defaults.jitter_s,
+                deadline_s=device.deadline_s or interval_s,
             )
 
     def _emit(self, origin: str, samples: Iterable[Sample]) -> None:

@@ -84,3 +84,14 @@ async def test_devices_start_at_random_phases_not_all_at_once() -> None:
     await run_for(0.5, *pollers)
     started = sum(d.calls for d in devices)
     assert 0 < started < 20  # spread over the interval (chance of failing: 2 in a million)
+
+
+async def test_a_hung_poll_is_cut_at_its_deadline() -> None:
+    hung = FakeDevice(delay_s=60.0)
+    poller = PeriodicPoller(
+        "pdu-hung", hung.poll, lambda n, s: None, interval_s=0.1, deadline_s=0.15
+    )
+    await run_for(1.0, poller)
+    assert poller.stats.polls_failed >= 2
+    assert poller.stats.last_error == "poll exceeded its deadline of 0.15 s"
+    assert hung.most_at_once == 1
