@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from telemetry.config import KeyPath, Secret, StrictModel
 from telemetry.mqtt import BrokerSettings
@@ -36,9 +36,44 @@ class MqttSettings(BrokerSettings):
     max_queue_lines: int = Field(default=200_000, ge=1)
 
 
+AuthProtocol = Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"]
+PrivProtocol = Literal["des", "aes", "aes192", "aes256"]
+
+
 class SnmpCredentials(StrictModel):
-    version: Literal["1", "2c"] = "2c"
-    community: Secret
+    """v1/v2c: a community. v3: a USM user; with a password, auth defaults to SHA-256 and
+    privacy to AES-128 — MD5, SHA-1 and DES only when named, since they are broken."""
+
+    version: Literal["1", "2c", "3"] = "2c"
+    community: Secret | None = None
+    user: str | None = None
+    auth_protocol: AuthProtocol | None = None
+    auth_password: Secret | None = None
+    priv_protocol: PrivProtocol | None = None
+    priv_password: Secret | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SnmpCredentials:
+        if self.version != "3":
+            if self.community is None:
+                raise ValueError(f"SNMP v{self.version} needs community")
+            if self.user or self.auth_password or self.priv_password:
+                raise ValueError("user and passwords are for version 3")
+            return self
+        if not self.user:
+            raise ValueError("SNMP v3 needs user")
+        if self.community is not None:
+            raise ValueError("community is for versions 1 and 2c; v3 uses user")
+        if self.auth_protocol and not self.auth_password:
+            raise ValueError("auth_protocol needs auth_password")
+        if self.priv_password and not self.auth_password:
+            raise ValueError("privacy (priv_password) needs authentication (auth_password)")
+        if self.priv_protocol and not self.priv_password:
+            raise ValueError("priv_protocol needs priv_password")
+        for password in (self.auth_password, self.priv_password):
+            if password is not None and len(password) < 8:
+                raise ValueError("SNMP v3 passwords need at least 8 characters (RFC 3414)")
+        return self
 
 
 class Defaults(StrictModel):

@@ -16,7 +16,23 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from gufo.snmp import SnmpError, SnmpVersion
+from gufo.snmp import (
+    Aes128Key,
+    Aes192Key,
+    Aes256Key,
+    BaseAuthKey,
+    BasePrivKey,
+    DesKey,
+    Md5Key,
+    Sha1Key,
+    Sha224Key,
+    Sha256Key,
+    Sha384Key,
+    Sha512Key,
+    SnmpError,
+    SnmpVersion,
+    User,
+)
 from gufo.snmp.aio import SnmpSession
 
 from agent.mapping import (
@@ -45,18 +61,49 @@ class DeviceError(Exception):
     """A poll of one device failed; the message names the device and what failed."""
 
 
+AUTH_KEYS: dict[str, type[BaseAuthKey]] = {
+    "md5": Md5Key,
+    "sha": Sha1Key,
+    "sha224": Sha224Key,
+    "sha256": Sha256Key,
+    "sha384": Sha384Key,
+    "sha512": Sha512Key,
+}
+PRIV_KEYS: dict[str, type[BasePrivKey]] = {
+    "des": DesKey,
+    "aes": Aes128Key,
+    "aes192": Aes192Key,
+    "aes256": Aes256Key,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class SnmpTarget:
+    """Where a device is and how to talk to it; v3 fields are used with version "3"."""
+
     host: str
     port: int
-    community: str
+    community: str = ""
     version: str = "2c"
     timeout_s: float = 2.0
     retries: int = 1
     max_repetitions: int = 20
+    user: str = ""
+    auth_protocol: str | None = None  # default sha256 when auth_password is set
+    auth_password: str | None = None
+    priv_protocol: str | None = None  # default aes (128) when priv_password is set
+    priv_password: str | None = None
 
     def describe(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def usm_user(self) -> User:
+        auth = priv = None
+        if self.auth_password:
+            auth = AUTH_KEYS[self.auth_protocol or "sha256"](self.auth_password.encode())
+        if self.priv_password:
+            priv = PRIV_KEYS[self.priv_protocol or "aes"](self.priv_password.encode())
+        return User(self.user, auth_key=auth, priv_key=priv)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +160,24 @@ class SnmpDevice:
     def _where(self) -> str:
         return f"{self.name} ({self.target.describe()})"
 
-    def _open(self) -> SnmpSession:
+    async def _open(self) -> SnmpSession:
         if self._session is None:
-            version = SnmpVersion.v1 if self.target.version == "1" else SnmpVersion.v2c
-            self._session = SnmpSession(
-                addr=self.target.host,
-                port=self.target.port,
-                community=self.target.community,
-                version=version,
-                timeout=self.target.timeout_s,
-                max_repetitions=self.target.max_repetitions,
+            target = self.target
+            v3 = target.version == "3"
+            session = SnmpSession(
+                addr=target.host,
+                port=target.port,
+                timeout=target.timeout_s,
+                max_repetitions=target.max_repetitions,
+                community=target.community,
+                user=target.usm_user() if v3 else None,
+                version={"1": SnmpVersion.v1, "3": SnmpVersion.v3}.get(
+                    target.version, SnmpVersion.v2c
+                ),
             )
+            if v3:  # USM: learn the agent's engine ID, boots and time before the first request
+                await self._retrying("SNMPv3 engine discovery", session.refresh)
+            self._session = session
         return self._session
 
     async def _retrying(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
@@ -145,7 +199,7 @@ class SnmpDevice:
         """GET many OIDs in batches; OIDs the device lacks are simply not in the result."""
         wanted = list(dict.fromkeys(oids))
         found: dict[str, Value] = {}
-        session = self._open()
+        session = await self._open()
         for start in range(0, len(wanted), GET_BATCH):
             batch = wanted[start : start + GET_BATCH]
             label = what or f"GET of {len(batch)} OIDs from {batch[0]}"
@@ -183,8 +237,10 @@ class SnmpDevice:
         try:
             return await self._collect(self._identity, time_ns)
         except DeviceError:
-            # A device that stops answering may come back as another box: identify again.
+            # A device that stops answering may come back as another box (or, for v3, with
+            # new engine boots): identify again over a new session.
             self._identity = None
+            self._session = None
             raise
 
     async def _collect(self, identity: Identity, time_ns: int) -> list[Sample]:
@@ -297,7 +353,7 @@ class SnmpDevice:
     async def _walk_once(self, base: str) -> dict[str, Value]:
         found: dict[str, Value] = {}
         previous = _oid_key(base)
-        async for oid, value in self._open().fetch(base):
+        async for oid, value in (await self._open()).fetch(base):
             key = _oid_key(oid)
             if key <= previous:
                 raise DeviceError(

@@ -112,7 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="poll one device once and print its samples")
     probe.add_argument("address", help="HOST, HOST:PORT or [V6]:PORT")
     probe.add_argument("--community", default="public")
-    probe.add_argument("--snmp-version", choices=["1", "2c"], default="2c")
+    probe.add_argument("--snmp-version", choices=["1", "2c", "3"], default="2c")
+    probe.add_argument("--user", default="", help="SNMPv3 user")
+    probe.add_argument(
+        "--auth-protocol", choices=["md5", "sha", "sha224", "sha256", "sha384", "sha512"]
+    )
+    probe.add_argument("--priv-protocol", choices=["des", "aes", "aes192", "aes256"])
+    # Passwords come from the environment, not argv, which every local user can read in ps.
+    probe.epilog = (
+        "SNMPv3 passwords are read from RACKWATCH_SNMP_AUTH_PASSWORD and "
+        "RACKWATCH_SNMP_PRIV_PASSWORD."
+    )
     probe.add_argument("--profile", help="profile name (default: detect by sysObjectID)")
     probe.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
     probe.add_argument("--retries", type=int, default=1)

@@ -39,11 +39,13 @@ from gufo.snmp.sync import SnmpSession
 __all__ = [
     "Running",
     "ServiceError",
+    "SnmpV3User",
     "free_port",
     "influx_create_database",
     "influx_query",
     "start_influxdb",
     "start_mosquitto",
+    "start_snmpd",
     "start_snmpsim",
     "start_victoria_metrics",
     "stop",
@@ -179,6 +181,67 @@ def start_victoria_metrics(workdir: Path) -> Running:
         return _http_status(f"{service.url()}/health") == 200
 
     return _launch("victoria-metrics", workdir, "tcp", prepare, ready)
+
+
+@dataclass(frozen=True)
+class SnmpV3User:
+    """A USM user for net-snmp's snmpd: protocols as snmpd spells them (SHA-256, AES, ...)."""
+
+    name: str
+    auth_protocol: str | None = None
+    auth_password: str | None = None
+    priv_protocol: str | None = None
+    priv_password: str | None = None
+
+    def config_lines(self) -> list[str]:
+        create = f"createUser {self.name}"
+        level = "noauth"
+        if self.auth_protocol:
+            create += f' {self.auth_protocol} "{self.auth_password}"'
+            level = "auth"
+            if self.priv_protocol:
+                create += f' {self.priv_protocol} "{self.priv_password}"'
+                level = "priv"
+        return [create, f"rouser {self.name} {level}"]
+
+
+def start_snmpd(
+    workdir: Path,
+    users: Sequence[SnmpV3User],
+    community: str = "public",
+    *,
+    extra_config: str = "",
+) -> Running:
+    """Start net-snmp's snmpd (Debian package snmpd) with SNMPv3 users on a free UDP port.
+
+    Only the given users and a read-only v2c `community` (for the readiness check) are
+    configured; the system's snmpd.conf is not read (-C), and USM state is kept in `workdir`.
+    `extra_config` is appended verbatim (e.g. `proxy` lines that serve a recording over v3).
+    """
+    binary = _find_binary("snmpd", "snmpd")
+    workdir = _prepare_workdir(workdir)
+    config_path = workdir / "snmpd.conf"
+    persistent = workdir / "snmpd-persistent"
+    persistent.mkdir(exist_ok=True)
+
+    def prepare(port: int) -> list[str]:
+        lines = [f"agentAddress udp:{HOST}:{port}", f"rocommunity {community} {HOST}"]
+        for user in users:
+            lines += user.config_lines()
+        config_path.write_text("\n".join(lines) + "\n" + extra_config + "\n", encoding="utf-8")
+        return [binary, "-C", "-c", str(config_path), "-f", "-Lo", "-p", str(workdir / "pid")]
+
+    def ready(service: Running) -> bool:
+        return _snmp_answers(service, community)
+
+    return _launch(
+        "snmpd",
+        workdir,
+        "udp",
+        prepare,
+        ready,
+        env={**os.environ, "SNMP_PERSISTENT_DIR": str(persistent)},
+    )
 
 
 def start_snmpsim(data_dir: Path, workdir: Path) -> Running:

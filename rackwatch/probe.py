@@ -7,6 +7,7 @@ so an external check can feed it straight to InfluxDB; diagnostics go to stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from agent.config import Device
@@ -34,7 +35,19 @@ async def probe(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    target = SnmpTarget(host, port, args.community, args.snmp_version, args.timeout, args.retries)
+    target = SnmpTarget(
+        host,
+        port,
+        args.community,
+        args.snmp_version,
+        args.timeout,
+        args.retries,
+        user=args.user,
+        auth_protocol=args.auth_protocol,
+        auth_password=os.environ.get("RACKWATCH_SNMP_AUTH_PASSWORD"),
+        priv_protocol=args.priv_protocol,
+        priv_password=os.environ.get("RACKWATCH_SNMP_PRIV_PASSWORD"),
+    )
     device = SnmpDevice(args.address, target, {"device": args.address}, profile)
     try:
         samples = await device.collect()

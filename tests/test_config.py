@@ -206,7 +206,12 @@ def test_check_command_reports_and_exits_nonzero(tmp_path: Path) -> None:
 def test_example_configs_pass_check(monkeypatch: pytest.MonkeyPatch) -> None:
     examples = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     assert len(examples) >= 2
-    env = {"RACKWATCH_SNMP_COMMUNITY": "public", "RACKWATCH_SNMP_COMMUNITY_LEGACY": "old"}
+    env = {
+        "RACKWATCH_SNMP_COMMUNITY": "public",
+        "RACKWATCH_SNMP_COMMUNITY_LEGACY": "old",
+        "RACKWATCH_SNMP_AUTH_PASSWORD": "auth-secret",
+        "RACKWATCH_SNMP_PRIV_PASSWORD": "priv-secret",
+    }
     result = subprocess.run(
         [sys.executable, "-m", "rackwatch", "check", *(f"-c{p}" for p in examples)],
         capture_output=True,
