@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the demo and the tests start privately (never the system instances).
 DEMO_DEBS := python3-venv mosquitto influxdb
-TEST_DEBS := python3-venv mosquitto influxdb victoria-metrics snmpd
+TEST_DEBS := python3-venv mosquitto influxdb victoria-metrics snmpd snmp
 
 .PHONY: demo test lint bench debs-demo debs-test clean
 

@@ -76,6 +76,37 @@ class SnmpCredentials(StrictModel):
         return self
 
 
+class TrapUser(StrictModel):
+    """A v3 user allowed to send traps or informs. Traps (unlike informs) are authenticated
+    against the sender's engine ID, so give `engine_id` (hex) for devices that send traps."""
+
+    user: str
+    auth_protocol: AuthProtocol | None = None
+    auth_password: Secret | None = None
+    priv_protocol: PrivProtocol | None = None
+    priv_password: Secret | None = None
+    engine_id: str | None = Field(default=None, pattern=r"^(0x)?([0-9A-Fa-f]{2}){5,32}$")
+
+
+class TrapSettings(StrictModel):
+    listen: str = "0.0.0.0:162"  # port 162 needs CAP_NET_BIND_SERVICE
+    communities: list[Secret] = []
+    users: list[TrapUser] = []
+    poll_on_trap: bool = True  # poll the sender at once, so the NOC sees the new readings
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not host:port")
+        return value
+
+
 class Defaults(StrictModel):
     interval_s: float = Field(default=30.0, gt=0)
     jitter_s: float = Field(default=1.0, ge=0)
@@ -129,6 +160,7 @@ class AgentConfig(StrictModel):
     defaults: Defaults = Defaults()
     credentials: dict[str, SnmpCredentials] = {}
     health_interval_s: float = Field(default=30.0, gt=0)
+    traps: TrapSettings | None = None
     devices: list[Device] = []
 
     def problems(self) -> list[tuple[KeyPath, str]]:

@@ -86,6 +86,13 @@ class PeriodicPoller:
             if self._inflight is not None:
                 self._inflight.cancel()
 
+    def poll_now(self) -> bool:
+        """Poll at once (a trap said something changed), unless a poll is already running."""
+        if self._inflight is not None and not self._inflight.done():
+            return False
+        self._inflight = asyncio.create_task(self._poll_once(), name=f"poll {self.name}")
+        return True
+
     async def _poll_once(self) -> None:
         stats = self.stats
         started = time.perf_counter()

@@ -12,8 +12,9 @@ from agent.profile import builtin_profiles
 from agent.publisher import Publisher
 from agent.scheduler import PeriodicPoller
 from agent.snmp import SnmpDevice, SnmpTarget
+from agent.traps import Notification, TrapReceiver
 from telemetry.lineproto import LineProtocolError, encode
-from telemetry.sample import Sample
+from telemetry.sample import FieldValue, Sample
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Agent:
         self.publisher = Publisher(config.mqtt, topic, client_id=f"rackwatch-agent-{name}")
         self.encode_errors = 0
         self.pollers: dict[str, PeriodicPoller] = {}
+        self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
         for device in config.devices:
             source = build_device(config, device)
             interval_s = device.interval_s or config.defaults.interval_s
@@ -72,6 +74,34 @@ class Agent:
                 jitter_s=config.defaults.jitter_s,
                 deadline_s=device.deadline_s or interval_s,
             )
+
+    def _start_traps(self) -> TrapReceiver | None:
+        settings = self.config.traps
+        if settings is None:
+            return None
+        host, port = settings.host_port()
+        receiver = TrapReceiver(host, port, settings.communities, settings.users, self._on_trap)
+        receiver.start()
+        return receiver
+
+    def _on_trap(self, note: Notification) -> None:
+        """One `snmp_trap` event; and a poll of the sender, whose readings just changed."""
+        device = self._devices_by_host.get(note.source_host)
+        tags = {
+            "site": self.config.agent.site,
+            "agent": self.config.agent.name,
+            "trap_oid": note.trap_oid,
+        }
+        if device is not None:
+            tags |= location_tags(self.config, device)
+        fields: dict[str, FieldValue] = {
+            "source": f"{note.source_host}:{note.source_port}",
+            "varbinds": "; ".join(f"{oid}={value}" for oid, value in note.varbinds),
+            "inform": note.inform,
+        }
+        self._emit("traps", [Sample("snmp_trap", tags, fields, time.time_ns())])
+        if device is not None and self.config.traps and self.config.traps.poll_on_trap:
+            self.pollers[device.name].poll_now()
 
     def _emit(self, origin: str, samples: Iterable[Sample]) -> None:
         lines = []
@@ -151,6 +181,7 @@ class Agent:
             len(self.pollers),
         )
         publisher = asyncio.create_task(self.publisher.run(), name="mqtt publisher")
+        traps = self._start_traps()
         workers = [
             asyncio.create_task(poller.run(), name=f"device {name}")
             for name, poller in self.pollers.items()
@@ -159,6 +190,8 @@ class Agent:
         try:
             await stop.wait()
         finally:
+            if traps is not None:
+                traps.close()
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
