@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.mapping import Counters, convert, index_parts, row_sample, scale_of, text
+from agent.mapping import Counters, Value, convert, index_parts, row_sample, scale_of, text
 from agent.profile import FieldSpec, TableSpec
 
 
@@ -65,7 +65,7 @@ def test_oid_pointer_conditions_ignore_a_leading_dot() -> None:
         where=[{"column": 2, "in": [".1.3.6.1.4.1.476.1.42.3.4.1.1.2"]}],
         fields={"supply_air_c": {"column": 3}},
     )
-    row = {2: "1.3.6.1.4.1.476.1.42.3.4.1.1.2", 3: 25}
+    row: dict[int, Value] = {2: "1.3.6.1.4.1.476.1.42.3.4.1.1.2", 3: 25}
     sample = row_sample(spec, "2", row, {}, {}, 1, Counters())
     assert sample is not None
     assert sample.fields == {"supply_air_c": 25.0}

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -36,7 +37,7 @@ def snmpd(snmpsim: Running, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def v3_device(snmpd: Running, **usm: str) -> SnmpDevice:
-    target = SnmpTarget(snmpd.host, snmpd.port, version="3", timeout_s=1, retries=0, **usm)
+    target = replace(SnmpTarget(snmpd.host, snmpd.port, version="3", timeout_s=1, retries=0), **usm)
     return SnmpDevice("pdu-v3", target, {}, builtin_profiles()["apc_rpdu2"])
 
 
