@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 
@@ -36,8 +35,26 @@ def snmpd(snmpsim: Running, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     localservices.stop(service)
 
 
-def v3_device(snmpd: Running, **usm: str) -> SnmpDevice:
-    target = replace(SnmpTarget(snmpd.host, snmpd.port, version="3", timeout_s=1, retries=0), **usm)
+def v3_device(
+    snmpd: Running,
+    user: str,
+    auth_password: str,
+    auth_protocol: str | None = None,
+    priv_protocol: str | None = None,
+    priv_password: str | None = None,
+) -> SnmpDevice:
+    target = SnmpTarget(
+        snmpd.host,
+        snmpd.port,
+        version="3",
+        timeout_s=1,
+        retries=0,
+        user=user,
+        auth_protocol=auth_protocol,
+        auth_password=auth_password,
+        priv_protocol=priv_protocol,
+        priv_password=priv_password,
+    )
     return SnmpDevice("pdu-v3", target, {}, builtin_profiles()["apc_rpdu2"])
 
 
