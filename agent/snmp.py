@@ -131,6 +131,7 @@ class _Poll:
     """What one poll has read so far, so no column is walked twice."""
 
     walks: dict[str, dict[str, Value]] = field(default_factory=dict)
+    gets: dict[str, Value] = field(default_factory=dict)  # lookup tables' values, one batch
 
 
 class SnmpDevice:
@@ -271,6 +272,9 @@ class SnmpDevice:
                                 self.trace[spec.oid] = (len(samples), name)
                     samples.append(sample)
         poll = _Poll()
+        lookups = [table for p in profiles for table in p.tables if table.lookup]
+        if lookups:
+            await self._get_lookup_values(poll, lookups)
         rows_by_entry: dict[str, int] = {}
         for profile in profiles:
             for table in profile.tables:
@@ -313,12 +317,9 @@ class SnmpDevice:
                     scales[(entry, column, index)] = value
         return scales
 
-    async def _read_lookup_table(
-        self, poll: _Poll, table: TableSpec
-    ) -> tuple[dict[str, dict[int, Value]], dict[tuple[str, int, str], Value]]:
-        """Descriptive columns from the cache (walked hourly); values by GET for kept rows."""
-        key = id(table)
-        cached = self._lookups.get(key)
+    async def _lookup_rows(self, poll: _Poll, table: TableSpec) -> _Lookup:
+        """A lookup table's kept rows and scales: from the cache, re-walked hourly."""
+        cached = self._lookups.get(id(table))
         if cached is None or time.monotonic() - cached.read_at > LOOKUP_REFRESH_S:
             described: dict[str, dict[int, Value]] = {}
             for column in sorted(table.descriptive_columns()[table.entry]):
@@ -331,17 +332,29 @@ class SnmpDevice:
                 and row_selected(table, parts, columns)
             }
             cached = _Lookup(kept, await self._scales(poll, table), time.monotonic())
-            self._lookups[key] = cached
-        wanted = [
-            (index, column, f"{table.entry}.{column}.{index}")
-            for index in cached.rows
-            for column in sorted(table.value_columns())
-        ]
-        values = await self.get(oid for _, _, oid in wanted)
+            self._lookups[id(table)] = cached
+        return cached
+
+    async def _get_lookup_values(self, poll: _Poll, tables: list[TableSpec]) -> None:
+        """One batched GET for the values of every lookup table's kept rows."""
+        wanted = []
+        for table in tables:
+            rows = (await self._lookup_rows(poll, table)).rows
+            wanted += [
+                f"{table.entry}.{c}.{i}" for i in rows for c in sorted(table.value_columns())
+            ]
+        poll.gets = await self.get(wanted)
+
+    async def _read_lookup_table(
+        self, poll: _Poll, table: TableSpec
+    ) -> tuple[dict[str, dict[int, Value]], dict[tuple[str, int, str], Value]]:
+        cached = await self._lookup_rows(poll, table)
         rows = {index: dict(columns) for index, columns in cached.rows.items()}
-        for index, column, oid in wanted:
-            if oid in values:
-                rows[index][column] = values[oid]
+        for index, columns in rows.items():
+            for column in table.value_columns():
+                value = poll.gets.get(f"{table.entry}.{column}.{index}")
+                if value is not None:
+                    columns[column] = value
         return rows, cached.scales
 
     async def _walk(self, poll: _Poll, base: str) -> dict[str, Value]:

@@ -1,0 +1,510 @@
+"""Agent CPU per device poll against Prometheus snmp_exporter's CPU per scrape of the same walks.
+
+    .venv/bin/python bench/bench_snmp.py [--devices apc_ap8959eu3,eatonpdu_2,sentry4]
+        [--polls 200] [--show-config] [--profile]
+
+Needs Debian's prometheus-snmp-exporter (0.21) and snmpsim (the demo extra). One private
+snmpsim serves the shared recordings (/work/shared/devices/snmprec, read-only). For each
+recording whose profile detects, one agent poll is recorded first (after the identifying
+poll): exactly the columns it walks and the OIDs it GETs. snmp_exporter is then given a module
+that walks and GETs exactly those (numeric OIDs, v2c, the agent's max-repetitions, timeout and
+retries; one metric per walked column with its index as labels, one per GET OID; see
+bench/snmp_exporter_config.py) and is scraped --polls times one after another; its CPU is the
+utime+stime of its process from /proc/<pid>/stat before and after (10 ms ticks, so the sum
+of its threads' /proc/<pid>/task/*/schedstat run time is given too). In the same run the same
+device is polled --polls times in this process with SnmpDevice.collect() and every sample
+encoded to line protocol, as the agent does; its CPU is time.process_time() over those polls
+(setup and the first, identifying poll excluded). Both run on the same loop the agent uses
+(uvloop where installed). The target is agent / exporter <= 0.8x.
+
+Where the agent's time goes: the same walks and GETs with bare gufo-snmp loops (asyncio and
+sync sessions, values only counted), and encode() alone on one poll's samples. `--profile`
+adds a cProfile of the agent polls (top functions by own time). Varbinds are values returned
+(walked rows plus GET OIDs answered), as snmp_exporter's snmp_scrape_pdus_returned counts
+them; "wire" varbinds add what each GETBULK returns past the end of its column
+(max-repetitions per request), which is what snmpsim has to produce.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import math
+import os
+import pstats
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from gufo.snmp import SnmpVersion
+from gufo.snmp.aio import SnmpSession as AsyncSession
+from gufo.snmp.sync import SnmpSession as SyncSession
+
+from agent.mapping import Value
+from agent.profile import with_includes
+from agent.snmp import GET_BATCH, DeviceError, SnmpDevice, SnmpTarget
+from rackwatch import localservices
+from telemetry.lineproto import encode
+from telemetry.sample import Sample
+
+try:
+    from bench import snmp_exporter_config
+except ModuleNotFoundError:  # run as bench/bench_snmp.py: the repo root is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench import snmp_exporter_config
+
+RECORDINGS = Path("/work/shared/devices/snmprec")
+DEFAULT_DEVICES = "apc_ap8959eu3,eatonpdu_2,sentry4"
+EXPORTER = "prometheus-snmp-exporter"
+HOST = "127.0.0.1"
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T], loop: str) -> T:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def stat_cpu_seconds(pid: int) -> float:
+    """utime+stime of a whole process (all threads), in 1/SC_CLK_TCK ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sched_cpu_seconds(pid: int) -> float:
+    """Run time of the process's live threads in ns resolution (exited threads are lost)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
+class RecordingDevice(SnmpDevice):
+    """An SnmpDevice that notes what it walks and GETs (used once, never timed)."""
+
+    def __init__(self, name: str, target: SnmpTarget) -> None:
+        super().__init__(name, target, {"device": name})
+        self.walks: dict[str, dict[str, Value]] = {}
+        self.gets: dict[str, Value | None] = {}
+
+    async def get(self, oids: Iterable[str], what: str = "") -> dict[str, Value]:
+        wanted = list(oids)
+        found = await super().get(wanted, what)
+        for oid in wanted:
+            self.gets[oid] = found.get(oid)
+        return found
+
+    async def _walk_once(self, base: str) -> dict[str, Value]:
+        found = await super()._walk_once(base)
+        self.walks[base] = found
+        return found
+
+
+@dataclass
+class Plan:
+    """What one steady-state agent poll of a recording reads."""
+
+    name: str
+    profiles: list[str]
+    walks: dict[str, dict[str, Value]]
+    gets: dict[str, Value | None]
+    samples: int
+    max_repetitions: int
+
+    @property
+    def varbinds(self) -> int:
+        walked = sum(len(rows) for rows in self.walks.values())
+        return walked + sum(value is not None for value in self.gets.values())
+
+    @property
+    def bulk_requests(self) -> int:
+        return sum(len(rows) // self.max_repetitions + 1 for rows in self.walks.values())
+
+    @property
+    def get_requests(self) -> int:
+        return math.ceil(len(self.gets) / GET_BATCH)
+
+    @property
+    def wire_varbinds(self) -> int:
+        """Varbinds in the responses: each GETBULK returns max-repetitions of them."""
+        return self.bulk_requests * self.max_repetitions + len(self.gets)
+
+
+@dataclass
+class Result:
+    plan: Plan
+    exporter_cpu_s: float = 0.0  # utime+stime over all scrapes
+    exporter_sched_s: float = 0.0
+    exporter_wall_s: float = 0.0
+    exporter_pdus: int = 0
+    exporter_series: int = 0
+    agent_cpu_s: float = 0.0
+    agent_wall_s: float = 0.0
+    agent_samples: int = 0
+    snmpsim_cpu_s: float = 0.0  # during the agent polls
+    raw_async_cpu_s: float = 0.0
+    raw_async_varbinds: int = 0
+    raw_sync_cpu_s: float = 0.0
+    encode_cpu_s: float = 0.0  # per poll
+    profile_text: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def target(port: int, community: str) -> SnmpTarget:
+    return SnmpTarget(HOST, port, community)
+
+
+async def discover(port: int, name: str) -> Plan:
+    """Poll twice; the second (steady-state) poll's walks and GETs are the plan."""
+    device = RecordingDevice(name, target(port, name))
+    await device.collect()
+    device.walks.clear()
+    device.gets.clear()
+    samples = await device.collect()
+    identity = device.identity
+    assert identity is not None
+    return Plan(
+        name,
+        [p.name for p in with_includes(identity.profile)],
+        dict(device.walks),
+        dict(device.gets),
+        len(samples),
+        device.target.max_repetitions,
+    )
+
+
+# --- snmp_exporter ---------------------------------------------------------------------------
+
+
+def start_exporter(config: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    binary = shutil.which(EXPORTER) or f"/usr/bin/{EXPORTER}"
+    if not Path(binary).exists():
+        raise SystemExit(f"{EXPORTER} not found: apt-get install -y prometheus-snmp-exporter")
+    check = subprocess.run(
+        [binary, f"--config.file={config}", "--dry-run"], capture_output=True, text=True
+    )
+    if check.returncode != 0:
+        raise SystemExit(f"{EXPORTER} refuses {config}:\n{check.stderr}")
+    port = localservices.free_port()
+    log = (workdir / "snmp_exporter.log").open("wb")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--web.listen-address={HOST}:{port}",
+            "--log.level=warn",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + 30
+    with httpx.Client(trust_env=False, timeout=1) as client:
+        while True:
+            try:
+                if client.get(f"http://{HOST}:{port}/").status_code == 200:
+                    return process, port
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_process(process)
+                raise SystemExit(
+                    f"{EXPORTER} did not serve on {HOST}:{port}:\n"
+                    + (workdir / "snmp_exporter.log").read_text()
+                )
+            time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _metric(text: str, name: str) -> float:
+    match = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else float("nan")
+
+
+def scrape_exporter(
+    result: Result, pid: int, exporter_port: int, snmp_port: int, polls: int
+) -> None:
+    url = f"http://{HOST}:{exporter_port}/snmp"
+    params = {"target": f"{HOST}:{snmp_port}", "module": result.plan.name}
+    with httpx.Client(trust_env=False, timeout=120) as client:
+        first = client.get(url, params=params)  # warm-up, and a check of what it returns
+        first.raise_for_status()
+        text = first.text
+        result.exporter_pdus = int(_metric(text, "snmp_scrape_pdus_returned"))
+        result.exporter_series = sum(line.startswith("rw_") for line in text.splitlines())
+        if result.exporter_pdus != result.plan.varbinds:
+            result.notes.append(
+                f"snmp_exporter returned {result.exporter_pdus} PDUs, the agent read "
+                f"{result.plan.varbinds} varbinds"
+            )
+        stat0, sched0 = stat_cpu_seconds(pid), sched_cpu_seconds(pid)
+        started = time.perf_counter()
+        for _ in range(polls):
+            reply = client.get(url, params=params)
+            reply.raise_for_status()
+        result.exporter_wall_s = time.perf_counter() - started
+        result.exporter_cpu_s = stat_cpu_seconds(pid) - stat0
+        result.exporter_sched_s = sched_cpu_seconds(pid) - sched0
+
+
+# --- agent and bare gufo-snmp ----------------------------------------------------------------
+
+
+async def agent_polls(
+    result: Result, snmp_port: int, snmpsim_pid: int, polls: int, profile: bool
+) -> None:
+    name = result.plan.name
+    device = SnmpDevice(name, target(snmp_port, name), {"device": name})
+    await device.collect()  # identifies the device: not timed
+    sim0 = stat_cpu_seconds(snmpsim_pid)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    samples = 0
+    for _ in range(polls):
+        lines = [encode(sample) for sample in await device.collect()]
+        samples += len(lines)
+    result.agent_cpu_s = time.process_time() - cpu0
+    result.agent_wall_s = time.perf_counter() - wall0
+    result.snmpsim_cpu_s = stat_cpu_seconds(snmpsim_pid) - sim0
+    result.agent_samples = samples
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(polls):
+            [encode(sample) for sample in await device.collect()]
+        profiler.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(20)
+        result.profile_text = out.getvalue()
+    one_poll: list[Sample] = await device.collect()
+    repeat = max(polls, 100)
+    cpu0 = time.process_time()
+    for _ in range(repeat):
+        [encode(sample) for sample in one_poll]
+    result.encode_cpu_s = (time.process_time() - cpu0) / repeat
+
+
+def _batches(oids: list[str]) -> list[list[str]]:
+    return [oids[i : i + GET_BATCH] for i in range(0, len(oids), GET_BATCH)]
+
+
+async def raw_async_polls(result: Result, snmp_port: int, polls: int) -> None:
+    plan = result.plan
+    session = AsyncSession(
+        addr=HOST,
+        port=snmp_port,
+        community=plan.name,
+        version=SnmpVersion.v2c,
+        timeout=2.0,
+        max_repetitions=plan.max_repetitions,
+    )
+    batches = _batches(list(plan.gets))
+
+    async def once() -> int:
+        n = 0
+        for base in plan.walks:
+            async for _ in session.fetch(base):
+                n += 1
+        for batch in batches:
+            n += len(await session.get_many(batch))
+        return n
+
+    await once()
+    cpu0 = time.process_time()
+    for _ in range(polls):
+        result.raw_async_varbinds = await once()
+    result.raw_async_cpu_s = time.process_time() - cpu0
+
+
+def raw_sync_polls(result: Result, snmp_port: int, polls: int) -> None:
+    plan = result.plan
+    session = SyncSession(
+        addr=HOST,
+        port=snmp_port,
+        community=plan.name,
+        version=SnmpVersion.v2c,
+        timeout=2.0,
+        max_repetitions=plan.max_repetitions,
+    )
+    batches = _batches(list(plan.gets))
+
+    def once() -> int:
+        n = 0
+        for base in plan.walks:
+            for _ in session.fetch(base):
+                n += 1
+        for batch in batches:
+            n += len(session.get_many(batch))
+        return n
+
+    once()
+    cpu0 = time.process_time()
+    for _ in range(polls):
+        once()
+    result.raw_sync_cpu_s = time.process_time() - cpu0
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} µs"
+
+
+def report(results: list[Result], polls: int, skipped: list[str]) -> None:
+    print(f"\n{polls} sequential polls/scrapes per device; CPU per poll (per scrape).\n")
+    print(
+        "| device | profiles | varbinds/poll | samples/poll | exporter CPU/scrape "
+        "| agent CPU/poll | agent / exporter | exporter µs/varbind | agent µs/varbind |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        p = r.plan
+        exporter = r.exporter_cpu_s / polls
+        agent = r.agent_cpu_s / polls
+        print(
+            f"| {p.name} | {', '.join(p.profiles)} | {p.varbinds} | {p.samples} | {us(exporter)} "
+            f"| {us(agent)} | **{agent / exporter:.2f}x** | {exporter / p.varbinds * 1e6:.1f} "
+            f"| {agent / p.varbinds * 1e6:.1f} |"
+        )
+    print("\ntarget: agent / exporter <= 0.8x (exporter CPU = utime+stime from /proc/<pid>/stat)")
+
+    print("\nCross-checks and where the agent's time goes (CPU per poll):\n")
+    print(
+        "| device | walks + GETs | requests/poll | wire varbinds/poll | exporter PDUs / series "
+        "| exporter CPU (schedstat) | gufo raw sync | gufo raw asyncio "
+        "| mapping + agent code | encode() | agent total | snmpsim CPU/poll |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        p = r.plan
+        agent = r.agent_cpu_s / polls
+        raw = r.raw_async_cpu_s / polls
+        mapping = agent - raw - r.encode_cpu_s
+        print(
+            f"| {p.name} | {len(p.walks)} + {len(p.gets)} | {p.bulk_requests + p.get_requests} "
+            f"| {p.wire_varbinds} | {r.exporter_pdus} / {r.exporter_series} "
+            f"| {us(r.exporter_sched_s / polls)} | {us(r.raw_sync_cpu_s / polls)} | {us(raw)} "
+            f"| {us(mapping)} | {us(r.encode_cpu_s)} | {us(agent)} "
+            f"| {us(r.snmpsim_cpu_s / polls)} |"
+        )
+    print("\nWall time per poll (snmpsim-bound):")
+    for r in results:
+        print(
+            f"  {r.plan.name}: exporter {r.exporter_wall_s / polls * 1e3:.1f} ms, "
+            f"agent {r.agent_wall_s / polls * 1e3:.1f} ms; "
+            f"{r.agent_samples / polls:.0f} lines/poll"
+        )
+        for note in r.notes:
+            print(f"  note: {note}")
+    for note in skipped:
+        print(f"skipped: {note}")
+    for r in results:
+        if r.profile_text:
+            print(f"\ncProfile of {polls} agent polls of {r.plan.name} (top 20 by own time):")
+            print(r.profile_text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--devices", default=DEFAULT_DEVICES, help="comma-separated recording names"
+    )
+    parser.add_argument("--polls", type=int, default=200, help="polls and scrapes per device")
+    parser.add_argument("--recordings", type=Path, default=RECORDINGS)
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--show-config", action="store_true", help="print the snmp.yml used")
+    parser.add_argument("--profile", action="store_true", help="cProfile the agent polls")
+    args = parser.parse_args()
+    names = [name.strip() for name in args.devices.split(",") if name.strip()]
+
+    with tempfile.TemporaryDirectory(prefix="rackwatch-bench-snmp-") as tmp:
+        workdir = Path(tmp)
+        snmpsim = localservices.start_snmpsim(args.recordings, workdir / "snmpsim")
+        exporter: subprocess.Popen[bytes] | None = None
+        try:
+            plans: list[Plan] = []
+            skipped: list[str] = []
+            for name in names:
+                if not (args.recordings / f"{name}.snmprec").exists():
+                    skipped.append(f"{name}: no {name}.snmprec in {args.recordings}")
+                    continue
+                try:
+                    plans.append(run(discover(snmpsim.port, name), args.loop))
+                except DeviceError as exc:
+                    skipped.append(f"{name}: {exc}")
+            if not plans:
+                raise SystemExit("no device to measure:\n" + "\n".join(skipped))
+            modules = {
+                plan.name: snmp_exporter_config.module(
+                    plan.name,
+                    (
+                        snmp_exporter_config.walked_column(base, rows)
+                        for base, rows in plan.walks.items()
+                    ),
+                    plan.gets,
+                    {
+                        oid: snmp_exporter_config.metric_type([value])
+                        for oid, value in plan.gets.items()
+                        if value is not None
+                    },
+                    max_repetitions=plan.max_repetitions,
+                    timeout_s=2.0,
+                    retries=1,
+                )
+                for plan in plans
+            }
+            config = workdir / "snmp.yml"
+            config.write_text(snmp_exporter_config.render(modules))
+            exporter, exporter_port = start_exporter(config, workdir)
+            results = []
+            for plan in plans:
+                result = Result(plan)
+                scrape_exporter(result, exporter.pid, exporter_port, snmpsim.port, args.polls)
+                run(
+                    agent_polls(
+                        result, snmpsim.port, snmpsim.process.pid, args.polls, args.profile
+                    ),
+                    args.loop,
+                )
+                run(raw_async_polls(result, snmpsim.port, args.polls), args.loop)
+                raw_sync_polls(result, snmpsim.port, args.polls)
+                results.append(result)
+            if args.show_config:
+                print(f"# snmp.yml given to {EXPORTER} 0.21\n{config.read_text()}")
+        finally:
+            if exporter is not None:
+                stop_process(exporter)
+            localservices.stop(snmpsim)
+    report(results, args.polls, skipped)
+
+
+if __name__ == "__main__":
+    main()
