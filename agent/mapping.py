@@ -6,6 +6,7 @@ and device reboots) is tested without a device.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -48,20 +49,45 @@ def row_selected(table: TableSpec, parts: Mapping[str, str], columns: Columns) -
             present = condition.column in columns
             value = text(columns.get(condition.column or 0)).strip(".")
         if not present:
+            if condition.missing == "keep":
+                continue
             return False  # a row that cannot be classified is left out
         if (value in condition.texts()) == (condition.in_ is None):
             return False
     return True
 
 
-def tag_value(tag: TagSpec, index: str, parts: Mapping[str, str], columns: Columns) -> str:
+Joined = Mapping[tuple[str, int, str], Value]
+"""Values of other tables (or of this one, under another index): (entry, column, index)."""
+
+
+def joined_index(index: str, parts: Mapping[str, str], join: tuple[str, ...]) -> str:
+    return ".".join(parts[name] for name in join) if join else index
+
+
+def tag_value(
+    table: TableSpec,
+    tag: TagSpec,
+    index: str,
+    parts: Mapping[str, str],
+    columns: Columns,
+    joined: Joined,
+) -> str:
     if tag.value is not None:
-        return tag.value
-    if tag.index is True:
-        return index
-    if tag.index is not None:
-        return parts[tag.index]
-    return text(columns.get(tag.column or 0))
+        found = tag.value
+    elif tag.index is True:
+        found = index
+    elif tag.index is not None:
+        found = parts[tag.index]
+    elif tag.entry or tag.join:
+        key = (tag.entry or table.entry, tag.column or 0, joined_index(index, parts, tag.join))
+        found = text(joined.get(key))
+    else:
+        found = text(columns.get(tag.column or 0))
+    if tag.pattern and found:
+        match = re.search(tag.pattern, found)
+        found = match.group(1) if match else found
+    return found
 
 
 def scale_of(spec: FieldSpec, scale_raw: Value) -> float | None:
@@ -96,6 +122,8 @@ def convert(spec: FieldSpec, raw: Value, scale: float | None = None) -> FieldVal
         return None
     if spec.type == "string":
         return text(raw)
+    if spec.type == "bool":
+        return text(raw) in {str(v) for v in spec.true_values}
     number = _number(raw)
     if number is None:
         return None
@@ -103,6 +131,8 @@ def convert(spec: FieldSpec, raw: Value, scale: float | None = None) -> FieldVal
         return None
     if spec.type == "enum":
         return spec.enum.get(int(number), f"unknown_{int(number)}")
+    if spec.absolute:
+        number = abs(number)
     scale = spec.scale if scale is None else scale
     if spec.type == "counter" and scale == 1:
         return int(number)
@@ -156,7 +186,7 @@ def row_sample(
     table: TableSpec,
     index: str,
     columns: Columns,
-    scales: Mapping[tuple[str, int, str], Value],
+    joined: Joined,
     base_tags: Mapping[str, str],
     time_ns: int,
     counters: Counters,
@@ -167,11 +197,11 @@ def row_sample(
         return None
     tags = dict(base_tags)
     for name, tag in table.tags.items():
-        tags[name] = tag_value(tag, index, parts, columns)
+        tags[name] = tag_value(table, tag, index, parts, columns, joined)
     fields: dict[str, FieldValue] = {}
     for name, spec in table.fields.items():
         raw = columns.get(spec.column or 0)
-        value = _field(spec, raw, _scale_key(table, spec.scale_from, index), scales)
+        value = _field(spec, raw, _scale_key(table, spec.scale_from, index, parts), joined)
         if value is not None and spec.type == "counter" and isinstance(raw, int):
             key = (table.measurement, tuple(sorted(tags.items())), name)
             value = _counter(spec, raw, key, counters)
@@ -181,20 +211,24 @@ def row_sample(
 
 
 def _scale_key(
-    table: TableSpec, scale_from: ScaleFrom | None, index: str
+    table: TableSpec, scale_from: ScaleFrom | None, index: str, parts: Mapping[str, str]
 ) -> tuple[str, int, str] | None:
     if scale_from is None:
         return None
-    return (scale_from.entry or table.entry, scale_from.column, index)
+    return (
+        scale_from.entry or table.entry,
+        scale_from.column,
+        joined_index(index, parts, scale_from.join),
+    )
 
 
 def _field(
     spec: FieldSpec,
     raw: Value,
     scale_key: tuple[str, int, str] | None,
-    scales: Mapping[tuple[str, int, str], Value],
+    joined: Joined,
 ) -> FieldValue | None:
-    scale = scale_of(spec, scales.get(scale_key)) if scale_key else spec.scale
+    scale = scale_of(spec, joined.get(scale_key)) if scale_key else spec.scale
     if scale is None:
         return None  # the device did not say how to scale this value: better none than wrong
     return convert(spec, raw, scale)

@@ -34,12 +34,22 @@ def _check_oid(value: str) -> str:
 Oid = Annotated[str, AfterValidator(_check_oid)]
 
 
+def _check_pattern(pattern: str) -> None:
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression: {exc}") from None
+    if compiled.groups != 1:
+        raise ValueError("pattern needs exactly one capture group")
+
+
 class ScaleFrom(StrictModel):
     """A scale read from the device: a decimal-digits column (value / 10**d, Raritan), or a
     signed factor column (negative divides, positive multiplies, Rittal CMC III)."""
 
     column: int = Field(gt=0)
     entry: Oid | None = None  # default: the table's own entry, same row index
+    join: tuple[str, ...] = ()  # index parts that make up `entry`'s index (default: all)
     kind: Literal["decimal_digits", "signed_factor"]
 
 
@@ -47,13 +57,16 @@ class FieldSpec(StrictModel):
     """How one value becomes one field. Every field has one fixed type, forever.
 
     gauge: a float reading; counter: an integer that only grows (wraps and device reboots are
-    smoothed so the series never steps down); enum: a name from `enum`; string: text.
+    smoothed so the series never steps down); enum: a name from `enum`; string: text;
+    bool: true when the raw value is one of `true_values`.
     """
 
     column: int | None = Field(default=None, gt=0)  # in tables
     oid: Oid | None = None  # in scalars
-    type: Literal["gauge", "counter", "enum", "string"] = "gauge"
+    type: Literal["gauge", "counter", "enum", "string", "bool"] = "gauge"
     scale: float = 1.0
+    absolute: bool = False  # e.g. a signed power factor (the sign tells leading/lagging)
+    true_values: tuple[int | str, ...] = ()  # with type bool: raw values that mean true
     scale_from: ScaleFrom | None = None
     absent: tuple[int, ...] = ()
     enum: dict[int, str] = {}
@@ -72,20 +85,31 @@ class FieldSpec(StrictModel):
             raise ValueError("type enum needs an enum map, and an enum map needs type enum")
         if (self.type == "counter") != (self.counter_bits is not None):
             raise ValueError("type counter needs counter_bits (32 or 64); only counters have it")
+        if (self.type == "bool") != bool(self.true_values):
+            raise ValueError("type bool needs true_values, and true_values need type bool")
         return self
 
 
 class TagSpec(StrictModel):
-    """A tag from a column's value, from a named index part, from the whole index, or fixed."""
+    """A tag from a column's value (of this table, or of another table joined on index parts:
+    an outlet's name from the outlet configuration table), from a named index part, from the
+    whole index, or fixed. `pattern` keeps its one capture group ("Phase AB" -> "AB")."""
 
     column: int | None = Field(default=None, gt=0)
+    entry: Oid | None = None
+    join: tuple[str, ...] = ()
     index: str | Literal[True] | None = None
     value: str | None = None
+    pattern: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> TagSpec:
         if sum(x is not None for x in (self.column, self.index, self.value)) != 1:
             raise ValueError("a tag needs exactly one of column, index or value")
+        if (self.entry is not None or self.join) and self.column is None:
+            raise ValueError("entry and join need column")
+        if self.pattern is not None:
+            _check_pattern(self.pattern)
         return self
 
 
@@ -96,6 +120,7 @@ class Condition(StrictModel):
     index: str | None = None
     in_: tuple[int | str, ...] | None = Field(default=None, alias="in")
     not_in: tuple[int | str, ...] | None = None
+    missing: Literal["drop", "keep"] = "drop"  # a row without this value: unclassifiable
 
     @model_validator(mode="after")
     def _well_formed(self) -> Condition:
@@ -115,7 +140,9 @@ class TableSpec(StrictModel):
     measurement: str
     entry: Oid
     index: tuple[str, ...] = ()  # names for the index's parts, e.g. [pdu, inlet, sensor]
-    fallback_for: Oid | None = None
+    # Read only when none of these tables gave rows (a table skipped as a fallback counts as
+    # having the rows of the table it stood in for, so fallbacks chain).
+    fallback_for: tuple[Oid, ...] = ()
     where: tuple[Condition, ...] = ()
     # Rows found once by their descriptive columns (where, tags, scales), then read by GET:
     # for large self-describing tables (Rittal's 5,000-row variable table).
@@ -123,30 +150,43 @@ class TableSpec(StrictModel):
     tags: dict[str, TagSpec] = {}
     fields: dict[str, FieldSpec]
 
+    @field_validator("fallback_for", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _columns_and_names(self) -> TableSpec:
         names = set(self.index)
         for name, spec in self.fields.items():
             if spec.column is None or spec.oid is not None:
                 raise ValueError(f"field {name}: a table field needs column (and no oid)")
-        used = [t.index for t in self.tags.values()] + [c.index for c in self.where]
+        used: list[object] = [t.index for t in self.tags.values()]
+        used += [c.index for c in self.where]
+        used += [part for t in self.tags.values() for part in t.join]
+        used += [part for f in self.fields.values() if f.scale_from for part in f.scale_from.join]
         for ref in used:
             if isinstance(ref, str) and ref not in names:
                 raise ValueError(f"index part {ref!r} is not named in index: {list(self.index)}")
         return self
 
-    def descriptive_columns(self) -> dict[str, set[int]]:
-        """Entry -> columns that describe rows rather than measure them."""
-        own = {c.column for c in self.where if c.column} | {
-            t.column for t in self.tags.values() if t.column
+    def own_descriptive_columns(self) -> set[int]:
+        """Columns of this table that describe rows (filters, tags) rather than measure them."""
+        columns = {c.column for c in self.where if c.column}
+        return columns | {t.column for t in self.tags.values() if t.column and not t.entry}
+
+    def joined_columns(self) -> set[tuple[str, int]]:
+        """(entry, column) read from other tables, or by other index: scales and joined tags."""
+        found = {
+            (spec.scale_from.entry or self.entry, spec.scale_from.column)
+            for spec in self.fields.values()
+            if spec.scale_from
         }
-        found: dict[str, set[int]] = {self.entry: own}
-        for spec in self.fields.values():
-            if spec.scale_from:
-                found.setdefault(spec.scale_from.entry or self.entry, set()).add(
-                    spec.scale_from.column
-                )
-        return found
+        return found | {
+            (t.entry or self.entry, t.column)
+            for t in self.tags.values()
+            if t.column and (t.entry or t.join)
+        }
 
     def value_columns(self) -> set[int]:
         return {spec.column for spec in self.fields.values() if spec.column}
@@ -178,11 +218,7 @@ class IdentitySource(StrictModel):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                if re.compile(value).groups != 1:
-                    raise ValueError("pattern needs exactly one capture group")
-            except re.error as exc:
-                raise ValueError(f"bad regular expression: {exc}") from None
+            _check_pattern(value)
         return value
 
 
@@ -211,9 +247,10 @@ class Profile(StrictModel):
     def problems(self) -> list[tuple[KeyPath, str]]:
         entries = {table.entry for table in self.tables}
         found: list[tuple[KeyPath, str]] = [
-            (("tables", i, "fallback_for"), f"no table with entry {table.fallback_for}")
+            (("tables", i, "fallback_for"), f"no table with entry {entry}")
             for i, table in enumerate(self.tables)
-            if table.fallback_for and table.fallback_for not in entries
+            for entry in table.fallback_for
+            if entry not in entries
         ]
         if not self.scalars and not self.tables:
             found.append(((), "a profile needs scalars or tables"))

@@ -118,7 +118,7 @@ class _Lookup:
     """A lookup table's rows (descriptive columns only) and when they were read."""
 
     rows: dict[str, dict[int, Value]]
-    scales: dict[tuple[str, int, str], Value]
+    joined: dict[tuple[str, int, str], Value]
     read_at: float
 
 
@@ -278,13 +278,16 @@ class SnmpDevice:
         rows_by_entry: dict[str, int] = {}
         for profile in profiles:
             for table in profile.tables:
-                if table.fallback_for and rows_by_entry.get(table.fallback_for, 0) > 0:
+                primary_rows = sum(rows_by_entry.get(entry, 0) for entry in table.fallback_for)
+                if primary_rows:
+                    # Stood in for: counts as having those rows, so fallbacks chain.
+                    rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + primary_rows
                     continue
-                rows, scales = await self._read_table(poll, table)
+                rows, joined = await self._read_table(poll, table)
                 found = 0
                 for index, columns in rows.items():
                     sample = row_sample(
-                        table, index, columns, scales, base, time_ns, self._counters
+                        table, index, columns, joined, base, time_ns, self._counters
                     )
                     if sample is not None:
                         if self.trace is not None:
@@ -303,26 +306,25 @@ class SnmpDevice:
         if table.lookup:
             return await self._read_lookup_table(poll, table)
         rows: dict[str, dict[int, Value]] = {}
-        for column in sorted(table.value_columns() | table.descriptive_columns()[table.entry]):
+        for column in sorted(table.value_columns() | table.own_descriptive_columns()):
             for index, value in (await self._walk(poll, f"{table.entry}.{column}")).items():
                 rows.setdefault(index, {})[column] = value
-        return rows, await self._scales(poll, table)
+        return rows, await self._joined(poll, table)
 
-    async def _scales(self, poll: _Poll, table: TableSpec) -> dict[tuple[str, int, str], Value]:
-        scales: dict[tuple[str, int, str], Value] = {}
-        for spec in table.fields.values():
-            if spec.scale_from:
-                entry, column = spec.scale_from.entry or table.entry, spec.scale_from.column
-                for index, value in (await self._walk(poll, f"{entry}.{column}")).items():
-                    scales[(entry, column, index)] = value
-        return scales
+    async def _joined(self, poll: _Poll, table: TableSpec) -> dict[tuple[str, int, str], Value]:
+        """Columns a table joins in: device-read scales and tags from other tables."""
+        joined: dict[tuple[str, int, str], Value] = {}
+        for entry, column in sorted(table.joined_columns()):
+            for index, value in (await self._walk(poll, f"{entry}.{column}")).items():
+                joined[(entry, column, index)] = value
+        return joined
 
     async def _lookup_rows(self, poll: _Poll, table: TableSpec) -> _Lookup:
-        """A lookup table's kept rows and scales: from the cache, re-walked hourly."""
+        """A lookup table's kept rows and joined columns: from the cache, re-walked hourly."""
         cached = self._lookups.get(id(table))
         if cached is None or time.monotonic() - cached.read_at > LOOKUP_REFRESH_S:
             described: dict[str, dict[int, Value]] = {}
-            for column in sorted(table.descriptive_columns()[table.entry]):
+            for column in sorted(table.own_descriptive_columns()):
                 for index, value in (await self._walk(poll, f"{table.entry}.{column}")).items():
                     described.setdefault(index, {})[column] = value
             kept = {
@@ -331,7 +333,7 @@ class SnmpDevice:
                 if (parts := index_parts(table, index)) is not None
                 and row_selected(table, parts, columns)
             }
-            cached = _Lookup(kept, await self._scales(poll, table), time.monotonic())
+            cached = _Lookup(kept, await self._joined(poll, table), time.monotonic())
             self._lookups[id(table)] = cached
         return cached
 
@@ -355,7 +357,7 @@ class SnmpDevice:
                 value = poll.gets.get(f"{table.entry}.{column}.{index}")
                 if value is not None:
                     columns[column] = value
-        return rows, cached.scales
+        return rows, cached.joined
 
     async def _walk(self, poll: _Poll, base: str) -> dict[str, Value]:
         """Walk one column once per poll; refuse an agent whose OIDs stop increasing."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import errno
 import io
 import math
 import os
@@ -364,7 +365,15 @@ def raw_sync_polls(result: Result, snmp_port: int, polls: int) -> None:
             n += len(session.get_many(batch))
         return n
 
-    once()
+    for attempt in range(5):
+        try:
+            once()
+            break
+        except OSError as exc:
+            # After each uvloop.run() the next blocking gufo-snmp call fails once with EINTR
+            # though no signal arrives (uvloop 0.23); main() therefore runs this before uvloop.
+            if exc.errno != errno.EINTR or attempt == 4:
+                raise
     cpu0 = time.process_time()
     for _ in range(polls):
         once()
@@ -456,12 +465,15 @@ def main() -> None:
                 if not (args.recordings / f"{name}.snmprec").exists():
                     skipped.append(f"{name}: no {name}.snmprec in {args.recordings}")
                     continue
-                try:
-                    plans.append(run(discover(snmpsim.port, name), args.loop))
+                try:  # not timed; asyncio's own loop, see raw_sync_polls
+                    plans.append(asyncio.run(discover(snmpsim.port, name)))
                 except DeviceError as exc:
                     skipped.append(f"{name}: {exc}")
             if not plans:
                 raise SystemExit("no device to measure:\n" + "\n".join(skipped))
+            results = [Result(plan) for plan in plans]
+            for result in results:
+                raw_sync_polls(result, snmpsim.port, args.polls)
             modules = {
                 plan.name: snmp_exporter_config.module(
                     plan.name,
@@ -484,9 +496,7 @@ def main() -> None:
             config = workdir / "snmp.yml"
             config.write_text(snmp_exporter_config.render(modules))
             exporter, exporter_port = start_exporter(config, workdir)
-            results = []
-            for plan in plans:
-                result = Result(plan)
+            for result in results:
                 scrape_exporter(result, exporter.pid, exporter_port, snmpsim.port, args.polls)
                 run(
                     agent_polls(
@@ -495,8 +505,6 @@ def main() -> None:
                     args.loop,
                 )
                 run(raw_async_polls(result, snmpsim.port, args.polls), args.loop)
-                raw_sync_polls(result, snmpsim.port, args.polls)
-                results.append(result)
             if args.show_config:
                 print(f"# snmp.yml given to {EXPORTER} 0.21\n{config.read_text()}")
         finally:

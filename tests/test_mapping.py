@@ -119,3 +119,37 @@ def test_missing_and_unparseable_values_give_no_field() -> None:
     assert convert(gauge, b"n/a") is None
     assert convert(gauge, b" 12.5 ") == 12.5
     assert convert(FieldSpec(column=1), -26) == -26.0  # negative readings are real readings
+
+
+def test_tags_joined_from_another_table_with_a_pattern() -> None:
+    """Outlet readings indexed pdu.outlet.sensor take the outlet's name from the config table
+    indexed pdu.outlet; a pattern trims "Phase AB" to "AB"."""
+    spec = table(
+        index=["pdu", "outlet", "sensor"],
+        tags={
+            "outlet_name": {"entry": "1.3.6.1.4.1.9.2", "column": 3, "join": ["pdu", "outlet"]},
+            "phase": {"column": 2, "pattern": r"Phase (\S+)"},
+        },
+        fields={"current_a": {"column": 4}},
+    )
+    joined: dict[tuple[str, int, str], Value] = {("1.3.6.1.4.1.9.2", 3, "1.7"): b"web-07"}
+    sample = row_sample(spec, "1.7.1", {2: b"Phase AB", 4: 2}, joined, {}, 1, Counters())
+    assert sample is not None
+    assert dict(sample.tags) == {"outlet_name": "web-07", "phase": "AB"}
+
+
+def test_bool_and_absolute_fields() -> None:
+    flag = FieldSpec.model_validate({"column": 1, "type": "bool", "true_values": [1]})
+    assert convert(flag, 1) is True
+    assert convert(flag, 2) is False
+    power_factor = FieldSpec(column=1, scale=0.001, absolute=True)
+    assert convert(power_factor, -946) == 0.946
+
+
+def test_a_condition_may_keep_rows_that_lack_its_column() -> None:
+    spec = table(
+        where=[{"column": 5, "not_in": [0], "missing": "keep"}],
+        fields={"current_a": {"column": 2}},
+    )
+    assert row_sample(spec, "1", {2: 3}, {}, {}, 1, Counters()) is not None
+    assert row_sample(spec, "1", {2: 3, 5: 0}, {}, {}, 1, Counters()) is None

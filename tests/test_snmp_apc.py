@@ -143,4 +143,5 @@ def test_profile_detection_by_sys_object_id() -> None:
 
     assert detect("1.3.6.1.4.1.318.1.3.4.6", "") is builtin_profiles()["apc_rpdu2"]
     assert detect(".1.3.6.1.4.1.318.1.3.4.5", "") is builtin_profiles()["apc_rpdu2"]
-    assert detect("1.3.6.1.4.1.13742.6", "PX2 030004") is None
+    assert detect("1.3.6.1.4.1.13742.6", "PX2 030004") is builtin_profiles()["raritan_pdu2"]
+    assert detect("1.3.6.1.4.1.99999.1", "some unknown box") is None
