@@ -86,3 +86,34 @@ def test_demo_runs_unattended_and_verifies_every_kind() -> None:
         "rackwatch_collector",
     ):
         assert measurement in result.stdout
+
+
+DETECTED = {
+    "apc-inrow": "apc_inrow",
+    "apc_ap8853": "apc_rpdu2",
+    "apc_ap8959eu3": "apc_rpdu2",
+    "apc_emu": "apc_emu",
+    "apc_smart1500": "apc_ups",
+    "eaton-mgeups_9px": "eaton_ups",
+    "eatonpdu_2": "eaton_epdu",
+    "generex-ups_cs141": "ups_rfc1628",
+    "liebert_weblbds": "liebert_gp",
+    "raritan-pdu_px2": "raritan_pdu2",
+    "rittal-lcp_cmciii-pu-lcp": "rittal_cmc3",
+    "sentry4": "servertech_sentry4",
+    "vertiv-pdu_mn03edr1": "vertiv_geist",
+}
+
+
+@pytest.mark.parametrize(("recording", "profile"), sorted(DETECTED.items()))
+def test_probe_detects_every_shared_recording(
+    snmpsim: Running, recording: str, profile: str
+) -> None:
+    result = rackwatch(
+        "probe", f"{snmpsim.host}:{snmpsim.port}", "--community", recording, "--output", "table"
+    )
+    assert result.returncode == 0, result.stderr
+    header, columns, *rows = result.stdout.splitlines()
+    assert f"profile {profile}," in header
+    assert columns.split() == ["MEASUREMENT", "ELEMENT", "FIELDS"]
+    assert len(rows) >= 1
