@@ -4,7 +4,9 @@ Each recording is served by snmpsim and polled with autodetection, as `rackwatch
 Expected values are the ones shared/devices/README.md names for each recording (what LibreNMS
 reads from the same data), so a scaling or mapping mistake shows up as a disagreement with an
 independent reader. Samples from several table specs with the same tags are merged the way
-InfluxDB merges them (one point per series and timestamp).
+InfluxDB merges them (one point per series and timestamp). Element tags (`unit`, `inlet`,
+`outlet`, `bank`, ...) are the device's index numbers; names the device gives its elements are
+extra `*_name` tags, checked here as line protocol carries them (an empty name is no tag).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import pytest
 
 from agent.snmp import SnmpDevice, SnmpTarget
 from rackwatch.localservices import Running
+from telemetry import lineproto
 from telemetry.sample import FieldValue, Sample
 
 pytestmark = pytest.mark.integration
 
 Fields = dict[str, FieldValue]
+Tags = dict[str, str]
 
 
 async def poll(snmpsim: Running, recording: str) -> tuple[SnmpDevice, list[Sample]]:
@@ -42,6 +46,17 @@ def points(samples: list[Sample], measurement: str, *tags: str) -> dict[tuple[st
 
 def numeric(fields: Fields, *names: str) -> dict[str, FieldValue]:
     return {name: fields[name] for name in names}
+
+
+def names(samples: list[Sample], measurement: str, *tags: str) -> dict[tuple[str, ...], Tags]:
+    """The `*_name` tags of each series as written (line protocol drops empty tag values)."""
+    found: dict[tuple[str, ...], Tags] = {}
+    for sample in samples:
+        if sample.measurement == measurement:
+            written = lineproto.parse_line(lineproto.encode(sample)).tags
+            key = tuple(written.get(tag, "") for tag in tags)
+            found[key] = {k: v for k, v in written.items() if k.endswith("_name")}
+    return found
 
 
 # ---------------------------------------------------------------- Raritan PX2 (PDU2-MIB)
@@ -90,6 +105,16 @@ async def test_raritan_outlets_report_current_and_power(snmpsim: Running) -> Non
     assert all("state" not in f for f in outlets.values())  # metered: no onOff sensor
 
 
+async def test_raritan_names_come_from_the_configuration_tables(snmpsim: Running) -> None:
+    """inletLabel I1 names the inlet; outletName names outlets 2-12 (outlet 1's is empty)."""
+    _, samples = await poll(snmpsim, "raritan-pdu_px2")
+    assert names(samples, "pdu_inlet", "unit", "inlet") == {("1", "1"): {"inlet_name": "I1"}}
+    outlets = names(samples, "pdu_outlet", "unit", "outlet")
+    assert outlets[("1", "3")] == {"outlet_name": "OUTLET3"}
+    assert outlets[("1", "12")] == {"outlet_name": "OUTLET12"}
+    assert outlets[("1", "1")] == {}  # an empty name is no tag, and the outlet still reports
+
+
 # ---------------------------------------------------------------- Eaton ePDU (EATON-EPDU-MIB)
 
 
@@ -118,11 +143,11 @@ async def test_eatonpdu_input_phase_readings_from_milli_units(snmpsim: Running) 
     assert phase["load_state"] == "near_overload"  # inputCurrentThStatus highWarning(3)
 
 
-async def test_eatonpdu_power_factor_keeps_the_sign_the_device_reports(snmpsim: Running) -> None:
-    """inputPowerFactor -946 reads -0.946; the input total (inputTotalPowerFactor) is +0.946."""
+async def test_eatonpdu_power_factor_is_its_magnitude(snmpsim: Running) -> None:
+    """inputPowerFactor -946 (the sign tells leading/lagging) reads 0.946, as the total does."""
     _, samples = await poll(snmpsim, "eatonpdu_2")
     phase = points(samples, "pdu_phase", "phase")[("1",)]
-    assert phase["power_factor"] == pytest.approx(-0.946)
+    assert phase["power_factor"] == pytest.approx(0.946)
     inlet = points(samples, "pdu_inlet", "unit", "inlet")[("0", "1")]
     assert inlet == pytest.approx(
         {
@@ -148,6 +173,16 @@ async def test_eatonpdu_outlets_report_current_power_and_state(snmpsim: Running)
     )
     assert {f["state"] for f in outlets.values()} == {"on"}
     assert all("voltage_v" not in f for f in outlets.values())  # no outletVoltageTable here
+
+
+async def test_eatonpdu_names_outlets_by_designator_and_inputs_by_feed(snmpsim: Running) -> None:
+    """outletDesignator A2 names outlet 2 (its outletID is "2"); inputFeedName is "Feed A"."""
+    _, samples = await poll(snmpsim, "eatonpdu_2")
+    outlets = names(samples, "pdu_outlet", "unit", "outlet")
+    assert outlets[("0", "2")] == {"outlet_name": "A2"}
+    assert {n["outlet_name"] for n in outlets.values()} == {f"A{n}" for n in range(1, 25)}
+    assert names(samples, "pdu_inlet", "unit", "inlet") == {("0", "1"): {"inlet_name": "Feed A"}}
+    assert names(samples, "pdu_phase", "phase") == {("1",): {"inlet_name": "Feed A"}}
 
 
 # ---------------------------------------------------------------- ServerTech Sentry4
@@ -202,6 +237,24 @@ async def test_sentry4_branches_are_banks_without_unrecorded_current(snmpsim: Ru
     assert all(f == {"state": "on", "load_state": "normal"} for f in banks.values())
 
 
+async def test_sentry4_names_cords_and_labels_lines_phases_branches(snmpsim: Running) -> None:
+    """Cord AA (unit 1, cord 1) is Master_Cord_A, BA Link1_Cord_A; lines, phases and branches
+    carry their system labels (AA:L1, AA:L1-L2, AA:L1-L2-BR1). st4UnitName is not recorded."""
+    _, samples = await poll(snmpsim, "sentry4")
+    assert names(samples, "pdu_inlet", "unit", "inlet") == {
+        ("1", "1"): {"inlet_name": "Master_Cord_A"},
+        ("2", "1"): {"inlet_name": "Link1_Cord_A"},
+    }
+    cord_aa = {"inlet_name": "Master_Cord_A"}
+    lines = names(samples, "pdu_line", "unit", "inlet", "line")
+    assert lines[("1", "1", "1")] == {**cord_aa, "line_name": "AA:L1"}
+    assert lines[("2", "1", "3")] == {"inlet_name": "Link1_Cord_A", "line_name": "BA:L3"}
+    phases = names(samples, "pdu_phase", "unit", "inlet", "phase")
+    assert phases[("1", "1", "3")] == {**cord_aa, "phase_name": "AA:L3-L1"}
+    banks = names(samples, "pdu_bank", "unit", "inlet", "bank")
+    assert banks[("1", "1", "1")] == {**cord_aa, "bank_name": "AA:L1-L2-BR1"}
+
+
 async def test_sentry4_absent_probes_give_no_environment_sample(snmpsim: Running) -> None:
     """Humidity rows read -1 with status notFound: no env_sensor sample, no -1 % anywhere."""
     _, samples = await poll(snmpsim, "sentry4")
@@ -222,19 +275,22 @@ async def test_vertiv_is_detected_with_its_model_number(snmpsim: Running) -> Non
 
 
 async def test_vertiv_line_currents(snmpsim: Running) -> None:
-    """pduLineTable: lines A/B/C carry 12.55, 12.64 and 12.59 A."""
+    """pduLineTable: lines A/B/C ("Line A": the tag is the letter) carry 12.55/12.64/12.59 A."""
     _, samples = await poll(snmpsim, "vertiv-pdu_mn03edr1")
     lines = points(samples, "pdu_line", "line")
     assert {k: f["current_a"] for (k,), f in lines.items()} == pytest.approx(
-        {"Line A": 12.55, "Line B": 12.64, "Line C": 12.59}
+        {"A": 12.55, "B": 12.64, "C": 12.59}
     )
+    assert names(samples, "pdu_line", "line")[("A",)] == {"line_name": "Line A"}
 
 
 async def test_vertiv_phase_readings_in_schema_units(snmpsim: Running) -> None:
     """Phase AB: 7.25 A, 206.8 V, 1464 W, 1500 VA, power factor 97 % -> 0.97, 5207918 Wh."""
     _, samples = await poll(snmpsim, "vertiv-pdu_mn03edr1")
     phases = points(samples, "pdu_phase", "phase")
-    assert phases[("Phase AB",)] == pytest.approx(
+    assert sorted(phases) == [("AB",), ("BC",), ("CA",)]  # "Phase AB" -> AB
+    assert names(samples, "pdu_phase", "phase")[("AB",)] == {"phase_name": "Phase AB"}
+    assert phases[("AB",)] == pytest.approx(
         {
             "current_a": 7.25,
             "voltage_v": 206.8,
@@ -244,18 +300,21 @@ async def test_vertiv_phase_readings_in_schema_units(snmpsim: Running) -> None:
             "energy_kwh": 5207.918,
         }
     )
-    assert phases[("Phase BC",)]["voltage_v"] == pytest.approx(207.9)
-    assert phases[("Phase CA",)]["current_a"] == pytest.approx(7.23)
+    assert phases[("BC",)]["voltage_v"] == pytest.approx(207.9)
+    assert phases[("CA",)]["current_a"] == pytest.approx(7.23)
 
 
 async def test_vertiv_breakers_are_banks_with_current_only(snmpsim: Running) -> None:
-    """Circuits 1-6 read 4.67/4.70/4.66/2.57/2.56/2.52 A; unrecorded columns give no field."""
+    """Circuits 1-6 read 4.67/4.70/4.66/2.57/2.56/2.52 A; unrecorded columns give no field.
+    The bank tag is the index; the breaker label ("Circuit 1 - Phase AB") is bank_name."""
     _, samples = await poll(snmpsim, "vertiv-pdu_mn03edr1")
     banks = points(samples, "pdu_bank", "bank")
     assert banks == {
-        (f"Circuit {n}",): {"current_a": pytest.approx(amps)}
+        (str(n),): {"current_a": pytest.approx(amps)}
         for n, amps in enumerate([4.67, 4.70, 4.66, 2.57, 2.56, 2.52], start=1)
     }
+    assert names(samples, "pdu_bank", "bank")[("1",)] == {"bank_name": "Circuit 1 - Phase AB"}
+    assert names(samples, "pdu_bank", "bank")[("6",)] == {"bank_name": "Circuit 6 - Phase CA"}
 
 
 # ---------------------------------------------------------------- all four
@@ -265,11 +324,14 @@ async def test_vertiv_breakers_are_banks_with_current_only(snmpsim: Running) -> 
     "recording", ["raritan-pdu_px2", "eatonpdu_2", "sentry4", "vertiv-pdu_mn03edr1"]
 )
 async def test_fields_follow_the_schema_conventions(snmpsim: Running, recording: str) -> None:
-    """Numeric fields carry a unit suffix (or are power_factor, within -1..1); states are text."""
+    """Numeric fields carry a unit suffix (or are power_factor, 0..1); states are text."""
     _, samples = await poll(snmpsim, recording)
     assert samples
     units = ("_a", "_v", "_w", "_va", "_kwh", "_hz", "_pct")
     for sample in samples:
+        for tag in ("unit", "inlet", "bank", "outlet"):  # stable identifiers: index numbers
+            if tag in sample.tags:
+                assert sample.tags[tag].isdigit(), f"{sample.measurement} {dict(sample.tags)}"
         for name, value in sample.fields.items():
             where = f"{sample.measurement}.{name} = {value!r}"
             if name in ("state", "load_state", "alarm"):
@@ -277,7 +339,7 @@ async def test_fields_follow_the_schema_conventions(snmpsim: Running, recording:
                 assert value == value.lower(), where
             elif name == "power_factor":
                 assert isinstance(value, float), where
-                assert -1.0 <= value <= 1.0, where
+                assert 0.0 <= value <= 1.0, where
             else:
                 assert isinstance(value, float), where
                 assert name.endswith(units), where
