@@ -1,8 +1,9 @@
 """`rackwatch demo`: a live hall on this machine, from private servers on free loopback ports.
 
 It starts Mosquitto, InfluxDB and snmpsim under a temporary directory (never touching a server
-already running), serves the shared APC PDU recordings with values that move over time, runs
-a real agent and a real collector as child processes, and shows data arriving. With
+already running), serves shared APC recordings (four PDUs, an InRow cooling unit, a Smart-UPS)
+with values that move over time, runs a real agent and a real collector as child processes,
+and shows data arriving. With
 `--duration N` it runs N seconds without interaction and exits 0 only once an InfluxQL query
 has found points of every simulated kind. Everything it started is stopped on exit.
 """
@@ -30,17 +31,22 @@ EXPECTED_MEASUREMENTS = (
     "pdu_phase",
     "pdu_bank",
     "pdu_outlet",
+    "cooling",
+    "ups",
     "rackwatch_agent",
     "rackwatch_collector",
 )
 VERIFY_GRACE_S = 20.0
 
-# Demo racks: an A and a B feed per rack, one metered model and one switched model.
-DEMO_PDUS = {
+# Demo row: two racks with an A and a B feed each (one metered, one switched PDU model),
+# the InRow cooling unit between them and the row's UPS.
+DEMO_DEVICES = {
     "pdu-a01-a": ("apc_ap8853", "A01"),
     "pdu-a01-b": ("apc_ap8853", "A01"),
     "pdu-a02-a": ("apc_ap8959eu3", "A02"),
     "pdu-a02-b": ("apc_ap8959eu3", "A02"),
+    "inrow-a01": ("apc-inrow", "A01"),
+    "ups-row-a": ("apc_smart1500", "A00"),
 }
 
 # OID -> snmpsim numeric variation, so the readings move like a real load does.
@@ -57,6 +63,13 @@ MOVING_VALUES = {
         "1.3.6.1.4.1.318.1.1.26.6.3.1.5.1": "function=cos,rate=0.1,scale=4,offset=13",
         "1.3.6.1.4.1.318.1.1.26.4.3.1.5.1": "function=cos,rate=0.1,scale=8,offset=27",
         "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1": "rate=0.5,initial=19677",
+    },
+    "apc-inrow": {  # rack inlet and return air, tenths of a degree C
+        "1.3.6.1.4.1.318.1.1.13.3.2.2.2.7.0": "function=sin,rate=0.05,scale=15,offset=214",
+        "1.3.6.1.4.1.318.1.1.13.3.2.2.2.11.0": "function=sin,rate=0.05,scale=12,offset=238",
+    },
+    "apc_smart1500": {  # load in tenths of a percent
+        "1.3.6.1.4.1.318.1.1.1.4.3.3.0": "function=sin,rate=0.1,scale=30,offset=176",
     },
 }
 
@@ -102,7 +115,7 @@ def write_configs(
         "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
         "defaults": {"interval_s": 5, "jitter_s": 0.5, "timeout_s": 1, "retries": 1},
         "health_interval_s": 5,
-        "credentials": {name: {"version": "2c", "community": name} for name in DEMO_PDUS},
+        "credentials": {name: {"version": "2c", "community": name} for name in DEMO_DEVICES},
         "devices": [
             {
                 "name": name,
@@ -112,7 +125,7 @@ def write_configs(
                 "row": "A",
                 "rack": rack,
             }
-            for name, (_, rack) in DEMO_PDUS.items()
+            for name, (_, rack) in DEMO_DEVICES.items()
         ],
     }
     collector = {
@@ -159,22 +172,26 @@ def counts(influx: Running) -> dict[str, int]:
     return found
 
 
-def latest_pdu_readings(influx: Running) -> list[tuple[str, str, float | None, float | None]]:
+# What the live view shows per device kind: measurement, then (field, heading, format).
+LATEST = (
+    ("pdu", (("power_w", "POWER W", ".0f"), ("energy_kwh", "ENERGY KWH", ".1f"))),
+    ("cooling", (("rack_inlet_c", "INLET C", ".1f"), ("return_air_c", "RETURN C", ".1f"))),
+    ("ups", (("load_pct", "LOAD %", ".1f"), ("runtime_s", "RUNTIME S", ".0f"))),
+)
+
+
+def latest(influx: Running, measurement: str, fields: tuple[str, ...]) -> list[list[object]]:
+    """[device, model, *latest value of each field] per device, sorted by device."""
+    selects = ", ".join(f'last("{f}") AS "{f}"' for f in fields)
     series = localservices.influx_query(
-        influx,
-        DATABASE,
-        'SELECT last("power_w") AS power_w, last("energy_kwh") AS energy_kwh '
-        'FROM "pdu" GROUP BY "device", "model"',
+        influx, DATABASE, f'SELECT {selects} FROM "{measurement}" GROUP BY "device", "model"'
     )
     rows = []
     for one in series:
-        tags = one.get("tags")
-        values = one.get("values")
+        tags, values = one.get("tags"), one.get("values")
         if isinstance(tags, dict) and isinstance(values, list) and values:
-            rows.append(
-                (str(tags.get("device")), str(tags.get("model")), values[0][1], values[0][2])
-            )
-    return sorted(rows)
+            rows.append([str(tags.get("device")), str(tags.get("model")), *values[0][1:]])
+    return sorted(rows, key=lambda row: str(row[0]))
 
 
 def render(influx: Running, started: float) -> str:
@@ -184,9 +201,15 @@ def render(influx: Running, started: float) -> str:
         f"{'MEASUREMENT':<22}{'POINTS':>8}",
     ]
     lines += [f"{m:<22}{n:>8}" for m, n in counts(influx).items()]
-    lines += ["", f"{'PDU':<12}{'MODEL':<12}{'POWER W':>10}{'ENERGY KWH':>12}"]
-    for device, model, power, energy in latest_pdu_readings(influx):
-        lines.append(f"{device:<12}{model:<12}{power or 0:>10.0f}{energy or 0:>12.1f}")
+    for measurement, columns in LATEST:
+        heading = f"{measurement.upper():<12}{'MODEL':<12}"
+        lines += ["", heading + "".join(f"{title:>12}" for _, title, _ in columns)]
+        for device, model, *values in latest(influx, measurement, tuple(f for f, _, _ in columns)):
+            cells = "".join(
+                f"{value:>12{fmt}}" if isinstance(value, int | float) else f"{'-':>12}"
+                for value, (_, _, fmt) in zip(values, columns, strict=True)
+            )
+            lines.append(f"{device!s:<12}{model!s:<12}{cells}")
     return "\n".join(lines)
 
 
@@ -204,7 +227,7 @@ def demo(duration_s: float | None, shared: Path | None) -> int:
         recordings = find_shared(shared) / "devices" / "snmprec"
         data = workdir / "snmprec"
         data.mkdir()
-        for name, (recording, _) in DEMO_PDUS.items():
+        for name, (recording, _) in DEMO_DEVICES.items():
             text = moving_recording(recordings / f"{recording}.snmprec", MOVING_VALUES[recording])
             (data / f"{name}.snmprec").write_text(text, encoding="utf-8")
         print(f"starting Mosquitto, InfluxDB and snmpsim under {workdir} ...", flush=True)

@@ -77,15 +77,12 @@ def test_demo_runs_unattended_and_verifies_every_kind() -> None:
     result = rackwatch("demo", "--duration", "12", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo ok: points of every kind landed in InfluxDB" in result.stdout
-    for measurement in (
-        "pdu",
-        "pdu_phase",
-        "pdu_bank",
-        "pdu_outlet",
-        "rackwatch_agent",
-        "rackwatch_collector",
-    ):
-        assert measurement in result.stdout
+    table = result.stdout.split("MEASUREMENT", 1)[1].split("\n\n", 1)[0]
+    points = {name: int(n) for name, n in (line.split() for line in table.splitlines()[1:])}
+    kinds = ("pdu", "pdu_phase", "pdu_bank", "pdu_outlet", "cooling", "ups", "rackwatch_agent")
+    assert all(points[kind] > 0 for kind in (*kinds, "rackwatch_collector")), points
+    assert "inrow-a01" in result.stdout  # the live view's cooling row
+    assert "ups-row-a" in result.stdout
 
 
 DETECTED = {
