@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from agent.scheduler import PeriodicPoller
 from telemetry.sample import Sample
@@ -95,3 +98,24 @@ async def test_a_hung_poll_is_cut_at_its_deadline() -> None:
     assert poller.stats.polls_failed >= 2
     assert poller.stats.last_error == "poll exceeded its deadline of 0.15 s"
     assert hung.most_at_once == 1
+
+
+async def test_failure_and_recovery_are_logged_once_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    device = FakeDevice(delay_s=0.0, fail=True)
+    poller = PeriodicPoller("pdu-flaky", device.poll, lambda n, s: None, interval_s=0.05)
+    with caplog.at_level(logging.INFO, logger="agent.scheduler"):
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(0.5)  # many failed polls
+        device.fail = False
+        await asyncio.sleep(0.5)  # many good polls
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    messages = [r.getMessage() for r in caplog.records if "pdu-flaky" in r.getMessage()]
+    assert poller.stats.polls_failed >= 3
+    assert poller.stats.polls_ok >= 3
+    assert messages == [
+        "device pdu-flaky: poll failed: no answer",
+        "device pdu-flaky: polling again after: no answer",
+    ]

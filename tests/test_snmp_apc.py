@@ -145,3 +145,17 @@ def test_profile_detection_by_sys_object_id() -> None:
     assert detect(".1.3.6.1.4.1.318.1.3.4.5", "") is builtin_profiles()["apc_rpdu2"]
     assert detect("1.3.6.1.4.1.13742.6", "PX2 030004") is builtin_profiles()["raritan_pdu2"]
     assert detect("1.3.6.1.4.1.99999.1", "some unknown box") is None
+
+
+async def test_max_repetitions_one_reads_the_same_values(snmpsim: Running) -> None:
+    """For agents whose GETBULK is broken: one varbind per request, same result."""
+    bulk = await device(snmpsim, "apc_ap8959eu3").collect()
+    one_by_one = SnmpDevice(
+        "x",
+        SnmpTarget(snmpsim.host, snmpsim.port, "apc_ap8959eu3", max_repetitions=1),
+        {"site": "test", "device": "apc_ap8959eu3"},
+    )
+    single = await one_by_one.collect()
+    assert [(s.measurement, dict(s.tags), dict(s.fields)) for s in single] == [
+        (s.measurement, dict(s.tags), dict(s.fields)) for s in bulk
+    ]
