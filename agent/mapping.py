@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.profile import FieldSpec, ScaleFrom, TableSpec, TagSpec
+from agent.profile import FieldSpec, ScaleFrom, TableSpec, TagSpec, TemperatureUnit
 from telemetry.sample import FieldValue, Sample
 
 Value = None | str | bytes | int | float
@@ -57,8 +57,8 @@ def row_selected(table: TableSpec, parts: Mapping[str, str], columns: Columns) -
     return True
 
 
-Joined = Mapping[tuple[str, int, str], Value]
-"""Values of other tables (or of this one, under another index): (entry, column, index)."""
+Joined = Mapping[str, Value]
+"""Values read this poll beyond the row itself, by OID: joined columns and scalars."""
 
 
 def joined_index(index: str, parts: Mapping[str, str], join: tuple[str, ...]) -> str:
@@ -80,7 +80,7 @@ def tag_value(
     elif tag.index is not None:
         found = parts[tag.index]
     elif tag.entry or tag.join:
-        key = (tag.entry or table.entry, tag.column or 0, joined_index(index, parts, tag.join))
+        key = f"{tag.entry or table.entry}.{tag.column}.{joined_index(index, parts, tag.join)}"
         found = text(joined.get(key))
     else:
         found = text(columns.get(tag.column or 0))
@@ -202,6 +202,9 @@ def row_sample(
     for name, spec in table.fields.items():
         raw = columns.get(spec.column or 0)
         value = _field(spec, raw, _scale_key(table, spec.scale_from, index, parts), joined)
+        if spec.temperature_unit:
+            setting = joined.get(_unit_key(table, spec.temperature_unit, index, parts))
+            value = in_celsius(value, spec.temperature_unit, setting)
         if value is not None and spec.type == "counter" and isinstance(raw, int):
             key = (table.measurement, tuple(sorted(tags.items())), name)
             value = _counter(spec, raw, key, counters)
@@ -212,20 +215,37 @@ def row_sample(
 
 def _scale_key(
     table: TableSpec, scale_from: ScaleFrom | None, index: str, parts: Mapping[str, str]
-) -> tuple[str, int, str] | None:
+) -> str | None:
     if scale_from is None:
         return None
-    return (
-        scale_from.entry or table.entry,
-        scale_from.column,
-        joined_index(index, parts, scale_from.join),
-    )
+    entry = scale_from.entry or table.entry
+    return f"{entry}.{scale_from.column}.{joined_index(index, parts, scale_from.join)}"
+
+
+def _unit_key(
+    table: TableSpec | None, unit: TemperatureUnit, index: str, parts: Mapping[str, str]
+) -> str:
+    if unit.oid:
+        return unit.oid
+    entry = unit.entry or (table.entry if table else "")
+    return f"{entry}.{unit.column}.{joined_index(index, parts, unit.join)}"
+
+
+def in_celsius(value: FieldValue | None, unit: TemperatureUnit, setting: Value) -> float | None:
+    """A temperature as Celsius, given the device's unit setting; None if that is unknown."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if setting is None:
+        return None
+    if text(setting) in {str(v) for v in unit.fahrenheit}:
+        return round((value - 32) * 5 / 9, 3)
+    return float(value)
 
 
 def _field(
     spec: FieldSpec,
     raw: Value,
-    scale_key: tuple[str, int, str] | None,
+    scale_key: str | None,
     joined: Joined,
 ) -> FieldValue | None:
     scale = scale_of(spec, joined.get(scale_key)) if scale_key else spec.scale
@@ -251,6 +271,9 @@ def scalar_sample(
     for name, spec in fields_spec.items():
         raw = values.get(spec.oid or "")
         value = convert(spec, raw)
+        if spec.temperature_unit:
+            setting = values.get(_unit_key(None, spec.temperature_unit, "", {}))
+            value = in_celsius(value, spec.temperature_unit, setting)
         if value is not None and spec.type == "counter" and isinstance(raw, int):
             value = _counter(spec, raw, (measurement, tuple(sorted(tags.items())), name), counters)
         if value is not None:

@@ -53,6 +53,24 @@ class ScaleFrom(StrictModel):
     kind: Literal["decimal_digits", "signed_factor"]
 
 
+class TemperatureUnit(StrictModel):
+    """Where a device says its temperatures are in Fahrenheit (a display setting most PDUs and
+    environment monitors have): a scalar `oid`, or a `column` of `entry` joined on index parts
+    (per-unit settings, Eaton). When the setting cannot be read, no value is reported."""
+
+    oid: Oid | None = None
+    entry: Oid | None = None
+    column: int | None = Field(default=None, gt=0)
+    join: tuple[str, ...] = ()
+    fahrenheit: tuple[int | str, ...]
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TemperatureUnit:
+        if (self.oid is None) == (self.column is None):
+            raise ValueError("temperature_unit needs exactly one of oid or column")
+        return self
+
+
 class FieldSpec(StrictModel):
     """How one value becomes one field. Every field has one fixed type, forever.
 
@@ -68,6 +86,7 @@ class FieldSpec(StrictModel):
     absolute: bool = False  # e.g. a signed power factor (the sign tells leading/lagging)
     true_values: tuple[int | str, ...] = ()  # with type bool: raw values that mean true
     scale_from: ScaleFrom | None = None
+    temperature_unit: TemperatureUnit | None = None  # for `_c` fields of switchable devices
     absent: tuple[int, ...] = ()
     enum: dict[int, str] = {}
     counter_bits: Literal[32, 64] | None = None  # wrap width for type counter
@@ -165,6 +184,12 @@ class TableSpec(StrictModel):
         used += [c.index for c in self.where]
         used += [part for t in self.tags.values() for part in t.join]
         used += [part for f in self.fields.values() if f.scale_from for part in f.scale_from.join]
+        used += [
+            part
+            for f in self.fields.values()
+            if f.temperature_unit
+            for part in f.temperature_unit.join
+        ]
         for ref in used:
             if isinstance(ref, str) and ref not in names:
                 raise ValueError(f"index part {ref!r} is not named in index: {list(self.index)}")
@@ -181,6 +206,11 @@ class TableSpec(StrictModel):
             (spec.scale_from.entry or self.entry, spec.scale_from.column)
             for spec in self.fields.values()
             if spec.scale_from
+        }
+        found |= {
+            (unit.entry or self.entry, unit.column)
+            for spec in self.fields.values()
+            if (unit := spec.temperature_unit) and unit.column
         }
         return found | {
             (t.entry or self.entry, t.column)
@@ -204,6 +234,8 @@ class ScalarGroup(StrictModel):
         for name, spec in self.fields.items():
             if spec.oid is None or spec.column is not None or spec.scale_from is not None:
                 raise ValueError(f"field {name}: a scalar field needs oid (no column, scale_from)")
+            if spec.temperature_unit and spec.temperature_unit.oid is None:
+                raise ValueError(f"field {name}: a scalar's temperature_unit needs oid")
         for name, tag in self.tags.items():
             if tag.value is None:
                 raise ValueError(f"tag {name}: a scalar group's tags are fixed values")
@@ -243,6 +275,15 @@ class Profile(StrictModel):
     identity: dict[Literal["model"], list[IdentitySource]] = {}
     scalars: list[ScalarGroup] = []
     tables: list[TableSpec] = []
+
+    def scalar_oids(self) -> list[str]:
+        """OIDs read by GET every poll: scalar fields and Fahrenheit settings."""
+        fields = [f for g in self.scalars for f in g.fields.values()]
+        fields += [f for t in self.tables for f in t.fields.values()]
+        oids = [f.oid for f in fields if f.oid]
+        return oids + [
+            f.temperature_unit.oid for f in fields if f.temperature_unit and f.temperature_unit.oid
+        ]
 
     def problems(self) -> list[tuple[KeyPath, str]]:
         entries = {table.entry for table in self.tables}

@@ -118,7 +118,7 @@ class _Lookup:
     """A lookup table's rows (descriptive columns only) and when they were read."""
 
     rows: dict[str, dict[int, Value]]
-    joined: dict[tuple[str, int, str], Value]
+    joined: dict[str, Value]
     read_at: float
 
 
@@ -249,9 +249,7 @@ class SnmpDevice:
             self.trace.clear()
         profiles = with_includes(identity.profile)
         base = {**self._tags, "vendor": identity.profile.vendor, "model": identity.model}
-        scalar_oids = [SYS_UPTIME] + [
-            spec.oid for p in profiles for g in p.scalars for spec in g.fields.values() if spec.oid
-        ]
+        scalar_oids = [SYS_UPTIME] + [oid for p in profiles for oid in p.scalar_oids()]
         scalars = await self.get(scalar_oids)
         uptime = scalars.get(SYS_UPTIME)
         uptime = uptime if isinstance(uptime, int) else None
@@ -284,6 +282,7 @@ class SnmpDevice:
                     rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + primary_rows
                     continue
                 rows, joined = await self._read_table(poll, table)
+                joined = {**scalars, **joined}
                 found = 0
                 for index, columns in rows.items():
                     sample = row_sample(
@@ -302,7 +301,7 @@ class SnmpDevice:
 
     async def _read_table(
         self, poll: _Poll, table: TableSpec
-    ) -> tuple[dict[str, dict[int, Value]], dict[tuple[str, int, str], Value]]:
+    ) -> tuple[dict[str, dict[int, Value]], dict[str, Value]]:
         if table.lookup:
             return await self._read_lookup_table(poll, table)
         rows: dict[str, dict[int, Value]] = {}
@@ -311,12 +310,12 @@ class SnmpDevice:
                 rows.setdefault(index, {})[column] = value
         return rows, await self._joined(poll, table)
 
-    async def _joined(self, poll: _Poll, table: TableSpec) -> dict[tuple[str, int, str], Value]:
-        """Columns a table joins in: device-read scales and tags from other tables."""
-        joined: dict[tuple[str, int, str], Value] = {}
+    async def _joined(self, poll: _Poll, table: TableSpec) -> dict[str, Value]:
+        """Columns a table joins in (scales, tags, unit settings), by OID."""
+        joined: dict[str, Value] = {}
         for entry, column in sorted(table.joined_columns()):
             for index, value in (await self._walk(poll, f"{entry}.{column}")).items():
-                joined[(entry, column, index)] = value
+                joined[f"{entry}.{column}.{index}"] = value
         return joined
 
     async def _lookup_rows(self, poll: _Poll, table: TableSpec) -> _Lookup:
@@ -349,7 +348,7 @@ class SnmpDevice:
 
     async def _read_lookup_table(
         self, poll: _Poll, table: TableSpec
-    ) -> tuple[dict[str, dict[int, Value]], dict[tuple[str, int, str], Value]]:
+    ) -> tuple[dict[str, dict[int, Value]], dict[str, Value]]:
         cached = await self._lookup_rows(poll, table)
         rows = {index: dict(columns) for index, columns in cached.rows.items()}
         for index, columns in rows.items():

@@ -132,7 +132,7 @@ def test_tags_joined_from_another_table_with_a_pattern() -> None:
         },
         fields={"current_a": {"column": 4}},
     )
-    joined: dict[tuple[str, int, str], Value] = {("1.3.6.1.4.1.9.2", 3, "1.7"): b"web-07"}
+    joined: dict[str, Value] = {"1.3.6.1.4.1.9.2.3.1.7": b"web-07"}
     sample = row_sample(spec, "1.7.1", {2: b"Phase AB", 4: 2}, joined, {}, 1, Counters())
     assert sample is not None
     assert dict(sample.tags) == {"outlet_name": "web-07", "phase": "AB"}
@@ -153,3 +153,32 @@ def test_a_condition_may_keep_rows_that_lack_its_column() -> None:
     )
     assert row_sample(spec, "1", {2: 3}, {}, {}, 1, Counters()) is not None
     assert row_sample(spec, "1", {2: 3, 5: 0}, {}, {}, 1, Counters()) is None
+
+
+def test_temperatures_in_fahrenheit_are_converted_or_dropped_when_unknown() -> None:
+    """A device set to display Fahrenheit reports 77.0: that is 25 C. No setting: no value."""
+    spec = table(
+        index=["unit", "sensor"],
+        fields={
+            "temperature_c": {
+                "column": 3,
+                "scale": 0.1,
+                "temperature_unit": {
+                    "entry": "1.3.6.1.4.1.9.5",
+                    "column": 9,
+                    "join": ["unit"],
+                    "fahrenheit": [1],
+                },
+            }
+        },
+    )
+    counters = Counters()
+    fahrenheit: dict[str, Value] = {"1.3.6.1.4.1.9.5.9.0": 1}
+    celsius: dict[str, Value] = {"1.3.6.1.4.1.9.5.9.0": 0}
+    in_f = row_sample(spec, "0.1", {3: 770}, fahrenheit, {}, 1, counters)
+    in_c = row_sample(spec, "0.1", {3: 250}, celsius, {}, 1, counters)
+    assert in_f is not None
+    assert in_c is not None
+    assert in_f.fields["temperature_c"] == 25.0
+    assert in_c.fields["temperature_c"] == 25.0
+    assert row_sample(spec, "0.1", {3: 250}, {}, {}, 1, counters) is None
