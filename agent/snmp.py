@@ -53,7 +53,9 @@ SYS_DESCR = "1.3.6.1.2.1.1.1.0"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 GET_BATCH = 24  # OIDs per GET request: small enough for any agent's PDU size
-LOOKUP_REFRESH_S = 3600.0  # how often lookup tables' descriptive columns are read again
+# How often a table is walked again to find new rows (a probe plugged in, an outlet added);
+# in between its values are read by GET. A vanished row triggers a walk at once.
+LAYOUT_REFRESH_S = 900.0
 T = TypeVar("T")
 
 
@@ -114,16 +116,14 @@ class Identity:
 
 
 @dataclass(slots=True)
-class _Lookup:
-    """A lookup table's rows (descriptive columns only) and when they were read."""
+class _Layout:
+    """What a walk found out about a table: its kept rows (with the columns walked), the
+    columns it joins in, the value OIDs to GET on later polls, and when it was walked."""
 
     rows: dict[str, dict[int, Value]]
     joined: dict[str, Value]
+    oids: list[str]
     read_at: float
-
-
-def _oid_key(oid: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in oid.split("."))
 
 
 @dataclass
@@ -131,7 +131,8 @@ class _Poll:
     """What one poll has read so far, so no column is walked twice."""
 
     walks: dict[str, dict[str, Value]] = field(default_factory=dict)
-    gets: dict[str, Value] = field(default_factory=dict)  # lookup tables' values, one batch
+    walked: set[int] = field(default_factory=set)  # tables whose values were walked this poll
+    gets: dict[str, Value] = field(default_factory=dict)  # the other tables' values, one batch
 
 
 class SnmpDevice:
@@ -148,7 +149,7 @@ class SnmpDevice:
         self._session: SnmpSession | None = None
         self._counters = Counters()
         self._uptime: int | None = None
-        self._lookups: dict[int, _Lookup] = {}
+        self._layouts: dict[int, _Layout] = {}
         # OID -> (position in the last poll's samples, field name), filled when tracing: lets
         # `rackwatch probe --trace` and the ground-truth tests say where each value came from.
         self.trace: dict[str, tuple[int, str]] | None = None
@@ -234,7 +235,7 @@ class SnmpDevice:
         time_ns = time.time_ns()
         if self._identity is None:
             self._identity = await self.identify()
-            self._lookups.clear()
+            self._layouts.clear()
         try:
             return await self._collect(self._identity, time_ns)
         except DeviceError:
@@ -270,45 +271,96 @@ class SnmpDevice:
                                 self.trace[spec.oid] = (len(samples), name)
                     samples.append(sample)
         poll = _Poll()
-        lookups = [table for p in profiles for table in p.tables if table.lookup]
-        if lookups:
-            await self._get_lookup_values(poll, lookups)
-        rows_by_entry: dict[str, int] = {}
-        for profile in profiles:
-            for table in profile.tables:
-                primary_rows = sum(rows_by_entry.get(entry, 0) for entry in table.fallback_for)
-                if primary_rows:
-                    # Stood in for: counts as having those rows, so fallbacks chain.
-                    rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + primary_rows
+        active = await self._plan_tables(poll, [t for p in profiles for t in p.tables])
+        for table, layout in active:
+            joined = {**scalars, **layout.joined}
+            for index, columns in self._table_rows(poll, table, layout).items():
+                sample = row_sample(table, index, columns, joined, base, time_ns, self._counters)
+                if sample is None:
                     continue
-                rows, joined = await self._read_table(poll, table)
-                joined = {**scalars, **joined}
-                found = 0
-                for index, columns in rows.items():
-                    sample = row_sample(
-                        table, index, columns, joined, base, time_ns, self._counters
-                    )
-                    if sample is not None:
-                        if self.trace is not None:
-                            for name, spec in table.fields.items():
-                                if name in sample.fields:
-                                    oid = f"{table.entry}.{spec.column}.{index}"
-                                    self.trace[oid] = (len(samples), name)
-                        samples.append(sample)
-                        found += 1
-                rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + found
+                if self.trace is not None:
+                    for name, spec in table.fields.items():
+                        if name in sample.fields:
+                            oid = f"{table.entry}.{spec.column}.{index}"
+                            self.trace[oid] = (len(samples), name)
+                samples.append(sample)
         return samples
 
-    async def _read_table(
-        self, poll: _Poll, table: TableSpec
-    ) -> tuple[dict[str, dict[int, Value]], dict[str, Value]]:
-        if table.lookup:
-            return await self._read_lookup_table(poll, table)
-        rows: dict[str, dict[int, Value]] = {}
-        for column in sorted(table.value_columns() | table.own_descriptive_columns()):
+    async def _plan_tables(
+        self, poll: _Poll, tables: list[TableSpec]
+    ) -> list[tuple[TableSpec, _Layout]]:
+        """Decide which tables this poll reads, and read their values.
+
+        A table's layout (its rows, descriptive and joined columns) comes from a walk that is
+        repeated every LAYOUT_REFRESH_S or when a row disappears; in between, the values of the
+        known rows are read with GETs, batched across all tables: a PDU poll takes a handful
+        of requests instead of one walk per column. Fallback tables are planned only when the
+        tables they stand in for have no rows.
+        """
+        active: list[tuple[TableSpec, _Layout]] = []
+        rows_by_entry: dict[str, int] = {}
+        for table in tables:
+            primary_rows = sum(rows_by_entry.get(entry, 0) for entry in table.fallback_for)
+            if primary_rows:  # stood in for: counts as having those rows, so fallbacks chain
+                rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + primary_rows
+                continue
+            layout = await self._layout(poll, table)
+            rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + len(layout.rows)
+            active.append((table, layout))
+        wanted = [
+            oid for table, layout in active if id(table) not in poll.walked for oid in layout.oids
+        ]
+        poll.gets = await self.get(wanted)
+        for table, layout in active:
+            if id(table) not in poll.walked and any(o not in poll.gets for o in layout.oids):
+                self._layouts.pop(id(table), None)  # a row went away: walk again next poll
+        return active
+
+    async def _layout(self, poll: _Poll, table: TableSpec) -> _Layout:
+        cached = self._layouts.get(id(table))
+        if cached is not None and time.monotonic() - cached.read_at < LAYOUT_REFRESH_S:
+            return cached
+        # Lookup tables (thousands of self-describing rows) walk only what describes a row and
+        # GET the values of the rows they keep; the others walk their values too.
+        columns = table.own_descriptive_columns()
+        if not table.lookup:
+            columns |= table.value_columns()
+            poll.walked.add(id(table))
+        walked: dict[str, dict[int, Value]] = {}
+        for column in sorted(columns):
             for index, value in (await self._walk(poll, f"{table.entry}.{column}")).items():
-                rows.setdefault(index, {})[column] = value
-        return rows, await self._joined(poll, table)
+                walked.setdefault(index, {})[column] = value
+        kept = {
+            index: row
+            for index, row in walked.items()
+            if (parts := index_parts(table, index)) is not None and row_selected(table, parts, row)
+        }
+        value_columns = sorted(table.value_columns())
+        if table.lookup:
+            oids = [f"{table.entry}.{c}.{i}" for i in kept for c in value_columns]
+        else:  # exactly the values the device has: a missing one later means a change
+            oids = [
+                f"{table.entry}.{c}.{i}"
+                for i, row in kept.items()
+                for c in value_columns
+                if c in row
+            ]
+        layout = _Layout(kept, await self._joined(poll, table), oids, time.monotonic())
+        self._layouts[id(table)] = layout
+        return layout
+
+    def _table_rows(
+        self, poll: _Poll, table: TableSpec, layout: _Layout
+    ) -> dict[str, dict[int, Value]]:
+        if id(table) in poll.walked:
+            return layout.rows
+        rows = {index: dict(row) for index, row in layout.rows.items()}
+        for index, row in rows.items():
+            for column in table.value_columns():
+                value = poll.gets.get(f"{table.entry}.{column}.{index}")
+                if value is not None:
+                    row[column] = value
+        return rows
 
     async def _joined(self, poll: _Poll, table: TableSpec) -> dict[str, Value]:
         """Columns a table joins in (scales, tags, unit settings), by OID."""
@@ -318,46 +370,6 @@ class SnmpDevice:
                 joined[f"{entry}.{column}.{index}"] = value
         return joined
 
-    async def _lookup_rows(self, poll: _Poll, table: TableSpec) -> _Lookup:
-        """A lookup table's kept rows and joined columns: from the cache, re-walked hourly."""
-        cached = self._lookups.get(id(table))
-        if cached is None or time.monotonic() - cached.read_at > LOOKUP_REFRESH_S:
-            described: dict[str, dict[int, Value]] = {}
-            for column in sorted(table.own_descriptive_columns()):
-                for index, value in (await self._walk(poll, f"{table.entry}.{column}")).items():
-                    described.setdefault(index, {})[column] = value
-            kept = {
-                index: columns
-                for index, columns in described.items()
-                if (parts := index_parts(table, index)) is not None
-                and row_selected(table, parts, columns)
-            }
-            cached = _Lookup(kept, await self._joined(poll, table), time.monotonic())
-            self._lookups[id(table)] = cached
-        return cached
-
-    async def _get_lookup_values(self, poll: _Poll, tables: list[TableSpec]) -> None:
-        """One batched GET for the values of every lookup table's kept rows."""
-        wanted = []
-        for table in tables:
-            rows = (await self._lookup_rows(poll, table)).rows
-            wanted += [
-                f"{table.entry}.{c}.{i}" for i in rows for c in sorted(table.value_columns())
-            ]
-        poll.gets = await self.get(wanted)
-
-    async def _read_lookup_table(
-        self, poll: _Poll, table: TableSpec
-    ) -> tuple[dict[str, dict[int, Value]], dict[str, Value]]:
-        cached = await self._lookup_rows(poll, table)
-        rows = {index: dict(columns) for index, columns in cached.rows.items()}
-        for index, columns in rows.items():
-            for column in table.value_columns():
-                value = poll.gets.get(f"{table.entry}.{column}.{index}")
-                if value is not None:
-                    columns[column] = value
-        return rows, cached.joined
-
     async def _walk(self, poll: _Poll, base: str) -> dict[str, Value]:
         """Walk one column once per poll; refuse an agent whose OIDs stop increasing."""
         if base not in poll.walks:
@@ -366,13 +378,15 @@ class SnmpDevice:
 
     async def _walk_once(self, base: str) -> dict[str, Value]:
         found: dict[str, Value] = {}
-        previous = _oid_key(base)
+        previous: tuple[int, ...] = ()
+        start = len(base) + 1
         async for oid, value in (await self._open()).fetch(base):
-            key = _oid_key(oid)
+            index = oid[start:]
+            key = tuple(map(int, index.split(".")))  # numeric order, as SNMP defines it
             if key <= previous:
                 raise DeviceError(
                     f"{self._where()}: walk of {base}: OIDs stopped increasing at {oid}"
                 )
             previous = key
-            found[oid[len(base) + 1 :]] = value
+            found[index] = value
         return found
