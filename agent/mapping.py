@@ -231,6 +231,11 @@ def _unit_key(
     return f"{entry}.{unit.column}.{joined_index(index, parts, unit.join)}"
 
 
+def unit_oid(table: TableSpec, unit: TemperatureUnit, index: str) -> str:
+    """The OID of the C/F setting that applies to one row of `table`."""
+    return _unit_key(table, unit, index, index_parts(table, index) or {})
+
+
 def in_celsius(value: FieldValue | None, unit: TemperatureUnit, setting: Value) -> float | None:
     """A temperature as Celsius, given the device's unit setting; None if that is unknown."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):

@@ -43,6 +43,7 @@ from agent.mapping import (
     row_selected,
     scalar_sample,
     text,
+    unit_oid,
 )
 from agent.profile import Profile, TableSpec, detect, with_includes
 from telemetry.sample import Sample
@@ -123,6 +124,7 @@ class _Layout:
     rows: dict[str, dict[int, Value]]
     joined: dict[str, Value]
     oids: list[str]
+    setting_oids: list[str]  # joined settings read every poll (a C/F switch must apply at once)
     read_at: float
 
 
@@ -273,7 +275,7 @@ class SnmpDevice:
         poll = _Poll()
         active = await self._plan_tables(poll, [t for p in profiles for t in p.tables])
         for table, layout in active:
-            joined = {**scalars, **layout.joined}
+            joined = {**scalars, **layout.joined, **poll.gets}
             for index, columns in self._table_rows(poll, table, layout).items():
                 sample = row_sample(table, index, columns, joined, base, time_ns, self._counters)
                 if sample is None:
@@ -310,6 +312,7 @@ class SnmpDevice:
         wanted = [
             oid for table, layout in active if id(table) not in poll.walked for oid in layout.oids
         ]
+        wanted += [oid for _, layout in active for oid in layout.setting_oids]
         poll.gets = await self.get(wanted)
         for table, layout in active:
             if id(table) not in poll.walked and any(o not in poll.gets for o in layout.oids):
@@ -345,7 +348,15 @@ class SnmpDevice:
                 for c in value_columns
                 if c in row
             ]
-        layout = _Layout(kept, await self._joined(poll, table), oids, time.monotonic())
+        settings = [
+            unit_oid(table, unit, index)
+            for index in kept
+            for spec in table.fields.values()
+            if (unit := spec.temperature_unit) and unit.column
+        ]
+        layout = _Layout(
+            kept, await self._joined(poll, table), oids, sorted(set(settings)), time.monotonic()
+        )
         self._layouts[id(table)] = layout
         return layout
 

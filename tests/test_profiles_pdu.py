@@ -11,12 +11,17 @@ extra `*_name` tags, checked here as line protocol carries them (an empty name i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from agent.snmp import SnmpDevice, SnmpTarget
+from rackwatch import localservices
 from rackwatch.localservices import Running
 from telemetry import lineproto
 from telemetry.sample import FieldValue, Sample
+from tests.conftest import RECORDINGS
 
 pytestmark = pytest.mark.integration
 
@@ -256,7 +261,12 @@ async def test_sentry4_names_cords_and_labels_lines_phases_branches(snmpsim: Run
 
 
 async def test_sentry4_absent_probes_give_no_environment_sample(snmpsim: Running) -> None:
-    """Humidity rows read -1 with status notFound: no env_sensor sample, no -1 % anywhere."""
+    """Humidity rows read -1 with status notFound, temperature rows -410 (unit 1 with status
+    normal, unit 2 notFound) while st4TempSensorScale is readable (celsius): no env_sensor
+    sample, no -1 % and no -41 C anywhere."""
+    recorded = _recording("sentry4")
+    assert recorded[ST4_TEMP_SCALE] == "2|0"
+    assert {recorded[f"{ST4_TEMP_MON}.1.{i}"] for i in ("1.1", "1.2", "2.1", "2.2")} == {"2|-410"}
     _, samples = await poll(snmpsim, "sentry4")
     assert not points(samples, "env_sensor")
     assert -1.0 not in [v for s in samples for v in s.fields.values()]
@@ -327,7 +337,7 @@ async def test_fields_follow_the_schema_conventions(snmpsim: Running, recording:
     """Numeric fields carry a unit suffix (or are power_factor, 0..1); states are text."""
     _, samples = await poll(snmpsim, recording)
     assert samples
-    units = ("_a", "_v", "_w", "_va", "_kwh", "_hz", "_pct")
+    units = ("_a", "_v", "_w", "_va", "_kwh", "_hz", "_pct", "_c")
     for sample in samples:
         for tag in ("unit", "inlet", "bank", "outlet"):  # stable identifiers: index numbers
             if tag in sample.tags:
@@ -343,3 +353,225 @@ async def test_fields_follow_the_schema_conventions(snmpsim: Running, recording:
             else:
                 assert isinstance(value, float), where
                 assert name.endswith(units), where
+
+
+# ---------------------------------------------------------------- temperature probes
+# The shared PDU recordings have no connected temperature probe (Sentry4: all -410; Eaton,
+# Vertiv, Raritan: no probe table and, for Eaton and Vertiv, no unit setting either), so the
+# Celsius and Fahrenheit paths are proven on copies of them with probes and settings added.
+
+ST4_TEMP_SCALE = "1.3.6.1.4.1.1718.4.1.9.1.10.0"  # st4TempSensorScale: celsius 0, fahrenheit 1
+ST4_TEMP_CFG = "1.3.6.1.4.1.1718.4.1.9.2.1"  # st4TempSensorConfigEntry, index unit.sensor
+ST4_TEMP_MON = "1.3.6.1.4.1.1718.4.1.9.3.1"  # st4TempSensorMonitorEntry: 1 value, 2 status
+EATON_UNIT = "1.3.6.1.4.1.534.6.6.7.1.2.1"  # unitEntry; column 9 temperatureScale (C 0, F 1)
+EATON_TEMP = "1.3.6.1.4.1.534.6.6.7.7.1.1"  # temperatureEntry, index unit.probe
+EATON_HUMID = "1.3.6.1.4.1.534.6.6.7.7.2.1"  # humidityEntry, index unit.probe
+VERTIV_UNITS = "1.3.6.1.4.1.21239.5.2.1.7.0"  # temperatureUnits: fahrenheit 0, celsius 1
+VERTIV_RT = "1.3.6.1.4.1.21239.5.2.4.1"  # tempSensorEntry
+VERTIV_THD = "1.3.6.1.4.1.21239.5.2.9.1"  # thdSensorEntry
+VERTIV_T3HD = "1.3.6.1.4.1.21239.5.2.8.1"  # t3hdSensorEntry
+VERTIV_AIRFLOW = "1.3.6.1.4.1.21239.5.2.5.1"  # airFlowSensorEntry
+
+
+def _recording(name: str) -> dict[str, str]:
+    """A shared recording as OID -> "TYPE|VALUE"."""
+    text = (RECORDINGS / f"{name}.snmprec").read_text(encoding="utf-8")
+    return {line.split("|", 1)[0]: line.split("|", 1)[1] for line in text.splitlines() if line}
+
+
+def _write_recording(path: Path, lines: dict[str, str]) -> None:
+    ordered = sorted(lines.items(), key=lambda item: tuple(int(p) for p in item[0].split(".")))
+    path.write_text("".join(f"{oid}|{value}\n" for oid, value in ordered), encoding="utf-8")
+
+
+def _row(entry: str, index: str, columns: dict[int, str]) -> dict[str, str]:
+    return {f"{entry}.{column}.{index}": value for column, value in columns.items()}
+
+
+def _vertiv_probes(temps: dict[str, int]) -> dict[str, str]:
+    """One probe of each Vertiv kind, temperatures (tenths, in the device's unit) by name."""
+    return {
+        **_row(VERTIV_RT, "1", {2: "4|RT001", 3: "4|Top", 4: "66|1", 5: f"2|{temps['rt']}"}),
+        **_row(VERTIV_RT, "2", {2: "4|RT002", 3: "4|Gone", 4: "66|0", 5: "2|0"}),
+        **_row(
+            VERTIV_THD,
+            "1",
+            {2: "4|THD001", 3: "4|Rack 12 inlet", 4: "66|1", 5: f"2|{temps['thd']}", 6: "2|40"}
+            | {7: f"2|{temps['thd_dew']}"},
+        ),
+        **_row(
+            VERTIV_T3HD,
+            "1",
+            {2: "4|T3HD01", 3: "4|Rack 14", 4: "66|1", 5: "4|Int", 6: f"2|{temps['int']}"}
+            | {7: "2|45", 8: f"2|{temps['int_dew']}", 9: "66|1", 10: "4|Front top"}
+            | {11: f"2|{temps['ext_a']}", 12: "66|0", 13: "4|Front bottom", 14: "2|0"},
+        ),
+        **_row(
+            VERTIV_AIRFLOW,
+            "1",
+            {2: "4|AF01", 3: "4|Aisle", 4: "66|1", 5: f"2|{temps['af']}", 6: "2|50", 7: "2|35"}
+            | {8: f"2|{temps['af_dew']}"},
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """snmpsim serving copies of sentry4, eatonpdu_2 and vertiv-pdu_mn03edr1 with probes."""
+    data = tmp_path_factory.mktemp("probes")
+
+    sentry4 = _recording("sentry4")
+    sentry4[f"{ST4_TEMP_MON}.1.1.1"] = "2|253"  # A1: 25.3 (status normal(0) as recorded)
+    _write_recording(data / "sentry4_celsius.snmprec", sentry4)
+    fahrenheit = sentry4 | {
+        ST4_TEMP_SCALE: "2|1",
+        f"{ST4_TEMP_MON}.1.1.1": "2|770",  # 77.0 F
+        f"{ST4_TEMP_MON}.1.2.1": "2|680",  # B1: a value, but status notFound(7) as recorded
+    }
+    _write_recording(data / "sentry4_fahrenheit.snmprec", fahrenheit)
+    no_scale = sentry4.copy()
+    del no_scale[ST4_TEMP_SCALE]
+    _write_recording(data / "sentry4_no_scale.snmprec", no_scale)
+
+    eaton = _recording("eatonpdu_2") | {
+        f"{EATON_UNIT}.9.0": "2|0",  # master: celsius
+        f"{EATON_UNIT}.9.1": "2|1",  # first daisy-chained unit: fahrenheit; unit 2: unreadable
+        **_row(EATON_TEMP, "0.1", {2: "4|Rack inlet", 3: "2|1", 4: "2|245"}),
+        **_row(EATON_TEMP, "0.2", {2: "4|Rack exhaust", 3: "2|1", 4: "2|-1"}),
+        **_row(EATON_TEMP, "1.1", {2: "4|Inlet B", 3: "2|1", 4: "2|860"}),
+        **_row(EATON_TEMP, "1.2", {2: "4|Unplugged", 3: "2|0", 4: "2|250"}),
+        **_row(EATON_TEMP, "2.1", {2: "4|Inlet C", 3: "2|1", 4: "2|230"}),
+        **_row(EATON_HUMID, "2.1", {2: "4|Inlet C", 3: "2|1", 4: "2|455"}),
+    }
+    _write_recording(data / "eaton_probes.snmprec", eaton)
+
+    celsius = {"rt": 241, "thd": 235, "thd_dew": 92, "int": 220, "int_dew": 95, "ext_a": 230}
+    celsius |= {"af": 210, "af_dew": 50}
+    vertiv = _recording("vertiv-pdu_mn03edr1") | _vertiv_probes(celsius)
+    _write_recording(data / "vertiv_celsius.snmprec", vertiv | {VERTIV_UNITS: "2|1"})
+    _write_recording(data / "vertiv_no_units.snmprec", vertiv)
+    fahrenheit_temps = {"rt": 770, "thd": 743, "thd_dew": 482, "int": 680, "int_dew": 500}
+    fahrenheit_temps |= {"ext_a": 806, "af": 320, "af_dew": 140}
+    vertiv_f = _recording("vertiv-pdu_mn03edr1") | _vertiv_probes(fahrenheit_temps)
+    _write_recording(data / "vertiv_fahrenheit.snmprec", vertiv_f | {VERTIV_UNITS: "2|0"})
+
+    service = localservices.start_snmpsim(data, tmp_path_factory.mktemp("probes-snmpsim"))
+    yield service
+    localservices.stop(service)
+
+
+async def test_sentry4_celsius_probe_in_tenths(probes: Running) -> None:
+    """Scale celsius(0): A1 reads 253 -> 25.3 C, named st4TempSensorName; -410 rows and
+    notFound rows give no sample."""
+    _, samples = await poll(probes, "sentry4_celsius")
+    sensors = points(samples, "env_sensor", "unit", "sensor")
+    assert sensors == {("1", "1"): {"temperature_c": pytest.approx(25.3)}}
+    assert names(samples, "env_sensor", "unit", "sensor") == {
+        ("1", "1"): {"sensor_name": "Temp_Sensor_A1"}
+    }
+
+
+async def test_sentry4_fahrenheit_probe_is_converted(probes: Running) -> None:
+    """Scale fahrenheit(1): 770 -> 77.0 F -> 25.0 C; B1's 680 has status notFound: nothing."""
+    _, samples = await poll(probes, "sentry4_fahrenheit")
+    sensors = points(samples, "env_sensor", "unit", "sensor")
+    assert sensors == {("1", "1"): {"temperature_c": pytest.approx(25.0)}}
+
+
+async def test_sentry4_without_the_scale_gives_no_temperature(probes: Running) -> None:
+    """st4TempSensorScale unreadable: the 253 reading is not guessed into a unit."""
+    _, samples = await poll(probes, "sentry4_no_scale")
+    assert not points(samples, "env_sensor")
+    assert points(samples, "pdu_inlet", "unit", "inlet")  # the PDU itself still reports
+
+
+def test_eatonpdu_recording_has_no_probes_and_no_temperature_scale() -> None:
+    """eatonpdu_2 has no temperatureTable and no temperatureScale (unitEntry 9): it proves
+    neither path; the copy below does."""
+    recorded = _recording("eatonpdu_2")
+    assert not [oid for oid in recorded if oid.startswith(("1.3.6.1.4.1.534.6.6.7.7.",))]
+    assert not [oid for oid in recorded if oid.startswith(f"{EATON_UNIT}.9.")]
+
+
+async def test_eatonpdu_recording_gives_no_environment_sample(snmpsim: Running) -> None:
+    _, samples = await poll(snmpsim, "eatonpdu_2")
+    assert not points(samples, "env_sensor")
+
+
+async def test_eatonpdu_probes_follow_their_own_units_scale(probes: Running) -> None:
+    """Each strapped unit has its own temperatureScale: unit 0 celsius (245 -> 24.5 C), unit 1
+    fahrenheit (860 -> 86.0 F -> 30.0 C), unit 2 unreadable (no temperature, humidity still
+    45.5 %). -1 and a disconnected probe give nothing."""
+    _, samples = await poll(probes, "eaton_probes")
+    sensors = points(samples, "env_sensor", "unit", "sensor", "sensor_name")
+    assert sensors == {
+        ("0", "1", "Rack inlet"): {"temperature_c": pytest.approx(24.5)},
+        ("1", "1", "Inlet B"): {"temperature_c": pytest.approx(30.0)},
+        ("2", "1", "Inlet C"): {"humidity_pct": pytest.approx(45.5)},
+    }
+
+
+async def test_vertiv_recording_has_no_probes_and_no_temperature_units(snmpsim: Running) -> None:
+    """vertiv-pdu_mn03edr1 has no sensor table and no temperatureUnits: no env_sensor."""
+    recorded = _recording("vertiv-pdu_mn03edr1")
+    assert VERTIV_UNITS not in recorded
+    _, samples = await poll(snmpsim, "vertiv-pdu_mn03edr1")
+    assert not points(samples, "env_sensor")
+
+
+async def test_vertiv_celsius_probes_with_dew_points(probes: Running) -> None:
+    """temperatureUnits celsius(1): tenths of a degree; THD, T3HD and AFHT3 give dew points;
+    the T3HD's available external probe A is its own series (tag probe=ext_a), B is not
+    available; an unavailable RT sensor gives nothing."""
+    _, samples = await poll(probes, "vertiv_celsius")
+    sensors = points(samples, "env_sensor", "sensor", "probe")
+    assert sensors == {
+        ("RT001", ""): {"temperature_c": pytest.approx(24.1)},
+        ("THD001", ""): pytest.approx(
+            {"temperature_c": 23.5, "humidity_pct": 40.0, "dew_point_c": 9.2}
+        ),
+        ("T3HD01", ""): pytest.approx(
+            {"temperature_c": 22.0, "humidity_pct": 45.0, "dew_point_c": 9.5}
+        ),
+        ("T3HD01", "ext_a"): {"temperature_c": pytest.approx(23.0)},
+        ("AF01", ""): pytest.approx(
+            {"temperature_c": 21.0, "humidity_pct": 35.0, "dew_point_c": 5.0}
+        ),
+    }
+    labels = names(samples, "env_sensor", "sensor", "probe")
+    assert labels[("THD001", "")] == {"sensor_name": "Rack 12 inlet"}
+    assert labels[("T3HD01", "ext_a")] == {"sensor_name": "Front top"}
+
+
+async def test_vertiv_fahrenheit_probes_are_converted(probes: Running) -> None:
+    """temperatureUnits fahrenheit(0) (reversed coding): 74.3 F -> 23.5 C, dew point 48.2 F
+    -> 9.0 C, 80.6 F -> 27.0 C, 32.0 F -> 0.0 C, 14.0 F -> -10.0 C; humidity unchanged."""
+    _, samples = await poll(probes, "vertiv_fahrenheit")
+    sensors = points(samples, "env_sensor", "sensor", "probe")
+    expected = {
+        ("RT001", ""): {"temperature_c": 25.0},
+        ("THD001", ""): {"temperature_c": 23.5, "humidity_pct": 40.0, "dew_point_c": 9.0},
+        ("T3HD01", ""): {"temperature_c": 20.0, "humidity_pct": 45.0, "dew_point_c": 10.0},
+        ("T3HD01", "ext_a"): {"temperature_c": 27.0},
+        ("AF01", ""): {"temperature_c": 0.0, "humidity_pct": 35.0, "dew_point_c": -10.0},
+    }
+    assert sensors == {key: pytest.approx(fields, abs=0.001) for key, fields in expected.items()}
+
+
+async def test_vertiv_without_temperature_units_reports_humidity_only(probes: Running) -> None:
+    """temperatureUnits unreadable: no temperature or dew point is guessed; humidity stays."""
+    _, samples = await poll(probes, "vertiv_no_units")
+    sensors = points(samples, "env_sensor", "sensor", "probe")
+    assert sensors == {
+        ("THD001", ""): {"humidity_pct": 40.0},
+        ("T3HD01", ""): {"humidity_pct": 45.0},
+        ("AF01", ""): {"humidity_pct": 35.0},
+    }
+
+
+def test_raritan_recording_has_no_external_sensors() -> None:
+    """raritan-pdu_px2 has no external sensor rows; the profile does not read them (the
+    sensor type lives in another table, and `where` cannot test a joined column)."""
+    recorded = _recording("raritan-pdu_px2")
+    assert not [o for o in recorded if o.startswith("1.3.6.1.4.1.13742.6.5.5.")]
+    assert not [o for o in recorded if o.startswith("1.3.6.1.4.1.13742.6.3.6.")]

@@ -195,8 +195,24 @@ async def test_emu_is_detected_with_its_model(snmpsim: Running) -> None:
     assert (profile, model) == ("apc_emu", "AP9340")
 
 
+EMU_MEM = "1.3.6.1.4.1.318.1.1.10.4.2.3.1"  # memSensorsStatusEntry, index module.sensor
+EMU_EMS = "1.3.6.1.4.1.318.1.1.10.3.13.1.1"  # emsProbeStatusEntry, index probe
+EMU_MEM_UNITS = "1.3.6.1.4.1.318.1.1.10.4.2.1.0"  # memSensorsStatusSysTempUnits: C 1, F 2
+EMU_EMS_UNITS = "1.3.6.1.4.1.318.1.1.10.3.12.11.0"  # emsStatusSysTempUnits: C 1, F 2
+
+
+def test_emu_recording_has_no_temperature_unit_setting() -> None:
+    """The recorded AP9340 answers neither unit scalar: it cannot prove a Celsius reading."""
+    recorded = _recording("apc_emu")
+    assert EMU_MEM_UNITS not in recorded
+    assert EMU_EMS_UNITS not in recorded
+    assert f"{EMU_MEM}.5.0.1" in recorded  # while it does have temperatures
+
+
 async def test_emu_probe_temperatures_and_humidities(snmpsim: Running) -> None:
-    """mem sensors and named ems probes; a probe without humidity element has no field."""
+    """Without a unit setting: mem sensors read as Celsius (LibreNMS's reading, the ground
+    truth), named ems probes give no temperature (their humidity still counts); a probe
+    without humidity element has no humidity field."""
     _, _, samples = await poll(snmpsim, "apc_emu")
     probes = elements(samples, "env_sensor", "sensor")
     assert probes == {
@@ -205,18 +221,12 @@ async def test_emu_probe_temperatures_and_humidities(snmpsim: Running) -> None:
         "0.3": {"temperature_c": 27.0},
         "0.5": {"temperature_c": 26.0},
         "0.6": {"temperature_c": 21.0, "humidity_pct": 38.0},
-        "1": {"temperature_c": 18.0, "humidity_pct": 30.0},
-        "2": {"temperature_c": 26.0},
-        "3": {"temperature_c": 27.0},
+        "1": {"humidity_pct": 30.0},
     }
     names = {
         s.tags["sensor"]: s.tags["sensor_name"] for s in samples if s.measurement == "env_sensor"
     }
-    assert (names["1"], names["2"], names["3"]) == (
-        "Airco uitstroom",
-        "Airco kamer",
-        "Retour airco kamer",
-    )
+    assert names["1"] == "Airco uitstroom"
 
 
 async def test_emu_placeholder_probe_slots_are_left_out(snmpsim: Running) -> None:
@@ -299,14 +309,20 @@ def _write_recording(path: Path, lines: dict[str, str]) -> None:
     path.write_text("".join(f"{oid}|{value}\n" for oid, value in ordered), encoding="utf-8")
 
 
-def _smart1500() -> dict[str, str]:
-    text = (RECORDINGS / "apc_smart1500.snmprec").read_text(encoding="utf-8")
+def _recording(name: str) -> dict[str, str]:
+    """A shared recording as OID -> "TYPE|VALUE"."""
+    text = (RECORDINGS / f"{name}.snmprec").read_text(encoding="utf-8")
     return {line.split("|", 1)[0]: line.split("|", 1)[1] for line in text.splitlines() if line}
+
+
+def _smart1500() -> dict[str, str]:
+    return _recording("apc_smart1500")
 
 
 @pytest.fixture(scope="module")
 def derived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """snmpsim serving `apc_three_phase` and `apc_old_firmware`, made from apc_smart1500."""
+    """snmpsim serving `apc_three_phase` and `apc_old_firmware`, made from apc_smart1500, and
+    `apc_emu_celsius`, `apc_emu_fahrenheit`, `apc_emu_ems_units`, made from apc_emu."""
     data = tmp_path_factory.mktemp("derived")
 
     three_phase = _smart1500()
@@ -362,7 +378,31 @@ def derived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             f"{iem}.5.{probe}": f"2|{units}",
             f"{iem}.6.{probe}": f"2|{humid}",
         }
+    old |= {  # probe 4: connected, but its row has no unit column
+        f"{iem}.1.4": "2|4",
+        f"{iem}.2.4": "4|NoUnit",
+        f"{iem}.3.4": "2|2",
+        f"{iem}.4.4": "2|20",
+        f"{iem}.6.4": "2|35",
+    }
     _write_recording(data / "apc_old_firmware.snmprec", old)
+
+    # EMUs whose firmware answers the unit scalars (the recorded one answers neither).
+    emu_celsius = _recording("apc_emu") | {EMU_MEM_UNITS: "2|1", EMU_EMS_UNITS: "2|1"}
+    _write_recording(data / "apc_emu_celsius.snmprec", emu_celsius)
+    emu_fahrenheit = _recording("apc_emu") | {
+        EMU_MEM_UNITS: "2|2",
+        EMU_EMS_UNITS: "2|2",
+        f"{EMU_MEM}.5.0.1": "2|77",
+        f"{EMU_MEM}.5.0.6": "2|68",
+        f"{EMU_EMS}.3.1": "2|77",
+        f"{EMU_EMS}.3.2": "2|50",
+    }
+    _write_recording(data / "apc_emu_fahrenheit.snmprec", emu_fahrenheit)
+    # Only the ems application's scalar: the mem table takes the same preference from it.
+    emu_ems_units_only = emu_fahrenheit.copy()
+    del emu_ems_units_only[EMU_MEM_UNITS]
+    _write_recording(data / "apc_emu_ems_units.snmprec", emu_ems_units_only)
 
     service = localservices.start_snmpsim(data, tmp_path_factory.mktemp("derived-snmpsim"))
     yield service
@@ -406,7 +446,70 @@ async def test_old_apc_firmware_falls_back_to_whole_unit_objects(derived: Runnin
 
 
 async def test_old_apc_firmware_reads_the_integrated_probe_table(derived: Running) -> None:
-    """iem probes stand in for uio: Celsius probes give temperature, Fahrenheit ones do not."""
+    """iem probes stand in for uio: each row's own unit column says C or F, F is converted
+    (75 F is 23.889 C), and a row without a unit column gives no temperature."""
     _, _, samples = await poll(derived, "apc_old_firmware")
     probes = elements(samples, "env_sensor", "sensor")
-    assert probes == {"1": {"temperature_c": 24.0}, "2": {"humidity_pct": 40.0}}
+    assert probes == {
+        "1": {"temperature_c": 24.0},
+        "2": {"temperature_c": pytest.approx(23.889), "humidity_pct": 40.0},
+        "4": {"humidity_pct": 35.0},
+    }
+
+
+async def test_smart_ups_uio_temperatures_need_no_unit_setting(snmpsim: Running) -> None:
+    """uioSensorStatusTemperatureDegC is Celsius by definition: read with no setting at all."""
+    profile = builtin_profiles()["apc_ups"]
+    uio = [t for t in profile.tables if t.entry == "1.3.6.1.4.1.318.1.1.25.1.2.1"]
+    assert [t.fields["temperature_c"].temperature_unit for t in uio] == [None]
+    _, _, samples = await poll(snmpsim, "apc_smart1500")
+    temperatures = {
+        k: f["temperature_c"] for k, f in elements(samples, "env_sensor", "sensor").items()
+    }
+    assert temperatures == {"1.1": 30.0, "2.1": 21.0}
+
+
+async def test_emu_set_to_celsius_reads_both_tables(derived: Running) -> None:
+    """With the unit scalars answering celsius(1), the named ems probes report too."""
+    profile, _, samples = await poll(derived, "apc_emu_celsius")
+    assert profile == "apc_emu"
+    probes = elements(samples, "env_sensor", "sensor")
+    assert probes == {
+        "0.1": {"temperature_c": 18.0, "humidity_pct": 30.0},
+        "0.2": {"temperature_c": 26.0},
+        "0.3": {"temperature_c": 27.0},
+        "0.5": {"temperature_c": 26.0},
+        "0.6": {"temperature_c": 21.0, "humidity_pct": 38.0},
+        "1": {"temperature_c": 18.0, "humidity_pct": 30.0},
+        "2": {"temperature_c": 26.0},
+        "3": {"temperature_c": 27.0},
+    }
+
+
+async def test_emu_set_to_fahrenheit_converts_both_tables(derived: Running) -> None:
+    """fahrenheit(2): 77 F is 25 C, 68 F 20 C, 50 F 10 C; whole degrees F become 3 decimals."""
+    _, _, samples = await poll(derived, "apc_emu_fahrenheit")
+    probes = elements(samples, "env_sensor", "sensor")
+    assert {k: f.get("temperature_c") for k, f in probes.items()} == pytest.approx(
+        {
+            "0.1": 25.0,
+            "0.2": (26 - 32) * 5 / 9,
+            "0.3": (27 - 32) * 5 / 9,
+            "0.5": (26 - 32) * 5 / 9,
+            "0.6": 20.0,
+            "1": 25.0,
+            "2": 10.0,
+            "3": (27 - 32) * 5 / 9,
+        },
+        abs=0.001,
+    )
+    assert probes["0.1"]["humidity_pct"] == 30.0  # humidity is not a temperature
+
+
+async def test_emu_mem_table_takes_the_unit_from_the_ems_scalar(derived: Running) -> None:
+    """Only emsStatusSysTempUnits answers (fahrenheit): the mem sensors are converted by it,
+    not taken as Celsius."""
+    _, _, samples = await poll(derived, "apc_emu_ems_units")
+    probes = elements(samples, "env_sensor", "sensor")
+    assert (probes["0.1"]["temperature_c"], probes["1"]["temperature_c"]) == (25.0, 25.0)
+    assert probes["0.6"]["temperature_c"] == 20.0
