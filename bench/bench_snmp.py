@@ -1,28 +1,34 @@
 """Agent CPU per device poll against Prometheus snmp_exporter's CPU per scrape of the same walks.
 
     .venv/bin/python bench/bench_snmp.py [--devices apc_ap8959eu3,eatonpdu_2,sentry4]
-        [--polls 200] [--show-config] [--profile]
+        [--polls 200] [--blocks 10] [--raw-polls 100] [--show-config] [--profile]
 
 Needs Debian's prometheus-snmp-exporter (0.21) and snmpsim (the demo extra). One private
 snmpsim serves the shared recordings (/work/shared/devices/snmprec, read-only). For each
-recording whose profile detects, one agent poll is recorded first (after the identifying
-poll): exactly the columns it walks and the OIDs it GETs. snmp_exporter is then given a module
-that walks and GETs exactly those (numeric OIDs, v2c, the agent's max-repetitions, timeout and
-retries; one metric per walked column with its index as labels, one per GET OID; see
-bench/snmp_exporter_config.py) and is scraped --polls times one after another; its CPU is the
-utime+stime of its process from /proc/<pid>/stat before and after (10 ms ticks, so the sum
-of its threads' /proc/<pid>/task/*/schedstat run time is given too). In the same run the same
-device is polled --polls times in this process with SnmpDevice.collect() and every sample
-encoded to line protocol, as the agent does; its CPU is time.process_time() over those polls
-(setup and the first, identifying poll excluded). Both run on the same loop the agent uses
-(uvloop where installed). The target is agent / exporter <= 0.8x.
+recording whose profile detects, the agent's first poll is recorded: exactly the columns it
+walks and the OIDs it GETs (identification aside). snmp_exporter is then given a module that
+walks and GETs exactly those on every scrape (numeric OIDs, v2c, the agent's max-repetitions,
+timeout and retries; one metric per walked column with its index as labels, one per GET OID;
+see bench/snmp_exporter_config.py), as it would be configured for the device. The agent walks
+only on its first poll (and every 15 minutes) and GETs the rows it found after that.
 
-Where the agent's time goes: the same walks and GETs with bare gufo-snmp loops (asyncio and
-sync sessions, values only counted), and encode() alone on one poll's samples. `--profile`
-adds a cProfile of the agent polls (top functions by own time). Varbinds are values returned
-(walked rows plus GET OIDs answered), as snmp_exporter's snmp_scrape_pdus_returned counts
-them; "wire" varbinds add what each GETBULK returns past the end of its column
-(max-repetitions per request), which is what snmpsim has to produce.
+Side by side, in --blocks alternating blocks so that drift on the machine hits both alike:
+snmp_exporter is scraped --polls times one after another, its CPU being the utime+stime of its
+process from /proc/<pid>/stat before and after each block (10 ms ticks; the sum of its threads'
+/proc/<pid>/task/*/schedstat run time is shown as a cross-check); and the same device is polled
+--polls times in this process with SnmpDevice.collect(), every sample encoded to line protocol
+as the agent does, its CPU being time.process_time() over the poll blocks only (setup, the
+first, identifying poll and the scrapes excluded). The agent runs on uvloop like `rackwatch
+agent`. The target is agent / exporter <= 0.8x.
+
+Where the agent's time goes: the same walks and GETs with a bare gufo-snmp asyncio session
+(values only counted; a third member of each block, --polls in all) and a sync session
+(--raw-polls, before any uvloop runs), and encode() alone on one poll's samples. --profile adds
+a cProfile of --raw-polls agent polls (top functions by own time).
+
+Varbinds are values returned (walked rows plus GET OIDs answered), as snmp_exporter's
+snmp_scrape_pdus_returned counts them; "wire" varbinds add what each GETBULK returns past the
+end of its column (max-repetitions per request), which is what snmpsim has to produce.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,8 +59,9 @@ from gufo.snmp.sync import SnmpSession as SyncSession
 
 from agent.mapping import Value
 from agent.profile import with_includes
-from agent.snmp import GET_BATCH, DeviceError, SnmpDevice, SnmpTarget
+from agent.snmp import GET_BATCH, SYS_DESCR, SYS_OBJECT_ID, DeviceError, SnmpDevice, SnmpTarget
 from rackwatch import localservices
+from rackwatch.localservices import Running
 from telemetry.lineproto import encode
 from telemetry.sample import Sample
 
@@ -127,6 +134,8 @@ class Plan:
     gets: dict[str, Value | None]
     samples: int
     max_repetitions: int
+    timeout_s: float
+    retries: int
 
     @property
     def varbinds(self) -> int:
@@ -159,11 +168,12 @@ class Result:
     agent_wall_s: float = 0.0
     agent_samples: int = 0
     snmpsim_cpu_s: float = 0.0  # during the agent polls
-    raw_async_cpu_s: float = 0.0
+    raw_async_cpu_s: float = 0.0  # over all polls, like agent_cpu_s
     raw_async_varbinds: int = 0
-    raw_sync_cpu_s: float = 0.0
+    raw_sync_cpu_s: float = 0.0  # per poll
     encode_cpu_s: float = 0.0  # per poll
     profile_text: str = ""
+    block_ratios: list[float] = field(default_factory=list)  # agent / exporter per block
     notes: list[str] = field(default_factory=list)
 
 
@@ -172,14 +182,21 @@ def target(port: int, community: str) -> SnmpTarget:
 
 
 async def discover(port: int, name: str) -> Plan:
-    """Poll twice; the second (steady-state) poll's walks and GETs are the plan."""
+    """The first poll's walks and scalar GETs are the plan: what the profile reads.
+
+    snmp_exporter walks these on every scrape. The agent walks them on its first poll only
+    (and every 15 minutes); later polls GET the rows it found, so the timed agent polls read
+    the same values with fewer requests. That is the design being measured.
+    """
     device = RecordingDevice(name, target(port, name))
-    await device.collect()
-    device.walks.clear()
-    device.gets.clear()
     samples = await device.collect()
     identity = device.identity
     assert identity is not None
+    identifying = {SYS_OBJECT_ID, SYS_DESCR} | {
+        source.oid for source in identity.profile.identity.get("model", [])
+    }
+    for oid in identifying:  # identification happens once, not per poll or scrape
+        device.gets.pop(oid, None)
     return Plan(
         name,
         [p.name for p in with_includes(identity.profile)],
@@ -187,6 +204,8 @@ async def discover(port: int, name: str) -> Plan:
         dict(device.gets),
         len(samples),
         device.target.max_repetitions,
+        device.target.timeout_s,
+        device.target.retries,
     )
 
 
@@ -249,81 +268,110 @@ def _metric(text: str, name: str) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
-def scrape_exporter(
-    result: Result, pid: int, exporter_port: int, snmp_port: int, polls: int
+def check_scrape(result: Result, text: str) -> None:
+    """Note what one scrape returned: PDUs (varbinds) and our metrics' series."""
+    result.exporter_pdus = int(_metric(text, "snmp_scrape_pdus_returned"))
+    result.exporter_series = sum(line.startswith("rw_") for line in text.splitlines())
+    if result.exporter_pdus != result.plan.varbinds:
+        result.notes.append(
+            f"snmp_exporter returned {result.exporter_pdus} PDUs, the agent read "
+            f"{result.plan.varbinds} varbinds"
+        )
+
+
+def scrape(client: httpx.Client, url: str, params: dict[str, str], n: int) -> str:
+    """Scrape n times, one after another (blocking on purpose); the last reply's text."""
+    text = ""
+    for _ in range(n):
+        reply = client.get(url, params=params)
+        reply.raise_for_status()
+        text = reply.text
+    return text
+
+
+async def side_by_side(
+    result: Result,
+    exporter: tuple[int, int],
+    snmpsim: Running,
+    polls: int,
+    blocks: int,
 ) -> None:
+    """Exporter scrapes and agent polls in alternating blocks, so drift hits both alike.
+
+    Scrapes block this loop (nothing else runs on it); only the agent blocks are counted in
+    this process's CPU, only the scrape blocks in the exporter's.
+    """
+    exporter_pid, exporter_port = exporter
+    name = result.plan.name
     url = f"http://{HOST}:{exporter_port}/snmp"
-    params = {"target": f"{HOST}:{snmp_port}", "module": result.plan.name}
+    params = {"target": f"{HOST}:{snmpsim.port}", "module": name}
+    device = SnmpDevice(name, target(snmpsim.port, name), {"device": name})
+    await device.collect()  # identifies the device: not timed
+    raw_poll = raw_async_poller(result.plan, snmpsim.port)
+    result.raw_async_varbinds = await raw_poll()
+    sizes = [polls // blocks + (i < polls % blocks) for i in range(blocks)]
     with httpx.Client(trust_env=False, timeout=120) as client:
-        first = client.get(url, params=params)  # warm-up, and a check of what it returns
-        first.raise_for_status()
-        text = first.text
-        result.exporter_pdus = int(_metric(text, "snmp_scrape_pdus_returned"))
-        result.exporter_series = sum(line.startswith("rw_") for line in text.splitlines())
-        if result.exporter_pdus != result.plan.varbinds:
-            result.notes.append(
-                f"snmp_exporter returned {result.exporter_pdus} PDUs, the agent read "
-                f"{result.plan.varbinds} varbinds"
-            )
-        stat0, sched0 = stat_cpu_seconds(pid), sched_cpu_seconds(pid)
-        started = time.perf_counter()
-        for _ in range(polls):
-            reply = client.get(url, params=params)
-            reply.raise_for_status()
-        result.exporter_wall_s = time.perf_counter() - started
-        result.exporter_cpu_s = stat_cpu_seconds(pid) - stat0
-        result.exporter_sched_s = sched_cpu_seconds(pid) - sched0
+        check_scrape(result, scrape(client, url, params, 1))  # warm-up, and a check
+        for size in sizes:
+            stat0, sched0 = stat_cpu_seconds(exporter_pid), sched_cpu_seconds(exporter_pid)
+            wall0 = time.perf_counter()
+            scrape(client, url, params, size)
+            result.exporter_wall_s += time.perf_counter() - wall0
+            result.exporter_cpu_s += stat_cpu_seconds(exporter_pid) - stat0
+            exporter_cpu = sched_cpu_seconds(exporter_pid) - sched0  # ns: fine for small blocks
+            result.exporter_sched_s += exporter_cpu
+
+            sim0 = stat_cpu_seconds(snmpsim.process.pid)
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for _ in range(size):
+                lines = [encode(sample) for sample in await device.collect()]
+                result.agent_samples += len(lines)
+            agent_cpu = time.process_time() - cpu0
+            result.agent_cpu_s += agent_cpu
+            result.agent_wall_s += time.perf_counter() - wall0
+            result.snmpsim_cpu_s += stat_cpu_seconds(snmpsim.process.pid) - sim0
+            result.block_ratios.append(agent_cpu / exporter_cpu if exporter_cpu else math.nan)
+
+            cpu0 = time.process_time()
+            for _ in range(size):
+                await raw_poll()
+            result.raw_async_cpu_s += time.process_time() - cpu0
 
 
-# --- agent and bare gufo-snmp ----------------------------------------------------------------
-
-
-async def agent_polls(
-    result: Result, snmp_port: int, snmpsim_pid: int, polls: int, profile: bool
-) -> None:
+async def agent_breakdown(result: Result, snmp_port: int, profile_polls: int) -> None:
+    """encode() alone on one poll's samples; optionally a cProfile of agent polls."""
     name = result.plan.name
     device = SnmpDevice(name, target(snmp_port, name), {"device": name})
-    await device.collect()  # identifies the device: not timed
-    sim0 = stat_cpu_seconds(snmpsim_pid)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    samples = 0
-    for _ in range(polls):
-        lines = [encode(sample) for sample in await device.collect()]
-        samples += len(lines)
-    result.agent_cpu_s = time.process_time() - cpu0
-    result.agent_wall_s = time.perf_counter() - wall0
-    result.snmpsim_cpu_s = stat_cpu_seconds(snmpsim_pid) - sim0
-    result.agent_samples = samples
-    if profile:
+    one_poll: list[Sample] = await device.collect()
+    repeat = 200
+    cpu0 = time.process_time()
+    for _ in range(repeat):
+        [encode(sample) for sample in one_poll]
+    result.encode_cpu_s = (time.process_time() - cpu0) / repeat
+    if profile_polls:
         profiler = cProfile.Profile()
         profiler.enable()
-        for _ in range(polls):
+        for _ in range(profile_polls):
             [encode(sample) for sample in await device.collect()]
         profiler.disable()
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out)
         stats.sort_stats("tottime").print_stats(20)
         result.profile_text = out.getvalue()
-    one_poll: list[Sample] = await device.collect()
-    repeat = max(polls, 100)
-    cpu0 = time.process_time()
-    for _ in range(repeat):
-        [encode(sample) for sample in one_poll]
-    result.encode_cpu_s = (time.process_time() - cpu0) / repeat
 
 
 def _batches(oids: list[str]) -> list[list[str]]:
     return [oids[i : i + GET_BATCH] for i in range(0, len(oids), GET_BATCH)]
 
 
-async def raw_async_polls(result: Result, snmp_port: int, polls: int) -> None:
-    plan = result.plan
+def raw_async_poller(plan: Plan, snmp_port: int) -> Callable[[], Awaitable[int]]:
+    """One poll's walks and GETs with a bare gufo-snmp asyncio session; returns the varbinds."""
     session = AsyncSession(
         addr=HOST,
         port=snmp_port,
         community=plan.name,
         version=SnmpVersion.v2c,
-        timeout=2.0,
+        timeout=plan.timeout_s,
         max_repetitions=plan.max_repetitions,
     )
     batches = _batches(list(plan.gets))
@@ -337,11 +385,7 @@ async def raw_async_polls(result: Result, snmp_port: int, polls: int) -> None:
             n += len(await session.get_many(batch))
         return n
 
-    await once()
-    cpu0 = time.process_time()
-    for _ in range(polls):
-        result.raw_async_varbinds = await once()
-    result.raw_async_cpu_s = time.process_time() - cpu0
+    return once
 
 
 def raw_sync_polls(result: Result, snmp_port: int, polls: int) -> None:
@@ -351,7 +395,7 @@ def raw_sync_polls(result: Result, snmp_port: int, polls: int) -> None:
         port=snmp_port,
         community=plan.name,
         version=SnmpVersion.v2c,
-        timeout=2.0,
+        timeout=plan.timeout_s,
         max_repetitions=plan.max_repetitions,
     )
     batches = _batches(list(plan.gets))
@@ -377,7 +421,7 @@ def raw_sync_polls(result: Result, snmp_port: int, polls: int) -> None:
     cpu0 = time.process_time()
     for _ in range(polls):
         once()
-    result.raw_sync_cpu_s = time.process_time() - cpu0
+    result.raw_sync_cpu_s = (time.process_time() - cpu0) / polls
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -387,42 +431,52 @@ def us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f} µs"
 
 
-def report(results: list[Result], polls: int, skipped: list[str]) -> None:
-    print(f"\n{polls} sequential polls/scrapes per device; CPU per poll (per scrape).\n")
+def report(results: list[Result], polls: int, raw_polls: int, skipped: list[str]) -> None:
+    print(
+        f"\n{polls} sequential scrapes and {polls} sequential agent polls per device, "
+        f"interleaved in blocks; CPU per poll (per scrape).\n"
+    )
     print(
         "| device | profiles | varbinds/poll | samples/poll | exporter CPU/scrape "
-        "| agent CPU/poll | agent / exporter | exporter µs/varbind | agent µs/varbind |"
+        "| agent CPU/poll | agent / exporter | per block | exporter µs/varbind "
+        "| agent µs/varbind |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         p = r.plan
         exporter = r.exporter_cpu_s / polls
         agent = r.agent_cpu_s / polls
         print(
             f"| {p.name} | {', '.join(p.profiles)} | {p.varbinds} | {p.samples} | {us(exporter)} "
-            f"| {us(agent)} | **{agent / exporter:.2f}x** | {exporter / p.varbinds * 1e6:.1f} "
+            f"| {us(agent)} | **{agent / exporter:.2f}x** "
+            f"| {min(r.block_ratios):.2f}..{max(r.block_ratios):.2f}x "
+            f"| {exporter / p.varbinds * 1e6:.1f} "
             f"| {agent / p.varbinds * 1e6:.1f} |"
         )
-    print("\ntarget: agent / exporter <= 0.8x (exporter CPU = utime+stime from /proc/<pid>/stat)")
-
-    print("\nCross-checks and where the agent's time goes (CPU per poll):\n")
     print(
-        "| device | walks + GETs | requests/poll | wire varbinds/poll | exporter PDUs / series "
-        "| exporter CPU (schedstat) | gufo raw sync | gufo raw asyncio "
-        "| mapping + agent code | encode() | agent total | snmpsim CPU/poll |"
+        "\ntarget: agent / exporter <= 0.8x (exporter CPU = utime+stime from /proc/<pid>/stat; "
+        "per block: the range of the blocks' ratios, exporter CPU from schedstat)"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    print(
+        "\nCross-checks, and the exporter's walk plan run by bare gufo-snmp (what a walk-every-"
+        "poll agent would cost before any mapping); CPU per poll:\n"
+    )
+    print(
+        "| device | walks + GETs | requests/scrape | wire varbinds/scrape | exporter PDUs / series "
+        f"| exporter CPU (schedstat) | walk plan, gufo sync ({raw_polls} polls) "
+        "| walk plan, gufo asyncio | encode() | agent total | snmpsim CPU/agent poll |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         p = r.plan
         agent = r.agent_cpu_s / polls
         raw = r.raw_async_cpu_s / polls
-        mapping = agent - raw - r.encode_cpu_s
         print(
             f"| {p.name} | {len(p.walks)} + {len(p.gets)} | {p.bulk_requests + p.get_requests} "
             f"| {p.wire_varbinds} | {r.exporter_pdus} / {r.exporter_series} "
-            f"| {us(r.exporter_sched_s / polls)} | {us(r.raw_sync_cpu_s / polls)} | {us(raw)} "
-            f"| {us(mapping)} | {us(r.encode_cpu_s)} | {us(agent)} "
-            f"| {us(r.snmpsim_cpu_s / polls)} |"
+            f"| {us(r.exporter_sched_s / polls)} | {us(r.raw_sync_cpu_s)} | {us(raw)} "
+            f"| {us(r.encode_cpu_s)} | {us(agent)} | {us(r.snmpsim_cpu_s / polls)} |"
         )
     print("\nWall time per poll (snmpsim-bound):")
     for r in results:
@@ -431,13 +485,15 @@ def report(results: list[Result], polls: int, skipped: list[str]) -> None:
             f"agent {r.agent_wall_s / polls * 1e3:.1f} ms; "
             f"{r.agent_samples / polls:.0f} lines/poll"
         )
+        if r.raw_async_varbinds != r.plan.varbinds:
+            r.notes.append(f"bare gufo-snmp poll read {r.raw_async_varbinds} varbinds")
         for note in r.notes:
             print(f"  note: {note}")
     for note in skipped:
         print(f"skipped: {note}")
     for r in results:
         if r.profile_text:
-            print(f"\ncProfile of {polls} agent polls of {r.plan.name} (top 20 by own time):")
+            print(f"\ncProfile of {raw_polls} agent polls of {r.plan.name} (top 20 by own time):")
             print(r.profile_text)
 
 
@@ -447,6 +503,12 @@ def main() -> None:
         "--devices", default=DEFAULT_DEVICES, help="comma-separated recording names"
     )
     parser.add_argument("--polls", type=int, default=200, help="polls and scrapes per device")
+    parser.add_argument(
+        "--blocks", type=int, default=10, help="alternations of exporter and agent blocks"
+    )
+    parser.add_argument(
+        "--raw-polls", type=int, default=100, help="polls per bare gufo-snmp loop and profile"
+    )
     parser.add_argument("--recordings", type=Path, default=RECORDINGS)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--show-config", action="store_true", help="print the snmp.yml used")
@@ -473,7 +535,7 @@ def main() -> None:
                 raise SystemExit("no device to measure:\n" + "\n".join(skipped))
             results = [Result(plan) for plan in plans]
             for result in results:
-                raw_sync_polls(result, snmpsim.port, args.polls)
+                raw_sync_polls(result, snmpsim.port, args.raw_polls)
             modules = {
                 plan.name: snmp_exporter_config.module(
                     plan.name,
@@ -488,8 +550,8 @@ def main() -> None:
                         if value is not None
                     },
                     max_repetitions=plan.max_repetitions,
-                    timeout_s=2.0,
-                    retries=1,
+                    timeout_s=plan.timeout_s,
+                    retries=plan.retries,
                 )
                 for plan in plans
             }
@@ -497,21 +559,23 @@ def main() -> None:
             config.write_text(snmp_exporter_config.render(modules))
             exporter, exporter_port = start_exporter(config, workdir)
             for result in results:
-                scrape_exporter(result, exporter.pid, exporter_port, snmpsim.port, args.polls)
                 run(
-                    agent_polls(
-                        result, snmpsim.port, snmpsim.process.pid, args.polls, args.profile
+                    side_by_side(
+                        result, (exporter.pid, exporter_port), snmpsim, args.polls, args.blocks
                     ),
                     args.loop,
                 )
-                run(raw_async_polls(result, snmpsim.port, args.polls), args.loop)
+                run(
+                    agent_breakdown(result, snmpsim.port, args.raw_polls if args.profile else 0),
+                    args.loop,
+                )
             if args.show_config:
                 print(f"# snmp.yml given to {EXPORTER} 0.21\n{config.read_text()}")
         finally:
             if exporter is not None:
                 stop_process(exporter)
             localservices.stop(snmpsim)
-    report(results, args.polls, skipped)
+    report(results, args.polls, args.raw_polls, skipped)
 
 
 if __name__ == "__main__":
