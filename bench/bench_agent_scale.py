@@ -106,16 +106,18 @@ class Calibration:
     requests: int
     snmpsim_cpu_s: float  # per poll
     wall_s: float  # per poll, alone
+    first_poll_wire_varbinds: int  # the first poll walks the tables; later ones GET their rows
 
 
 async def calibrate(sim: Running, polls: int) -> Calibration:
     name = community(0)
     device = CountingDevice(name, SnmpTarget(HOST, sim.port, name))
-    await device.collect()  # identification
+    await device.collect()  # identification, and the walks that learn the tables' rows
+    repetitions = device.target.max_repetitions
+    first_wire = sum(rows // repetitions + 1 for rows in device.walk_rows) * repetitions
     device.walk_rows.clear()
     device.get_oids = device.get_found = 0
     await device.collect()
-    repetitions = device.target.max_repetitions
     bulk_requests = sum(rows // repetitions + 1 for rows in device.walk_rows)
     calibration = Calibration(
         profile=device.identity.profile.name if device.identity else "?",
@@ -124,6 +126,7 @@ async def calibrate(sim: Running, polls: int) -> Calibration:
         requests=bulk_requests + math.ceil(device.get_oids / GET_BATCH),
         snmpsim_cpu_s=0.0,
         wall_s=0.0,
+        first_poll_wire_varbinds=first_wire + device.get_oids,
     )
     sim0, wall0 = stat_cpu_seconds(sim.process.pid), time.perf_counter()
     for _ in range(polls):
@@ -378,12 +381,12 @@ def main() -> None:
                 )
             rss: dict[str, Any] | None = None
             if not args.skip_rss:
-                # As long an interval as the simulators need for 1,000 devices.
+                # As long an interval as the simulators need for 1,000 devices' first polls,
+                # which walk every table.
+                first = max(cal.first_poll_wire_varbinds, cal.wire_varbinds)
                 rss_interval = max(
                     args.interval,
-                    math.ceil(
-                        args.rss_devices * cal.wire_varbinds / args.warn_sim_varbinds / sims_n
-                    ),
+                    math.ceil(args.rss_devices * first / args.warn_sim_varbinds / sims_n),
                 )
                 rss = run_loop(rss_phase(args, sims, mqtt, rss_interval))
             scale: dict[str, Any] = run_loop(scale_phase(args, sims, mqtt))
