@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -34,6 +35,10 @@ class MqttSettings(BrokerSettings):
     flush_interval_s: float = Field(default=1.0, gt=0)
     # Lines held in memory while the broker is unreachable; the oldest go first when full.
     max_queue_lines: int = Field(default=200_000, ge=1)
+    # While the broker is unreachable, batches go to this on-disk spool (survives restarts;
+    # systemd: StateDirectory=). Bounded: when full, the oldest batches are dropped, counted.
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=64 * 1024)
 
 
 AuthProtocol = Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"]

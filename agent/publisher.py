@@ -1,9 +1,11 @@
 """Ships line protocol to the collector over MQTT (aiomqtt 2.x), QoS 1, in batches.
 
 Lines wait in a bounded in-memory queue; a batch leaves when `max_batch_lines` are waiting or
-`flush_interval_s` has passed. A batch is removed from the queue only after the broker's PUBACK,
-so a broker outage loses nothing until the queue is full; then the oldest lines are dropped and
-counted (an on-disk spool is the job of a later change).
+`flush_interval_s` has passed. A batch is removed from the queue only after the broker's PUBACK.
+With a spool configured, batches that wait while the broker is unreachable go to the on-disk
+spool (fsynced at most every SPOOL_SYNC_S), which survives an agent restart; once connected,
+live batches and spooled ones are published alternately, so neither starves. Without one, or
+when the queue overflows, the oldest lines are dropped and counted.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import aiomqtt
 
 from agent.config import MqttSettings
 from telemetry.mqtt import Reconnecting
+from telemetry.spool import Spool
 
 log = logging.getLogger(__name__)
+
+SPOOL_SYNC_S = 0.5  # the most a power cut can lose of what was spooled
 
 
 @dataclass(slots=True)
@@ -28,6 +33,8 @@ class PublishStats:
     published_lines: int = 0
     published_batches: int = 0
     dropped_lines: int = 0
+    spooled_lines: int = 0
+    replayed_lines: int = 0
 
 
 class Publisher:
@@ -41,6 +48,9 @@ class Publisher:
         self._drained = asyncio.Event()
         self._drained.set()
         self._stopping = False
+        self.spool = (
+            Spool(settings.spool_dir, settings.spool_max_bytes) if settings.spool_dir else None
+        )
 
     @property
     def queued_lines(self) -> int:
@@ -70,7 +80,35 @@ class Publisher:
 
     async def run(self) -> None:
         """Publish until `close()`; reconnects with capped jittered backoff."""
-        await self.connection.run(self._publish_forever)
+        spooler = asyncio.create_task(self._spool_while_offline()) if self.spool else None
+        try:
+            await self.connection.run(self._publish_forever)
+        finally:
+            if spooler is not None:
+                spooler.cancel()
+
+    def _take_batch(self) -> list[str]:
+        limit = self.settings.max_batch_lines
+        return [self._queue.popleft() for _ in range(min(limit, len(self._queue)))]
+
+    def _spool_queue(self) -> None:
+        """Move everything queued to the spool (the broker is away, or we are stopping)."""
+        assert self.spool is not None
+        while self._queue:
+            batch = self._take_batch()
+            if self.spool.append(_payload(batch)):
+                self.stats.spooled_lines += len(batch)
+            else:
+                self.stats.dropped_lines += len(batch)
+        self._drained.set()
+
+    async def _spool_while_offline(self) -> None:
+        assert self.spool is not None
+        while True:
+            await asyncio.sleep(SPOOL_SYNC_S)
+            if not self.connected and self._queue:
+                self._spool_queue()
+            self.spool.sync()
 
     async def _publish_forever(self, client: aiomqtt.Client) -> None:
         limit = self.settings.max_batch_lines
@@ -79,17 +117,28 @@ class Publisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ready.wait(), self.settings.flush_interval_s)
             self._ready.clear()
-            while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(limit, len(self._queue)))]
-                payload = ("\n".join(batch) + "\n").encode()
-                try:
-                    await client.publish(self.topic, payload, qos=1, timeout=30)
-                except BaseException:
-                    self._queue.extendleft(reversed(batch))  # not acknowledged: keep it
-                    raise
-                self.stats.published_lines += len(batch)
-                self.stats.published_batches += 1
+            while self._queue or (self.spool and self.spool.stats.records):
+                if self._queue:
+                    batch = self._take_batch()
+                    try:
+                        await client.publish(self.topic, _payload(batch), qos=1, timeout=30)
+                    except BaseException:
+                        self._queue.extendleft(reversed(batch))  # not acknowledged: keep it
+                        raise
+                    self.stats.published_lines += len(batch)
+                    self.stats.published_batches += 1
+                await self._replay_one(client)  # one old batch per live one
             self._drained.set()
+
+    async def _replay_one(self, client: aiomqtt.Client) -> None:
+        if self.spool is None or (spooled := self.spool.peek()) is None:
+            return
+        await client.publish(self.topic, spooled, qos=1, timeout=30)
+        self.spool.ack()  # after PUBACK: a crash before this replays it again (at least once)
+        lines = spooled.count(b"\n")
+        self.stats.replayed_lines += lines
+        self.stats.published_lines += lines
+        self.stats.published_batches += 1
 
     async def close(self, task: asyncio.Task[None], timeout_s: float) -> None:
         """Stop `task` (running `run()`) between batches, so the broker sees a clean DISCONNECT.
@@ -103,6 +152,9 @@ class Publisher:
         for pending in late:
             pending.cancel()
             await asyncio.wait([pending], timeout=timeout_s)
+        if self.spool is not None:  # what the broker did not take waits on disk for next time
+            self._spool_queue()
+            self.spool.close()
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until everything queued has been acknowledged; False on timeout."""
@@ -112,3 +164,7 @@ class Publisher:
         except TimeoutError:
             return False
         return True
+
+
+def _payload(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode()

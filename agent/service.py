@@ -149,6 +149,19 @@ class Agent:
                 )
             )
         published = self.publisher.stats
+        spool = self.publisher.spool
+        spool_fields: dict[str, FieldValue] = {}
+        if spool is not None:
+            spool_fields = {
+                "spool_records": spool.stats.records,
+                "spool_bytes": spool.stats.bytes,
+                "spooled_lines_total": published.spooled_lines,
+                "replayed_lines_total": published.replayed_lines,
+                "spool_dropped_records_total": spool.stats.dropped_records,
+                "spool_torn_records_total": spool.stats.torn_records,
+                "spool_corrupt_records_total": spool.stats.corrupt_records,
+                "spool_write_errors_total": spool.stats.write_errors,
+            }
         samples.append(
             Sample(
                 "rackwatch_agent",
@@ -161,6 +174,7 @@ class Agent:
                     "mqtt_connection_failures_total": self.publisher.connection.failures,
                     "encode_errors_total": self.encode_errors,
                     "mqtt_connected": self.publisher.connected,
+                    **spool_fields,
                 },
                 now,
             )
