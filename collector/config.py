@@ -16,6 +16,12 @@ class MqttSettings(BrokerSettings):
     # Collectors in one group split the stream (MQTT v5 shared subscription).
     group: str = Field(default="rackwatch", pattern=r"^[^/+#]+$")
     topic: str = "rackwatch/v1/#"
+    # A message is acknowledged only once its lines are in InfluxDB (or set aside). With a
+    # persistent session the broker keeps what was not acknowledged for this client id while
+    # it is away and redelivers it: a collector killed mid-batch loses nothing.
+    persistent_session: bool = True
+    session_expiry_s: int = Field(default=3600, ge=0)
+    receive_maximum: int = Field(default=100, ge=1, le=65535)
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
 

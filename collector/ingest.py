@@ -15,8 +15,9 @@ import aiomqtt
 from collector.config import MqttSettings
 from collector.deadletter import DeadLetters
 from collector.pipeline import Pipeline
+from collector.receipts import Acknowledger, Receipt
 from telemetry.lineproto import check_lines
-from telemetry.mqtt import Reconnecting
+from telemetry.mqtt import AckingClient, Reconnecting, Session
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,20 @@ class Ingest:
         self, settings: MqttSettings, client_id: str, pipeline: Pipeline, dead_letters: DeadLetters
     ) -> None:
         self.settings = settings
-        self.connection = Reconnecting(settings, client_id)
+        session = Session(
+            persistent=settings.persistent_session,
+            expiry_s=settings.session_expiry_s,
+            receive_maximum=settings.receive_maximum,
+        )
+        self.connection = Reconnecting(settings, client_id, session)
+        self.acknowledger = Acknowledger()
         self.pipeline = pipeline
         self.dead_letters = dead_letters
         self.stats = IngestStats()
         self.subscription = f"$share/{settings.group}/{settings.topic}"
 
-    def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, topic: str, payload: bytes, receipt: Receipt | None = None) -> None:
+        """Validate one message; `receipt` (if any) is told as its lines become safe."""
         stats = self.stats
         stats.messages += 1
         if len(payload) > self.settings.max_message_bytes:
@@ -56,10 +64,16 @@ class Ingest:
                 "(first 200 bytes kept)",
                 topic,
             )
+            if receipt is not None:
+                receipt.done(0)  # set aside: safe
             return
         good, bad = check_lines(payload)
         stats.lines_received += len(good) + len(bad)
-        self.pipeline.add(good)
+        if receipt is not None:
+            receipt.pending = len(good)  # the invalid ones are safe in the dead-letter file
+        self.pipeline.add(good, receipt)
+        if receipt is not None and not good:
+            receipt.done(0)
         if bad:
             stats.lines_invalid += len(bad)
             for number, line, reason in bad:
@@ -70,6 +84,8 @@ class Ingest:
         await self.connection.run(self._consume)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
+        # Receipts of an earlier connection are void: the broker redelivers those messages.
+        self.acknowledger.forget()
         await self._subscribe(client)
         log.info("subscribed to %s on %s", self.subscription, self.connection.describe())
         async for message in client.messages:
@@ -78,7 +94,11 @@ class Ingest:
                 payload = payload.encode()
             elif not isinstance(payload, bytes | bytearray):
                 payload = str(payload).encode()
-            self.handle(str(message.topic), bytes(payload))
+            payload = bytes(payload)
+            receipt = None
+            if isinstance(client, AckingClient) and message.qos > 0:
+                receipt = self.acknowledger.receive(client, message)
+            self.handle(str(message.topic), payload, receipt)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         granted = await client.subscribe(self.subscription, qos=1, timeout=10)

@@ -15,6 +15,7 @@ from collections import deque
 
 from collector.config import BatchSettings
 from collector.influx import InfluxWriter
+from collector.receipts import Receipt
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ class Pipeline:
         self.writer = writer
         self.dropped_lines = 0
         self._pending: deque[bytes] = deque()
+        # Whose lines are pending, in order (None: the collector's own health lines).
+        self._owners: deque[_Owner] = deque()
         self._first_at = 0.0
         self._nonempty = asyncio.Event()
         self._full = asyncio.Event()
@@ -41,17 +44,20 @@ class Pipeline:
         """Lines waiting for a write (not counting batches already being written)."""
         return len(self._pending)
 
-    def add(self, lines: list[bytes]) -> None:
+    def add(self, lines: list[bytes], receipt: Receipt | None = None) -> None:
+        """Queue lines for writing; `receipt` hears when they are safe."""
         if not lines:
             return
         if not self._pending:
             self._first_at = asyncio.get_running_loop().time()
         self._pending.extend(lines)
+        self._owners.append(_Owner(receipt, len(lines)))
         self._idle.clear()
         overflow = len(self._pending) - self.settings.max_pending_lines
         if overflow > 0:
             for _ in range(overflow):
                 self._pending.popleft()
+            _done(self._take_owners(overflow))  # gone for good: nothing to wait for
             if self.dropped_lines == 0:
                 log.error(
                     "%d lines pending for InfluxDB: dropping the oldest",
@@ -83,18 +89,32 @@ class Pipeline:
                     await asyncio.wait_for(self._full.wait(), remaining)
             await self._slots.acquire()
             batch = [self._pending.popleft() for _ in range(min(limit, len(self._pending)))]
+            owners = self._take_owners(len(batch))
             if self._pending:
                 self._first_at = loop.time()
             else:
                 self._nonempty.clear()
             self._in_flight += 1
-            task = asyncio.create_task(self._write(batch))
+            task = asyncio.create_task(self._write(batch, owners))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
-    async def _write(self, batch: list[bytes]) -> None:
+    def _take_owners(self, lines: int) -> list[tuple[Receipt | None, int]]:
+        taken = []
+        while lines > 0 and self._owners:
+            owner = self._owners[0]
+            count = min(lines, owner.lines)
+            taken.append((owner.receipt, count))
+            owner.lines -= count
+            lines -= count
+            if owner.lines == 0:
+                self._owners.popleft()
+        return taken
+
+    async def _write(self, batch: list[bytes], owners: list[tuple[Receipt | None, int]]) -> None:
         try:
-            await self.writer.write(batch)
+            await self.writer.write(batch)  # returns once every line is written or set aside
+            _done(owners)
         finally:
             self._in_flight -= 1
             self._slots.release()
@@ -110,3 +130,17 @@ class Pipeline:
         except TimeoutError:
             return False
         return True
+
+
+class _Owner:
+    __slots__ = ("lines", "receipt")
+
+    def __init__(self, receipt: Receipt | None, lines: int) -> None:
+        self.receipt = receipt
+        self.lines = lines
+
+
+def _done(owners: list[tuple[Receipt | None, int]]) -> None:
+    for receipt, lines in owners:
+        if receipt is not None:
+            receipt.done(lines)

@@ -11,8 +11,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pydantic import Field
 
 from telemetry.config import Secret, StrictModel
@@ -33,32 +37,77 @@ class BrokerSettings(StrictModel):
     keepalive_s: int = Field(default=30, ge=5)
 
 
+class AckingClient(aiomqtt.Client):
+    """An aiomqtt client whose QoS 1 messages are acknowledged by the application.
+
+    aiomqtt 2.5 acknowledges every message as soon as it is read off the socket. The paho-mqtt
+    client underneath can leave that to the application (`manual_ack_set`, `ack`); aiomqtt just
+    does not expose it. Reaching paho through aiomqtt's one attribute for it, in this one class,
+    keeps the rest of the code on aiomqtt's public API (the version is pinned below 3, and a
+    test fails if the attribute moves). The broker redelivers anything not acknowledged when
+    the session resumes, so a collector that dies mid-batch loses nothing.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._paho = self._client  # aiomqtt 2.x: the paho-mqtt client it drives
+        self._paho.manual_ack_set(True)
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        self._paho.ack(message.mid, message.qos)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """How a subscriber's session outlives its connection (MQTT v5)."""
+
+    persistent: bool = False
+    expiry_s: int = 3600  # how long the broker keeps it (and queues for it) while we are away
+    receive_maximum: int = 100  # unacknowledged QoS 1 messages the broker may send us
+
+
 class Reconnecting:
     """Runs a session on an MQTT v5 connection until the session returns; reconnects on loss."""
 
-    def __init__(self, broker: BrokerSettings, client_id: str) -> None:
+    def __init__(
+        self, broker: BrokerSettings, client_id: str, session: Session | None = None
+    ) -> None:
         self.broker = broker
         self.client_id = client_id
+        self.session = session
         self.connected = False
         self.failures = 0
 
     def describe(self) -> str:
         return f"MQTT broker {self.broker.host}:{self.broker.port} (client {self.client_id})"
 
+    def _client(self) -> aiomqtt.Client:
+        options: dict[str, Any] = {}
+        kind: type[aiomqtt.Client] = aiomqtt.Client
+        if self.session is not None:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.ReceiveMaximum = self.session.receive_maximum
+            if self.session.persistent:
+                properties.SessionExpiryInterval = self.session.expiry_s
+            options = {"properties": properties, "clean_start": not self.session.persistent}
+            kind = AckingClient
+        return kind(
+            self.broker.host,
+            self.broker.port,
+            identifier=self.client_id,
+            username=self.broker.username,
+            password=self.broker.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=self.broker.keepalive_s,
+            timeout=10,
+            **options,
+        )
+
     async def run(self, session: Callable[[aiomqtt.Client], Awaitable[None]]) -> None:
         backoff_s = INITIAL_BACKOFF_S
         while True:
             try:
-                async with aiomqtt.Client(
-                    self.broker.host,
-                    self.broker.port,
-                    identifier=self.client_id,
-                    username=self.broker.username,
-                    password=self.broker.password,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    keepalive=self.broker.keepalive_s,
-                    timeout=10,
-                ) as client:
+                async with self._client() as client:
                     if self.failures:
                         log.info("%s: connected again", self.describe())
                     self.connected = True

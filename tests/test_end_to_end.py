@@ -67,6 +67,9 @@ def collector_config(
                 "port": mosquitto.port,
                 "topic": f"{prefix}/#",
                 "group": group,
+                # Persistent sessions outlive a test: one per test, so none inherits another's
+                # unacknowledged messages (which is what they are for in production).
+                "client_id": f"collector-{name}-{prefix}",
             },
             "influxdb": {"url": influxdb.url(), "database": database},
             "batch": {"max_lines": 5000, "max_delay_s": 0.2},
