@@ -15,6 +15,7 @@ influxdb, victoria-metrics); snmpsim comes from the ``demo`` extra of this packa
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import http.client
 import json
 import os
@@ -29,7 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +44,7 @@ __all__ = [
     "free_port",
     "influx_create_database",
     "influx_query",
+    "restart",
     "start_influxdb",
     "start_mosquitto",
     "start_snmpd",
@@ -88,6 +90,10 @@ class Running:
     process: subprocess.Popen[bytes]
     log_path: Path
     workdir: Path
+    # How it was started, so `restart` can bring it back on the same port with the same state.
+    command: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    env: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+    ready: Callable[[Running], bool] | None = field(default=None, repr=False, compare=False)
 
     def url(self) -> str:
         """Base URL of an HTTP service ("http://127.0.0.1:PORT")."""
@@ -355,7 +361,7 @@ def _launch(
                 raise ServiceError(
                     _describe(name, f"could not be started: {exc}", command, log_path)
                 ) from exc
-        service = Running(name, HOST, port, process, log_path, workdir)
+        service = Running(name, HOST, port, process, log_path, workdir, tuple(command), env, ready)
         _live[process.pid] = service
         try:
             if _await_ready(service, command, ready, port_lost):
@@ -372,6 +378,36 @@ def _launch(
             log_path,
         )
     )
+
+
+def restart(service: Running, down_s: float = 0.0) -> Running:
+    """Stop a server and start it again on the same port with the same data: an outage.
+
+    `down_s` is how long it stays down. Returns the new `Running`; the old one is stopped.
+    """
+    stop(service)
+    time.sleep(down_s)
+    if not service.command or service.ready is None:
+        raise ServiceError(f"{service.name}: not started by this module; cannot restart it")
+    with service.log_path.open("ab") as log:
+        process = subprocess.Popen(
+            service.command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=service.workdir,
+            env=service.env,
+            start_new_session=True,
+        )
+    again = dataclasses.replace(service, process=process)
+    _live[process.pid] = again
+    try:
+        if not _await_ready(again, service.command, service.ready, None):
+            raise ServiceError(f"{service.name}: port {service.port} was taken while it was down")
+    except BaseException:
+        stop(again)
+        raise
+    return again
 
 
 def _await_ready(
