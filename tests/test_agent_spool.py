@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from pathlib import Path
 
 import aiomqtt
@@ -18,7 +17,7 @@ from rackwatch.localservices import Running, free_port
 from telemetry.lineproto import parse_line
 from telemetry.spool import Spool
 from tests.test_broker_outage import Link
-from tests.test_end_to_end import eventually
+from tests.test_end_to_end import eventually, rackwatch_process
 
 pytestmark = pytest.mark.integration
 
@@ -99,16 +98,7 @@ async def test_killed_agent_replays_its_spool_after_restart(
         return path
 
     async def agent(config: Path) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "rackwatch",
-            "agent",
-            "-c",
-            str(config),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        return await rackwatch_process("agent", config, tmp_path / "agent.log")
 
     def spooled_bytes() -> int:  # read-only look: the agent owns the files while it runs
         return sum(p.stat().st_size for p in spool_dir.glob("*.seg")) if spool_dir.exists() else 0

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 
 import aiomqtt
@@ -13,7 +11,7 @@ import pytest
 import yaml
 
 from rackwatch.localservices import Running, influx_query
-from tests.test_end_to_end import eventually
+from tests.test_end_to_end import eventually, rackwatch_process
 
 pytestmark = pytest.mark.integration
 
@@ -44,20 +42,7 @@ async def test_killed_collector_loses_nothing(
     log = tmp_path / "collector.log"
 
     async def collector() -> asyncio.subprocess.Process:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            return await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "rackwatch",
-                "collector",
-                "-c",
-                str(config),
-                stdout=fd,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        finally:
-            os.close(fd)  # the child has its own copy
+        return await rackwatch_process("collector", config, log)
 
     def stored() -> int:
         rows = influx_query(influxdb, database, 'SELECT count("v") FROM "crash"')

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -98,6 +100,24 @@ async def running(*services: Agent | Collector) -> AsyncIterator[None]:
         assert not hung, "a service did not stop within 30 s"
         for task in tasks:
             task.result()
+
+
+async def rackwatch_process(role: str, config: Path, log: Path) -> asyncio.subprocess.Process:
+    """`rackwatch <role> -c config` as a real process, its output appended to `log`."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "rackwatch",
+            role,
+            "-c",
+            str(config),
+            stdout=fd,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    finally:
+        os.close(fd)  # the child has its own copy
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:

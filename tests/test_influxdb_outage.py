@@ -4,7 +4,6 @@ collector's memory stays bounded while it waits (unacknowledged messages stay wi
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import yaml
 
 from rackwatch import localservices
 from rackwatch.localservices import Running, influx_query
-from tests.test_end_to_end import eventually
+from tests.test_end_to_end import eventually, rackwatch_process
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +51,7 @@ async def test_influxdb_outage_under_load_loses_nothing(
             }
         )
     )
-    collector = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "rackwatch",
-        "collector",
-        "-c",
-        str(config),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    collector = await rackwatch_process("collector", config, tmp_path / "collector.log")
 
     def stored() -> int:
         rows = influx_query(influx, "outage", 'SELECT count("v") FROM "load"')
