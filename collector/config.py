@@ -61,6 +61,16 @@ class BatchSettings(StrictModel):
     max_pending_lines: int = Field(default=1_000_000, ge=1)
 
 
+class SpoolSettings(StrictModel):
+    """Where batches wait on disk when InfluxDB has been failing for `after_s`: their MQTT
+    messages are then acknowledged, so a long outage neither fills the broker's queue nor
+    holds the collector's memory. Replayed when writes succeed again."""
+
+    directory: Path
+    max_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=64 * 1024)
+    after_s: float = Field(default=30.0, ge=0)
+
+
 class RetrySettings(StrictModel):
     initial_s: float = Field(default=0.5, gt=0)
     max_s: float = Field(default=30.0, gt=0)
@@ -72,5 +82,6 @@ class CollectorConfig(StrictModel):
     influxdb: InfluxSettings = InfluxSettings()
     batch: BatchSettings = BatchSettings()
     retry: RetrySettings = RetrySettings()
+    spool: SpoolSettings | None = None
     dead_letter_path: Path = Path("rackwatch-dead-letter.jsonl")
     health_interval_s: float = Field(default=10.0, gt=0)

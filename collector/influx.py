@@ -37,6 +37,7 @@ class WriteStats:
     retries: int = 0
     last_write_s: float = 0.0
     failing: bool = False
+    failing_since: float = 0.0  # time.monotonic() of the first failure in a row
 
 
 def _gzip(body: bytes) -> bytes:
@@ -164,6 +165,7 @@ class InfluxWriter:
                 cap = min(self.retry.max_s, self.retry.initial_s * 2 ** min(attempt, 20))
                 delay = random.uniform(0, cap)
             if not self.stats.failing:
+                self.stats.failing_since = time.monotonic()
                 log.warning("%s: write failed: %s; retrying", self.describe(), problem)
                 self.stats.failing = True
             await asyncio.sleep(delay)

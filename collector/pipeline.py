@@ -11,19 +11,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 
-from collector.config import BatchSettings
+from collector.config import BatchSettings, SpoolSettings
 from collector.influx import InfluxWriter
 from collector.receipts import Receipt
+from telemetry.spool import Spool
+
+SPOOL_SYNC_S = 0.5
 
 log = logging.getLogger(__name__)
 
 
 class Pipeline:
-    def __init__(self, settings: BatchSettings, writer: InfluxWriter) -> None:
+    def __init__(
+        self, settings: BatchSettings, writer: InfluxWriter, spool: SpoolSettings | None = None
+    ) -> None:
         self.settings = settings
         self.writer = writer
+        self.spool_settings = spool
+        self.spool = Spool(spool.directory, spool.max_bytes) if spool else None
+        self.spooled_lines = 0
+        self.replayed_lines = 0
         self.dropped_lines = 0
         self._pending: deque[bytes] = deque()
         # Whose lines are pending, in order (None: the collector's own health lines).
@@ -71,11 +81,16 @@ class Pipeline:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         limit = self.settings.max_lines
+        replay = asyncio.create_task(self._replay_forever()) if self.spool else None
         try:
             await self._batch_forever(loop, limit)
         finally:
             for task in self._writes:
                 task.cancel()
+            if replay is not None:
+                replay.cancel()
+            if self.spool is not None:
+                self.spool.close()
 
     async def _batch_forever(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         while True:
@@ -87,17 +102,64 @@ class Pipeline:
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), remaining)
-            await self._slots.acquire()
+            spool_it = not await self._slot_or_spool()
             batch = [self._pending.popleft() for _ in range(min(limit, len(self._pending)))]
             owners = self._take_owners(len(batch))
             if self._pending:
                 self._first_at = loop.time()
             else:
                 self._nonempty.clear()
+            if spool_it:
+                self._to_spool(batch, owners)
+                if not self._pending and not self._in_flight:
+                    self._idle.set()
+                continue
             self._in_flight += 1
             task = asyncio.create_task(self._write(batch, owners))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
+
+    def _spooling(self) -> bool:
+        """InfluxDB has been failing long enough that new batches go to disk instead."""
+        if self.spool is None or self.spool_settings is None or not self.writer.stats.failing:
+            return False
+        return time.monotonic() - self.writer.stats.failing_since >= self.spool_settings.after_s
+
+    async def _slot_or_spool(self) -> bool:
+        """Wait for a write slot; False when the batch should go to the spool instead."""
+        while True:
+            if self._spooling():
+                return False
+            try:
+                await asyncio.wait_for(self._slots.acquire(), SPOOL_SYNC_S)
+            except TimeoutError:
+                continue
+            return True
+
+    def _to_spool(self, batch: list[bytes], owners: list[tuple[Receipt | None, int]]) -> None:
+        assert self.spool is not None
+        if self.spool.append(b"\n".join(batch)):
+            self.spooled_lines += len(batch)
+        else:
+            self.dropped_lines += len(batch)  # the disk refused it: counted, as overflow is
+        _done(owners)  # on disk (or counted lost): the broker may forget these messages
+
+    async def _replay_forever(self) -> None:
+        """Write spooled batches once InfluxDB takes writes again, sharing the write slots with
+        live batches (so replay honours the same backoff and never starves live data)."""
+        assert self.spool is not None
+        while True:
+            await asyncio.sleep(SPOOL_SYNC_S)
+            self.spool.sync()
+            while not self.writer.stats.failing and (record := self.spool.peek()) is not None:
+                await self._slots.acquire()
+                try:
+                    lines = record.split(b"\n")
+                    await self.writer.write(lines)
+                finally:
+                    self._slots.release()
+                self.spool.ack()
+                self.replayed_lines += len(lines)
 
     def _take_owners(self, lines: int) -> list[tuple[Receipt | None, int]]:
         taken = []

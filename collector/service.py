@@ -25,7 +25,7 @@ class Collector:
         self.config = config
         self.dead_letters = DeadLetters(config.dead_letter_path)
         self.writer = InfluxWriter(config.influxdb, config.retry, self.dead_letters)
-        self.pipeline = Pipeline(config.batch, self.writer)
+        self.pipeline = Pipeline(config.batch, self.writer, config.spool)
         client_id = config.mqtt.client_id or f"rackwatch-collector-{config.name}"
         self.ingest = Ingest(config.mqtt, client_id, self.pipeline, self.dead_letters)
 
@@ -49,6 +49,18 @@ class Collector:
                 "lines_dropped_total": self.pipeline.dropped_lines,
                 "dead_letters_total": self.dead_letters.count,
                 "pending_lines": self.pipeline.pending_lines,
+                **(
+                    {
+                        "spool_records": self.pipeline.spool.stats.records,
+                        "spool_bytes": self.pipeline.spool.stats.bytes,
+                        "spooled_lines_total": self.pipeline.spooled_lines,
+                        "replayed_lines_total": self.pipeline.replayed_lines,
+                        "spool_dropped_records_total": self.pipeline.spool.stats.dropped_records,
+                        "spool_write_errors_total": self.pipeline.spool.stats.write_errors,
+                    }
+                    if self.pipeline.spool
+                    else {}
+                ),
             },
             time.time_ns(),
         )

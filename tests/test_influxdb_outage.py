@@ -87,3 +87,61 @@ async def test_influxdb_outage_under_load_loses_nothing(
         f"after restart; collector peak RSS {peak_rss // 1024} MiB"
     )
     assert peak_rss < 200 * 1024
+
+
+async def test_long_outage_goes_to_the_collector_spool_and_is_replayed(
+    mosquitto: Running, unique: str, tmp_path: Path
+) -> None:
+    """InfluxDB down for longer than `spool.after_s`: batches go to disk and their messages are
+    acknowledged (the broker's queue stays empty); after InfluxDB returns, all are written."""
+    influx = localservices.start_influxdb(tmp_path / "influxdb")
+    localservices.influx_create_database(influx, "outage")
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": f"spool-{unique}",
+                "mqtt": {
+                    "host": mosquitto.host,
+                    "port": mosquitto.port,
+                    "topic": f"{unique}/#",
+                    "group": unique,
+                },
+                "influxdb": {"url": influx.url(), "database": "outage", "timeout_s": 2},
+                "batch": {"max_lines": 5000, "max_delay_s": 0.5},
+                "retry": {"initial_s": 0.2, "max_s": 1.0},
+                "spool": {"directory": str(tmp_path / "spool"), "after_s": 1.0},
+                "dead_letter_path": str(tmp_path / "dead.jsonl"),
+                "health_interval_s": 3600,
+            }
+        )
+    )
+    collector = await rackwatch_process("collector", config, tmp_path / "collector.log")
+
+    def stored() -> int:
+        rows = influx_query(influx, "outage", 'SELECT count("v") FROM "load"')
+        return int(rows[0]["values"][0][1]) if rows else 0  # type: ignore[index]
+
+    def spooled_bytes() -> int:
+        return sum(p.stat().st_size for p in (tmp_path / "spool").glob("*.seg"))
+
+    try:
+        await asyncio.sleep(2)  # subscribed
+        localservices.stop(influx)
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            for m in range(MESSAGES):
+                lines = "".join(
+                    f"load,m={m} v={i}i {1700000000000000000 + m * LINES + i}\n"
+                    for i in range(LINES)
+                )
+                await client.publish(f"{unique}/s/a/metrics", lines.encode(), qos=1)
+                await asyncio.sleep(0.03)
+        await eventually(lambda: spooled_bytes() > 0, 20)
+        influx = await asyncio.to_thread(localservices.restart, influx, 1.0)
+        await eventually(lambda: stored() == MESSAGES * LINES, 60)
+    finally:
+        collector.terminate()
+        await asyncio.wait_for(collector.wait(), 30)
+        localservices.stop(influx)
+    log = (tmp_path / "collector.log").read_text()
+    assert "write failed" in log
