@@ -20,6 +20,40 @@ pytestmark = pytest.mark.integration
 MESSAGES, LINES = 200, 500
 
 
+def collector_config(
+    tmp_path: Path, mosquitto: Running, influx: Running, unique: str, name: str, **extra: object
+) -> Path:
+    config = tmp_path / "collector.yaml"
+    settings = {
+        "name": f"{name}-{unique}",
+        "mqtt": {
+            "host": mosquitto.host,
+            "port": mosquitto.port,
+            "topic": f"{unique}/#",
+            "group": unique,
+        },
+        "influxdb": {"url": influx.url(), "database": "outage", "timeout_s": 2},
+        "batch": {"max_lines": 5000, "max_delay_s": 0.5},
+        "retry": {"initial_s": 0.2, "max_s": 1.0},
+        "dead_letter_path": str(tmp_path / "dead.jsonl"),
+        "health_interval_s": 3600,
+        **extra,
+    }
+    config.write_text(yaml.safe_dump(settings))
+    return config
+
+
+def message(m: int) -> bytes:
+    """Message m of the load: LINES points with their own series and timestamps."""
+    first = 1700000000000000000 + m * LINES
+    return "".join(f"load,m={m} v={i}i {first + i}\n" for i in range(LINES)).encode()
+
+
+def count_stored(influx: Running) -> int:
+    rows = influx_query(influx, "outage", 'SELECT count("v") FROM "load"')
+    return int(rows[0]["values"][0][1]) if rows else 0  # type: ignore[index]
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -32,41 +66,18 @@ async def test_influxdb_outage_under_load_loses_nothing(
 ) -> None:
     influx = localservices.start_influxdb(tmp_path / "influxdb")
     localservices.influx_create_database(influx, "outage")
-    config = tmp_path / "collector.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "name": f"outage-{unique}",
-                "mqtt": {
-                    "host": mosquitto.host,
-                    "port": mosquitto.port,
-                    "topic": f"{unique}/#",
-                    "group": unique,
-                },
-                "influxdb": {"url": influx.url(), "database": "outage", "timeout_s": 2},
-                "batch": {"max_lines": 5000, "max_delay_s": 0.5},
-                "retry": {"initial_s": 0.2, "max_s": 1.0},
-                "dead_letter_path": str(tmp_path / "dead.jsonl"),
-                "health_interval_s": 3600,
-            }
-        )
-    )
+    config = collector_config(tmp_path, mosquitto, influx, unique, "outage")
     collector = await rackwatch_process("collector", config, tmp_path / "collector.log")
 
     def stored() -> int:
-        rows = influx_query(influx, "outage", 'SELECT count("v") FROM "load"')
-        return int(rows[0]["values"][0][1]) if rows else 0  # type: ignore[index]
+        return count_stored(influx)
 
     peak_rss = 0
     try:
         await asyncio.sleep(2)  # subscribed
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
             for m in range(MESSAGES):
-                lines = "".join(
-                    f"load,m={m} v={i}i {1700000000000000000 + m * LINES + i}\n"
-                    for i in range(LINES)
-                )
-                await client.publish(f"{unique}/s/a/metrics", lines.encode(), qos=1)
+                await client.publish(f"{unique}/s/a/metrics", message(m), qos=1)
                 if m == MESSAGES // 4:
                     localservices.stop(influx)  # InfluxDB goes away under load
                     down_since = time.monotonic()
@@ -96,31 +107,18 @@ async def test_long_outage_goes_to_the_collector_spool_and_is_replayed(
     acknowledged (the broker's queue stays empty); after InfluxDB returns, all are written."""
     influx = localservices.start_influxdb(tmp_path / "influxdb")
     localservices.influx_create_database(influx, "outage")
-    config = tmp_path / "collector.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "name": f"spool-{unique}",
-                "mqtt": {
-                    "host": mosquitto.host,
-                    "port": mosquitto.port,
-                    "topic": f"{unique}/#",
-                    "group": unique,
-                },
-                "influxdb": {"url": influx.url(), "database": "outage", "timeout_s": 2},
-                "batch": {"max_lines": 5000, "max_delay_s": 0.5},
-                "retry": {"initial_s": 0.2, "max_s": 1.0},
-                "spool": {"directory": str(tmp_path / "spool"), "after_s": 1.0},
-                "dead_letter_path": str(tmp_path / "dead.jsonl"),
-                "health_interval_s": 3600,
-            }
-        )
+    config = collector_config(
+        tmp_path,
+        mosquitto,
+        influx,
+        unique,
+        "spool",
+        spool={"directory": str(tmp_path / "spool"), "after_s": 1.0},
     )
     collector = await rackwatch_process("collector", config, tmp_path / "collector.log")
 
     def stored() -> int:
-        rows = influx_query(influx, "outage", 'SELECT count("v") FROM "load"')
-        return int(rows[0]["values"][0][1]) if rows else 0  # type: ignore[index]
+        return count_stored(influx)
 
     def spooled_bytes() -> int:
         return sum(p.stat().st_size for p in (tmp_path / "spool").glob("*.seg"))
@@ -130,11 +128,7 @@ async def test_long_outage_goes_to_the_collector_spool_and_is_replayed(
         localservices.stop(influx)
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
             for m in range(MESSAGES):
-                lines = "".join(
-                    f"load,m={m} v={i}i {1700000000000000000 + m * LINES + i}\n"
-                    for i in range(LINES)
-                )
-                await client.publish(f"{unique}/s/a/metrics", lines.encode(), qos=1)
+                await client.publish(f"{unique}/s/a/metrics", message(m), qos=1)
                 await asyncio.sleep(0.03)
         await eventually(lambda: spooled_bytes() > 0, 20)
         influx = await asyncio.to_thread(localservices.restart, influx, 1.0)
