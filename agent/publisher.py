@@ -112,6 +112,13 @@ class Publisher:
 
     async def _publish_forever(self, client: aiomqtt.Client) -> None:
         limit = self.settings.max_batch_lines
+        if self.connection.reconnected and self.settings.resume_delay_s:
+            log.info(
+                "%s: holding publishes for %.1f s so collectors can subscribe again",
+                self.connection.describe(),
+                self.settings.resume_delay_s,
+            )
+            await asyncio.sleep(self.settings.resume_delay_s)
         while not self._stopping:
             if len(self._queue) < limit:
                 with contextlib.suppress(TimeoutError):

@@ -13,8 +13,10 @@ from telemetry.mqtt import BrokerSettings
 
 class MqttSettings(BrokerSettings):
     client_id: str | None = None  # default: rackwatch-collector-<name>; unique per collector
-    # Collectors in one group split the stream (MQTT v5 shared subscription).
-    group: str = Field(default="rackwatch", pattern=r"^[^/+#]+$")
+    # Collectors in one group split the stream (MQTT v5 shared subscription). null: a plain
+    # subscription, for a single collector; Mosquitto 2.0 restores plain subscriptions of a
+    # persistent session after a broker restart, but not shared ones (docs/reliability.md).
+    group: str | None = Field(default="rackwatch", pattern=r"^[^/+#]+$")
     topic: str = "rackwatch/v1/#"
     # A message is acknowledged only once its lines are in InfluxDB (or set aside). With a
     # persistent session the broker keeps what was not acknowledged for this client id while

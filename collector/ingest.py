@@ -21,6 +21,8 @@ from telemetry.mqtt import AckingClient, Reconnecting, Session
 
 log = logging.getLogger(__name__)
 
+COLLECTOR_MAX_BACKOFF_S = 2.0
+
 
 @dataclass(slots=True)
 class IngestStats:
@@ -44,12 +46,18 @@ class Ingest:
             expiry_s=settings.session_expiry_s,
             receive_maximum=settings.receive_maximum,
         )
-        self.connection = Reconnecting(settings, client_id, session)
+        # Collectors are few and beside the broker: they retry often, so that after a broker
+        # restart they are subscribed again before agents end their hold-back (resume_delay_s).
+        self.connection = Reconnecting(
+            settings, client_id, session, max_backoff_s=COLLECTOR_MAX_BACKOFF_S
+        )
         self.acknowledger = Acknowledger()
         self.pipeline = pipeline
         self.dead_letters = dead_letters
         self.stats = IngestStats()
-        self.subscription = f"$share/{settings.group}/{settings.topic}"
+        self.subscription = (
+            f"$share/{settings.group}/{settings.topic}" if settings.group else settings.topic
+        )
 
     def handle(self, topic: str, payload: bytes, receipt: Receipt | None = None) -> None:
         """Validate one message; `receipt` (if any) is told as its lines become safe."""

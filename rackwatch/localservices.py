@@ -117,10 +117,11 @@ def free_port(kind: Literal["tcp", "udp"] = "tcp") -> int:
     return port
 
 
-def start_mosquitto(workdir: Path, *, extra_config: str = "") -> Running:
-    """Start Mosquitto with an anonymous, non-persistent MQTT listener on 127.0.0.1.
+def start_mosquitto(workdir: Path, *, extra_config: str = "", persistent: bool = False) -> Running:
+    """Start Mosquitto with an anonymous MQTT listener on 127.0.0.1.
 
-    ``extra_config`` is appended to the generated ``mosquitto.conf`` verbatim.
+    ``persistent`` keeps sessions, subscriptions and queued messages in ``workdir`` across a
+    `restart`. ``extra_config`` is appended to the generated ``mosquitto.conf`` verbatim.
     """
     binary = _find_binary("mosquitto", "mosquitto")
     workdir = _prepare_workdir(workdir)
@@ -130,7 +131,11 @@ def start_mosquitto(workdir: Path, *, extra_config: str = "") -> Running:
         lines = [
             f"listener {port} {HOST}",
             "allow_anonymous true",
-            "persistence false",
+            *(
+                [f"persistence true\npersistence_location {workdir}/\nautosave_interval 1"]
+                if persistent
+                else ["persistence false"]
+            ),
             # stdout is block-buffered when it is a file; stderr is not.
             "log_dest stderr",
         ]

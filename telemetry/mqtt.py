@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from telemetry.config import Secret, StrictModel
 
@@ -25,6 +27,39 @@ log = logging.getLogger(__name__)
 
 INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+
+
+class TlsSettings(StrictModel):
+    """TLS to the broker. The server's certificate and name are always verified (against
+    `ca_file`, or the system's trusted CAs); a client certificate is optional."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None  # client certificate (PEM); the key may be in the same file
+    key_file: Path | None = None
+    key_password: Secret | None = None
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path}: no such file")
+        return path
+
+    @model_validator(mode="after")
+    def _usable(self) -> TlsSettings:
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file")
+        try:  # at load, so `rackwatch check` finds a bad certificate or a wrong key password
+            self.context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot use these certificates: {exc}") from None
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file, self.key_password)
+        return context
 
 
 class BrokerSettings(StrictModel):
@@ -35,6 +70,7 @@ class BrokerSettings(StrictModel):
     username: str | None = None
     password: Secret | None = None
     keepalive_s: int = Field(default=30, ge=5)
+    tls: TlsSettings | None = None  # usually with port 8883
 
 
 class AckingClient(aiomqtt.Client):
@@ -70,16 +106,31 @@ class Reconnecting:
     """Runs a session on an MQTT v5 connection until the session returns; reconnects on loss."""
 
     def __init__(
-        self, broker: BrokerSettings, client_id: str, session: Session | None = None
+        self,
+        broker: BrokerSettings,
+        client_id: str,
+        session: Session | None = None,
+        max_backoff_s: float = MAX_BACKOFF_S,
+        will: Callable[[], aiomqtt.Will] | None = None,  # asked anew for every connection
     ) -> None:
         self.broker = broker
         self.client_id = client_id
         self.session = session
+        self.max_backoff_s = max_backoff_s
         self.connected = False
         self.failures = 0
+        self.connections = 0  # successful connects so far; more than one means a reconnect
+        self.will = will
+        self._tls = broker.tls.context() if broker.tls else None
+
+    @property
+    def reconnected(self) -> bool:
+        """True when the current connection follows a lost one or failed attempts."""
+        return self.connections > 1 or self.failures > 0
 
     def describe(self) -> str:
-        return f"MQTT broker {self.broker.host}:{self.broker.port} (client {self.client_id})"
+        user = f", user {self.broker.username}" if self.broker.username else ""
+        return f"MQTT broker {self.broker.host}:{self.broker.port} (client {self.client_id}{user})"
 
     def _client(self) -> aiomqtt.Client:
         options: dict[str, Any] = {}
@@ -100,6 +151,8 @@ class Reconnecting:
             protocol=aiomqtt.ProtocolVersion.V5,
             keepalive=self.broker.keepalive_s,
             timeout=10,
+            tls_context=self._tls,
+            will=self.will() if self.will else None,
             **options,
         )
 
@@ -111,6 +164,7 @@ class Reconnecting:
                     if self.failures:
                         log.info("%s: connected again", self.describe())
                     self.connected = True
+                    self.connections += 1
                     backoff_s = INITIAL_BACKOFF_S
                     await session(client)
                     return  # leaving the block disconnects cleanly
@@ -121,4 +175,4 @@ class Reconnecting:
             finally:
                 self.connected = False
             await asyncio.sleep(random.uniform(0.5, 1.0) * backoff_s)
-            backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+            backoff_s = min(backoff_s * 2, self.max_backoff_s)
