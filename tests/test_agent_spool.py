@@ -4,7 +4,11 @@ kill -9 of the agent, and published after it returns."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -136,3 +140,80 @@ async def test_killed_agent_replays_its_spool_after_restart(
         listener.cancel()
     assert waiting >= 5
     assert Spool(spool_dir, 1 << 30).stats.records == 0  # all replayed, none left
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs, unmounted after the test."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("this machine does not let us mount a tmpfs")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+async def test_spool_on_a_full_filesystem_counts_drops_and_recovers(
+    mosquitto: Running, unique: str, small_tmpfs: Path
+) -> None:
+    """A running publisher spooling to a 512 KiB tmpfs while the broker is away: what does
+    not fit is counted as dropped, nothing crashes, spooling resumes when space returns, and
+    everything that was spooled is delivered."""
+    mount = small_tmpfs
+    received: list[bytes] = []
+    listener = asyncio.create_task(collect_lines(mosquitto, f"{unique}/#", received))
+    link = Link(free_port(), mosquitto)
+    settings = MqttSettings(
+        port=link.port,
+        flush_interval_s=0.1,
+        max_batch_lines=500,
+        spool_dir=mount / "spool",
+        spool_max_bytes=64 << 20,  # larger than the filesystem: the filesystem fills first
+        resume_delay_s=0,
+    )
+    publisher = Publisher(settings, f"{unique}/s/a/metrics", client_id=f"full-{unique}")
+    task = asyncio.create_task(publisher.run())
+    batch = 0
+
+    def submit(batches: int) -> None:
+        nonlocal batch
+        for _ in range(batches):
+            start = 1700000000000000000 + batch * 500
+            publisher.submit(
+                [f'full,b={batch} pad="{"x" * 40}",v={i}i {start + i}' for i in range(500)]
+            )
+            batch += 1
+
+    try:
+        submit(40)  # ~2.3 MiB while offline: four times what the filesystem holds
+        await eventually(lambda: publisher.queued_lines == 0, 20)
+        assert publisher.spool is not None
+        stats = publisher.spool.stats
+        assert stats.write_errors > 0
+        assert publisher.stats.dropped_lines > 0
+        assert not task.done()  # no crash
+
+        remount = ["mount", "-o", "remount,size=8m", str(mount)]
+        await asyncio.to_thread(subprocess.run, remount, check=True)
+        submit(10)  # space has returned: these are spooled
+        await eventually(lambda: publisher.queued_lines == 0, 20)
+        assert publisher.spool.stats.write_errors == stats.write_errors  # no new failures
+
+        await link.up()
+        expected = batch * 500 - publisher.stats.dropped_lines
+        await eventually(lambda: len(set(received)) == expected, 30)
+        newest = {parse_line(line).tags["b"] for line in received}
+        assert {str(b) for b in range(40, 50)} <= newest  # all after recovery delivered
+    finally:
+        await publisher.close(task, timeout_s=5)
+        await link.down()
+        listener.cancel()
+    print(
+        f"\nfull tmpfs: {batch * 500} lines made, {publisher.stats.dropped_lines} dropped "
+        f"and counted ({stats.write_errors} failed appends), {expected} delivered"
+    )
