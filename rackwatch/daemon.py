@@ -1,0 +1,162 @@
+"""Runs the agent or the collector as a service: signals, systemd notification, reload, metrics.
+
+- READY=1 once the service has started (its tasks run, its ports are bound); the broker or
+  InfluxDB may still be away, which the service rides out on its own.
+- WATCHDOG=1 from a task on the event loop, at half of `WatchdogSec=`: a stalled loop is
+  restarted by systemd.
+- SIGHUP: RELOADING=1, then the config file is read again. One that does not load is refused
+  with its errors logged, and the running config stays. A good one is applied by the service
+  as far as it can be without a restart (it names the keys that need one). Then READY=1.
+- SIGTERM/SIGINT: STOPPING=1, then the service flushes and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from telemetry.config import ConfigError
+from telemetry.metrics import MetricsServer, MetricsSettings
+from telemetry.sample import Sample
+from telemetry.sdnotify import Notifier
+
+log = logging.getLogger("rackwatch")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class ServiceConfig(Protocol):
+    @property
+    def metrics(self) -> MetricsSettings | None: ...
+
+
+C = TypeVar("C", bound=ServiceConfig)
+
+
+class Service(Protocol[C]):
+    """What `Agent` and `Collector` offer to be run here."""
+
+    ready: asyncio.Event  # set by run() once started
+
+    @property
+    def config(self) -> C: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    async def reload(self, config: C) -> list[str]:
+        """Apply `config` where it can be applied live; return the keys that need a restart."""
+        ...
+
+    def health_samples(self) -> list[Sample]: ...
+
+
+class Daemon(Generic[C]):
+    def __init__(self, service: Service[C], load: Callable[[], C], notifier: Notifier) -> None:
+        self.service = service
+        self.load = load
+        self.notifier = notifier
+        self.metrics: MetricsServer | None = None
+        self.stop = asyncio.Event()
+        self.reload_wanted = asyncio.Event()
+
+    def _on_stop_signal(self) -> None:
+        if not self.stop.is_set():
+            self.notifier.stopping()
+            self.stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_wanted.set)
+        watchdog = asyncio.create_task(self.notifier.keep_alive(), name="watchdog")
+        try:
+            settings = self.service.config.metrics
+            if settings is not None:
+                try:
+                    self.metrics = MetricsServer(settings, self.service.health_samples)
+                except OSError as exc:
+                    log.error("metrics.listen %s: cannot listen: %s", settings.listen, exc)
+                    return 1
+            running = asyncio.create_task(self.service.run(self.stop), name="service")
+            await _until(running, self.service.ready)
+            if not running.done():
+                self.notifier.ready("running")
+            while not running.done():
+                await _until(running, self.reload_wanted)
+                if self.reload_wanted.is_set() and not self.stop.is_set():
+                    self.reload_wanted.clear()
+                    await self.reload()
+            running.result()  # a service that failed fails the process
+            return 0
+        finally:
+            for signum in (*STOP_SIGNALS, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            watchdog.cancel()
+            if self.metrics is not None:
+                await self.metrics.close()
+            self.notifier.close()
+
+    async def reload(self) -> None:
+        self.notifier.reloading()
+        at = time.strftime("%H:%M:%S")
+        try:
+            config = self.load()
+        except ConfigError as exc:
+            problems = "; ".join(str(exc).splitlines())
+            log.error("reload refused, the running config stays: %s", problems)
+            self.notifier.ready(f"running; reload at {at} refused: config errors (see log)")
+            return
+        try:
+            held = await self.service.reload(config)
+        except Exception:  # a service bug must not take down a running service
+            log.exception("reload failed part-way; some changes may not be applied")
+            self.notifier.ready(f"running; reload at {at} failed (see log)")
+            return
+        await self._replace_metrics(self.service.config.metrics)
+        if held:
+            log.warning(
+                "reloaded the config; changes to %s take effect at the next restart",
+                ", ".join(held),
+            )
+            self.notifier.ready(f"running; reloaded at {at}; restart pending for {', '.join(held)}")
+        else:
+            log.info("reloaded the config")
+            self.notifier.ready(f"running; reloaded at {at}")
+
+    async def _replace_metrics(self, settings: MetricsSettings | None) -> None:
+        old = self.metrics
+        if (old.settings if old else None) == settings:
+            return
+        if settings is not None:
+            try:
+                self.metrics = MetricsServer(settings, self.service.health_samples)
+            except OSError as exc:
+                log.error(
+                    "metrics.listen %s: cannot listen: %s; the endpoint stays as it was",
+                    settings.listen,
+                    exc,
+                )
+                return
+        else:
+            self.metrics = None
+        if old is not None:
+            await old.close()
+
+
+async def _until(task: asyncio.Task[None], event: asyncio.Event) -> None:
+    """Wait until `task` ends or `event` is set."""
+    waiter = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
+async def serve(service: Service[C], load: Callable[[], C]) -> int:
+    """Run `service` until SIGTERM/SIGINT, reloading `load()` on SIGHUP; the exit status."""
+    return await Daemon(service, load, Notifier()).run()
