@@ -1,0 +1,366 @@
+"""Huawei Ascend NPUs through `npu-smi`: parsers for its outputs, and the source that polls them.
+
+Each poll runs `npu-smi info` (one table: health, power, temperature, AICore use and memory of
+every chip). Only where that table prints a value as NA does the source ask the per-NPU detail
+command for it (`npu-smi info -t usages|power|temp|health|memory -i N`), and a detail type an NPU
+says it does not support is never asked again. The chip's die ID, read once per chip with
+`npu-smi info -t board -i N -c C`, becomes the `uuid` tag. What npu-smi's columns and keys mean
+is kept in the tables below; docs/accelerators-ascend.md maps them to fields.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
+
+from agent.accelerators.tool_source import OutputError, Reading, ToolError, ToolSource
+from telemetry.sample import FieldValue
+
+MIB = 1024 * 1024  # npu-smi's "MB" is 2**20 bytes: a 64 GiB HBM card prints 65536
+NOT_AVAILABLE = frozenset({"NA", "N/A"})  # no value now: the detail command may have one
+ON_SIBLING = "-"  # printed on another chip of the same NPU (A3: the NPU's power, on chip 0)
+
+# Summary columns holding one number, by their header text.
+SUMMARY_NUMBERS = {"Power(W)": "power_w", "Temp(C)": "temp_c", "AICore(%)": "util_pct"}
+# "used / total" columns; the first one with a non-zero total is the accelerator's memory (HBM
+# where the card has it; the 910A's Memory-Usage is its control CPU's DDR).
+SUMMARY_MEMORY = ("HBM-Usage(MB)", "Memory-Usage(MB)")
+MEMORY_FIELDS = ("mem_used_bytes", "mem_total_bytes")
+SUMMARY_FIELDS = frozenset({*SUMMARY_NUMBERS.values(), *MEMORY_FIELDS, "health"})
+
+# Detail keys as npu-smi prints them (spaces and case are ignored); the first one printed wins.
+DETAIL_KEYS: dict[str, tuple[str, ...]] = {
+    "util_pct": ("Aicore Usage Rate(%)",),
+    # Bandwidth, like NVML's memory utilization (time the memory was busy), not capacity.
+    "mem_util_pct": ("HBM Bandwidth Usage Rate(%)", "Memory Bandwidth Usage Rate(%)"),
+    "aicpu_util_pct": ("Aicpu Usage Rate(%)",),
+    "ctrl_cpu_util_pct": ("Ctrlcpu Usage Rate(%)",),
+    "power_w": ("NPU Real-time Power(W)",),
+    "temp_c": ("Temperature(C)", "NPU Temperature(C)"),
+    "health": ("Health", "Health Status"),
+    "mem_total_bytes": ("HBM Capacity(MB)", "Memory Capacity(MB)", "Capacity(MB)"),
+}
+# The fields each `npu-smi info -t TYPE -i N` can supply.
+DETAIL_TYPES: dict[str, tuple[str, ...]] = {
+    "usages": (
+        "util_pct",
+        "mem_util_pct",
+        "aicpu_util_pct",
+        "ctrl_cpu_util_pct",
+        "mem_total_bytes",
+    ),
+    "power": ("power_w",),
+    "temp": ("temp_c",),
+    "health": ("health",),
+    "memory": ("mem_total_bytes",),
+}
+# Chip identity from `-t board -i N -c C`: the die ID is burned into each chip, so it is unique
+# per chip and survives reboots and card moves. The card's serial number (`-t board -i N`) is
+# shared by both chips of a Duo or A3 card and not printed inside containers.
+DIE_ID_KEYS = ("VDie ID", "Die ID")
+
+_VALUE = re.compile(r"[^\s/]+\s*/\s*[^\s/]+|\S+")  # "3162 / 65536" is one value
+_NPU_CELL = re.compile(r"(\d+)\s+(\S.*)")  # "0     910B3"
+_CHIP_CELL = re.compile(r"(\d+)(?:\s+\d+)?")  # "0", or chip and Device/Phy-ID: "1     15"
+
+
+@dataclass
+class ChipSummary:
+    """One chip's row pair in the `npu-smi info` table."""
+
+    npu: int
+    chip: int
+    model: str
+    fields: dict[str, FieldValue] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)  # printed as NA
+
+
+class _Row(NamedTuple):
+    number: int  # 1-based line number, for error messages
+    cells: list[str]  # "| 0     910B3 | OK | 96.0  36  0 / 0 |" -> three cells
+
+
+def parse_summary(text: str) -> list[ChipSummary]:
+    """Parse `npu-smi info`. Columns are found by their headers, so every layout (910A without
+    the Hugepages column, 910B, A3 with Phy-ID, 310P with Device) reads the same way."""
+    headers: list[_Row] = []
+    rows: list[_Row] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        cells = [cell.strip() for cell in line.strip().split("|")[1:-1]]
+        if "Process id" in cells:
+            break  # the process table follows the device table
+        if len(cells) != 3:
+            continue  # borders, the version line, "No running processes found"
+        if cells[1] in ("Health", "Bus-Id") and len(headers) < 2:
+            headers.append(_Row(number, cells))
+        elif len(headers) == 2:
+            rows.append(_Row(number, cells))
+        else:
+            raise OutputError(
+                f"line {number}: a table row before the '| NPU Name | Health |' header"
+            )
+    if len(headers) != 2 or headers[0].cells[1] != "Health":
+        raise OutputError("no '| NPU Name | Health | ...' and '| Chip | Bus-Id | ...' header")
+    if len(rows) % 2:
+        raise OutputError(f"line {rows[-1].number}: a chip's first row without its second")
+    names = (headers[0].cells[2].split(), headers[1].cells[2].split())
+    return [_chip(rows[i], rows[i + 1], names) for i in range(0, len(rows), 2)]
+
+
+def _chip(first: _Row, second: _Row, names: tuple[list[str], list[str]]) -> ChipSummary:
+    npu_cell = _NPU_CELL.fullmatch(first.cells[0])
+    chip_cell = _CHIP_CELL.fullmatch(second.cells[0])
+    if npu_cell is None:
+        raise OutputError(f"line {first.number}: {first.cells[0]!r} is not 'NPU-id Name'")
+    if chip_cell is None:
+        raise OutputError(f"line {second.number}: {second.cells[0]!r} is not a chip id")
+    summary = ChipSummary(int(npu_cell[1]), int(chip_cell[1]), npu_cell[2])
+    _put(summary, "health", first.cells[1], str)
+    values: dict[str, tuple[str, str]] = {}  # column -> (text, where it is)
+    for row, columns in zip((first, second), names, strict=True):
+        for column, raw in _columns(row, columns).items():
+            values[column] = (raw, f"line {row.number} {column}")
+    for column, name in SUMMARY_NUMBERS.items():
+        if column in values:
+            raw, where = values[column]
+            _put(summary, name, raw, partial(_float, where=where))
+    for column in SUMMARY_MEMORY:
+        if column not in values:
+            continue
+        pair = _pair(*values[column])
+        if pair is None:
+            summary.missing.update(MEMORY_FIELDS)
+            break
+        if pair[1] > 0:
+            summary.fields.update(zip(MEMORY_FIELDS, (pair[0] * MIB, pair[1] * MIB), strict=True))
+            break
+    return summary
+
+
+def _columns(row: _Row, names: list[str]) -> dict[str, str]:
+    values = _VALUE.findall(row.cells[2])
+    if len(values) != len(names):
+        columns = " ".join(names)
+        raise OutputError(
+            f"line {row.number}: {len(values)} values under {len(names)} columns ({columns})"
+        )
+    return dict(zip(names, values, strict=True))
+
+
+def _put(summary: ChipSummary, name: str, raw: str, convert: Callable[[str], FieldValue]) -> None:
+    if raw in NOT_AVAILABLE:
+        summary.missing.add(name)
+    elif raw != ON_SIBLING:
+        summary.fields[name] = convert(raw)
+
+
+def _float(raw: str, where: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise OutputError(f"{where}: {raw!r} is not a number") from None
+
+
+def _pair(raw: str, where: str) -> tuple[int, int] | None:
+    parts = [part.strip() for part in raw.split("/")]
+    if any(part in NOT_AVAILABLE for part in parts):
+        return None
+    try:
+        used, total = (int(part) for part in parts)
+    except ValueError:
+        raise OutputError(f"{where}: {raw!r} is not 'used / total'") from None
+    return used, total
+
+
+# --- key/value outputs of `npu-smi info -t TYPE -i N [-c C]` -----------------------------------
+
+
+@dataclass
+class KeyValues:
+    """Blocks (runs of lines between blank lines) of a detail output. Keys are normalized."""
+
+    chips: dict[int, dict[str, str]]  # blocks that say which chip they are ("Chip ID")
+    rest: dict[str, str]  # the other lines, e.g. the whole output of a `-c C` query
+
+    def of_chip(self, chip: int, alone: bool) -> dict[str, str]:
+        """What the output says about `chip`; `alone`: the command asked about this chip only
+        (or its NPU has no other), so lines that name no chip are about it."""
+        if self.chips:
+            return self.chips.get(chip, {})
+        return self.rest if alone else {}
+
+
+def key(name: str) -> str:
+    return "".join(name.split()).lower()  # "Temperature (C)" and "Temperature(C)" are one key
+
+
+def parse_key_values(text: str) -> KeyValues:
+    blocks: list[dict[str, str]] = [{}]
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            blocks.append({})
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            raise OutputError(f"line {number}: {line.strip()[:80]!r} is not 'key : value'")
+        if key(name) == "chipid" and "chipid" in blocks[-1]:
+            blocks.append({})  # a new chip without a blank line between
+        blocks[-1][key(name)] = value.strip()
+    chips: dict[int, dict[str, str]] = {}
+    rest: dict[str, str] = {}
+    for block in blocks:
+        if "chipid" in block:
+            try:
+                chips[int(block["chipid"])] = block
+            except ValueError:
+                raise OutputError(f"Chip ID {block['chipid']!r} is not a number") from None
+        elif block.get("chipname", "").upper() != "MCU":  # the card's management MCU
+            rest.update(block)
+    return KeyValues(chips, rest)
+
+
+def detail_fields(text: str, chips: Sequence[int]) -> dict[int, dict[str, FieldValue | None]]:
+    """The schema fields a detail output gives for each of `chips`; None where it printed NA.
+    A field the output does not print at all is absent."""
+    blocks = parse_key_values(text)
+    return {chip: _fields(blocks.of_chip(chip, alone=len(chips) == 1)) for chip in chips}
+
+
+def _fields(values: Mapping[str, str]) -> dict[str, FieldValue | None]:
+    found: dict[str, FieldValue | None] = {}
+    for name, keys in DETAIL_KEYS.items():
+        for printed in (k for k in keys if key(k) in values):
+            value = _detail_value(name, values[key(printed)], printed)
+            found[name] = value
+            if value is not None:
+                break
+    return found
+
+
+def _detail_value(name: str, raw: str, printed: str) -> FieldValue | None:
+    if raw in NOT_AVAILABLE:
+        return None
+    if name == "health":
+        return raw
+    number = _float(raw, where=printed)
+    if name == "mem_total_bytes":
+        return int(number) * MIB or None  # a 0 MB capacity: no memory of that kind
+    return number
+
+
+def die_id(text: str, chip: int) -> str | None:
+    """The chip's die ID from `npu-smi info -t board -i N -c C`, groups joined by '-'."""
+    values = parse_key_values(text).of_chip(chip, alone=True)
+    for name in DIE_ID_KEYS:
+        raw = values.get(key(name), "")
+        if raw and raw not in NOT_AVAILABLE:
+            return "-".join(raw.split())
+    return None
+
+
+# --- the source --------------------------------------------------------------------------------
+
+
+def _unsupported(exc: ToolError) -> bool:
+    return exc.kind == "exit" and "not support" in exc.problem.lower()
+
+
+class NpuSmiSource(ToolSource):
+    """A host's Ascend NPUs. `usages=True` also runs `-t usages -i N` for every NPU on every
+    poll, for the fields the summary never has (mem_util_pct, aicpu_util_pct, ctrl_cpu_util_pct)."""
+
+    vendor = "huawei"
+
+    def __init__(
+        self,
+        tags: Mapping[str, str],
+        command: str = "npu-smi",
+        timeout_s: float = 10.0,
+        *,
+        usages: bool = False,
+    ) -> None:
+        super().__init__(tags, command, timeout_s)
+        self.usages = usages
+        self.unsupported: set[tuple[int, str]] = set()  # (NPU, detail type) never asked again
+        self._uuids: dict[tuple[int, int], str | None] = {}  # None: board prints no die ID
+
+    async def read(self) -> list[Reading]:
+        chips = await self.tool.read(parse_summary, "info")
+        by_npu: dict[int, list[ChipSummary]] = {}
+        for chip in chips:
+            by_npu.setdefault(chip.npu, []).append(chip)
+        for npu, members in by_npu.items():
+            for kind in self._detail_types(npu, members):
+                await self._fill(npu, kind, members)
+            for chip in members:
+                if (npu, chip.chip) not in self._uuids:
+                    await self._identify(npu, chip.chip)
+        return [self._reading(chip, several=len(by_npu[chip.npu]) > 1) for chip in chips]
+
+    def _detail_types(self, npu: int, members: Iterable[ChipSummary]) -> list[str]:
+        kinds = ["usages"] if self.usages else []
+        for name in sorted({name for chip in members for name in chip.missing}):
+            for kind, offers in DETAIL_TYPES.items():
+                if name in offers and (npu, kind) not in self.unsupported:
+                    if kind not in kinds:
+                        kinds.append(kind)
+                    break
+        return [kind for kind in kinds if (npu, kind) not in self.unsupported]
+
+    async def _fill(self, npu: int, kind: str, members: list[ChipSummary]) -> None:
+        args = ("info", "-t", kind, "-i", str(npu))
+        command = self.tool.command(args)
+        try:
+            found = await self.tool.read(
+                partial(detail_fields, chips=[chip.chip for chip in members]), *args
+            )
+        except ToolError as exc:
+            if _unsupported(exc):
+                self.unsupported.add((npu, kind))
+                self.warn(command, f"{exc}; not asked again")
+            else:
+                self.warn(command, str(exc))
+            return
+        self.recovered(command)
+        offers = DETAIL_TYPES[kind]
+        if not any(name in found[chip.chip] for chip in members for name in offers):
+            self.unsupported.add((npu, kind))
+            keys = ", ".join(k for name in offers for k in DETAIL_KEYS[name])
+            self.warn(command, f"{command}: prints none of {keys}; not asked again")
+            return
+        for chip in members:
+            for name, value in found[chip.chip].items():
+                fills_gap = name in chip.missing or name not in SUMMARY_FIELDS
+                if name in offers and fills_gap and value is not None:
+                    chip.fields.setdefault(name, value)
+
+    async def _identify(self, npu: int, chip: int) -> None:
+        args = ("info", "-t", "board", "-i", str(npu), "-c", str(chip))
+        command = self.tool.command(args)
+        try:
+            self._uuids[(npu, chip)] = await self.tool.read(partial(die_id, chip=chip), *args)
+        except ToolError as exc:
+            if _unsupported(exc):
+                self._uuids[(npu, chip)] = None
+                self.warn(command, f"{exc}; samples carry no uuid")
+            else:
+                self.warn(command, str(exc))  # asked again next poll
+            return
+        self.recovered(command)
+        if self._uuids[(npu, chip)] is None:
+            self.warn(command, f"{command}: prints no die ID; samples carry no uuid")
+
+    def _reading(self, chip: ChipSummary, several: bool) -> Reading:
+        fields = dict(chip.fields)
+        if "health" in fields:
+            fields["healthy"] = fields["health"] == "OK"
+        return Reading(
+            index=str(chip.npu),
+            model=chip.model,
+            fields=fields,
+            chip=str(chip.chip) if several else None,
+            uuid=self._uuids.get((chip.npu, chip.chip)),
+        )

@@ -1,0 +1,401 @@
+"""Huawei Ascend source: npu-smi parsers on real outputs, and the source through a real subprocess.
+
+Every recording in tests/data/npu_smi/ is a real npu-smi output; its .source file names the
+Huawei documentation page or the public issue it was copied from. The expected values below are
+read off those recordings (the row or key named in each comment). The only made-up tool answers
+are the failures the error tests need: an exit with a message, garbage, a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from agent.accelerators.npu_smi import (
+    MIB,
+    NpuSmiSource,
+    detail_fields,
+    die_id,
+    parse_summary,
+)
+from agent.accelerators.tool_source import OutputError, ToolError
+from telemetry.lineproto import encode, parse_line
+from telemetry.sample import Sample
+
+DATA = Path(__file__).parent / "data" / "npu_smi"
+HOST_TAGS = {"host": "npu-node-01", "site": "qiyang-a1", "room": "hall-1", "row": "B", "rack": ""}
+# npu-smi's wording for a query a card cannot answer, as it prints it for "-t topo"
+UNSUPPORTED = "This device does not support querying {}.\n"
+
+
+def recording(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+# --- the summary table -------------------------------------------------------------------------
+
+
+def test_910b3_summary_reads_hbm_power_temperature_and_aicore_of_eight_npus() -> None:
+    chips = parse_summary(recording("info_910b3_x8.txt"))
+    assert [(chip.npu, chip.chip, chip.model) for chip in chips] == [
+        (npu, 0, "910B3") for npu in range(8)
+    ]
+    first, last = chips[0], chips[7]
+    # | 0 910B3 | OK | 124.9 41 0 / 0 |  and  | 0 | 0000:C1:00.0 | 27 0 / 0 59718/ 65536 |
+    assert first.fields == {
+        "health": "OK",
+        "power_w": 124.9,
+        "temp_c": 41.0,
+        "util_pct": 27.0,
+        "mem_used_bytes": 59718 * MIB,
+        "mem_total_bytes": 65536 * MIB,
+    }
+    assert (last.fields["power_w"], last.fields["mem_used_bytes"]) == (128.6, 59715 * MIB)
+    assert all(not chip.missing for chip in chips)
+    assert all(isinstance(chip.fields["mem_total_bytes"], int) for chip in chips)
+
+
+def test_old_910a_layout_without_hugepages_takes_hbm_not_the_control_cpu_ddr() -> None:
+    chips = parse_summary(recording("info_910a_x8.txt"))
+    assert len(chips) == 8
+    # | 3 910A | OK | 65.7 37 |  and  | 0 | 0000:01:00.0 | 0 3168 / 15088 0 / 32768 |
+    assert chips[3].fields == {
+        "health": "OK",
+        "power_w": 65.7,
+        "temp_c": 37.0,
+        "util_pct": 0.0,
+        "mem_used_bytes": 0,
+        "mem_total_bytes": 32768 * MIB,
+    }
+
+
+def test_a3_prints_the_npu_power_on_chip_zero_only() -> None:
+    chips = parse_summary(recording("info_a3_x16.txt"))
+    assert [(chip.npu, chip.chip) for chip in chips] == [(n, c) for n in range(8) for c in (0, 1)]
+    chip0, chip1 = chips[14], chips[15]  # NPU 7: power 184.2 on chip 0, "-" on chip 1
+    assert chip0.fields["power_w"] == 184.2
+    assert "power_w" not in chip1.fields
+    assert "power_w" not in chip1.missing  # "-" is not NA: nothing to ask for
+    assert (chip1.fields["temp_c"], chip1.fields["mem_used_bytes"]) == (38.0, 3201 * MIB)
+
+
+def test_310p3_duo_two_chips_of_one_npu_with_power_not_available() -> None:
+    chips = parse_summary(recording("info_310p3_duo.txt"))
+    assert [(chip.npu, chip.chip, chip.model) for chip in chips] == [
+        (2, 0, "310P3"),
+        (2, 1, "310P3"),
+    ]
+    assert all(chip.missing == {"power_w"} for chip in chips)
+    # | 1 1 | 0000:01:00.0 | 0 1412 / 43693 |: no HBM column, so Memory-Usage is the device's
+    assert chips[1].fields == {
+        "health": "OK",
+        "temp_c": 43.0,
+        "util_pct": 0.0,
+        "mem_used_bytes": 1412 * MIB,
+        "mem_total_bytes": 43693 * MIB,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "no '| NPU Name | Health | ...'"),
+        ("Segmentation fault\n", "no '| NPU Name | Health | ...'"),
+        (
+            recording("info_310b.txt").replace("7.6          42", "7.6           "),
+            "line 7: 2 values",
+        ),
+        (
+            recording("info_310b.txt").replace("| 0       0  ", "| x       0  "),
+            "line 8: 'x       0'",
+        ),
+        (recording("info_310b.txt").replace("1003 / 10810", "1003 / 10k10"), "'used / total'"),
+        ("\n".join(recording("info_310b.txt").splitlines()[:7]), "line 7: a chip's first row"),
+    ],
+)
+def test_malformed_summary_is_an_error_that_says_where(text: str, problem: str) -> None:
+    with pytest.raises(OutputError, match=re.escape(problem)):
+        parse_summary(text)
+
+
+# --- detail outputs (npu-smi info -t TYPE -i N [-c C]) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "chips", "expected"),
+    [
+        (
+            "usages_i0_310b.txt",
+            [0],
+            {
+                "util_pct": 0.0,
+                "mem_util_pct": 0.0,  # Memory Bandwidth Usage Rate(%), not Memory Usage Rate 35
+                "aicpu_util_pct": 0.0,
+                "ctrl_cpu_util_pct": 1.0,
+                "mem_total_bytes": 10810 * MIB,
+            },
+        ),
+        (
+            "usages_i0_c0_310b.txt",  # tab-indented, no Chip ID line
+            [0],
+            {
+                "util_pct": 0.0,
+                "mem_util_pct": 1.0,
+                "aicpu_util_pct": 9.0,
+                "ctrl_cpu_util_pct": 86.0,
+                "mem_total_bytes": 10810 * MIB,
+            },
+        ),
+        ("power_i0_310b.txt", [0], {"power_w": 9.1}),  # not the MCU's card power 16.9
+        ("power_i0_c0_310b.txt", [0], {"power_w": 9.1}),
+        ("temp_i0_310b.txt", [0], {"temp_c": 50.0}),  # "Temperature (C)"; MCU sensors left out
+        ("temp_i0_c0_310b.txt", [0], {"temp_c": 50.0}),
+        ("health_i0_310b.txt", [0], {"health": "OK"}),
+        ("health_i0_c0_310b.txt", [0], {"health": "OK"}),  # "Health Status"
+        ("memory_i0_310b.txt", [0], {"mem_total_bytes": 10810 * MIB}),  # Capacity, not Total
+    ],
+)
+def test_detail_outputs_give_schema_fields(
+    name: str, chips: list[int], expected: Mapping[str, object]
+) -> None:
+    assert detail_fields(recording(name), chips) == {chips[0]: expected}
+
+
+def test_detail_output_of_several_chips_is_split_by_chip_id() -> None:
+    text = recording("temp_i0_310b.txt")
+    assert detail_fields(text, [0, 1]) == {0: {"temp_c": 50.0}, 1: {}}
+
+
+def test_board_gives_the_die_id_as_uuid() -> None:
+    # Die ID : V1,010A88C4 00A1A210 00000000 00000000 00180000
+    uuid = die_id(recording("board_i0_c0_310b.txt"), chip=0)
+    assert uuid == "V1,010A88C4-00A1A210-00000000-00000000-00180000"
+
+
+def test_detail_garbage_is_an_error_that_says_where() -> None:
+    with pytest.raises(OutputError, match="line 2: 'this is not npu-smi' is not 'key : value'"):
+        detail_fields("Chip ID : 0\nthis is not npu-smi\n", [0])
+    with pytest.raises(OutputError, match="'many' is not a number"):
+        detail_fields("Aicore Usage Rate(%) : many\n", [0])
+
+
+# --- the source, through a real subprocess -----------------------------------------------------
+
+
+class FakeNpuSmi:
+    """tests/data/npu_smi/npu-smi on PATH, answering from a scenario directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def answer(self, command: str, recording_name: str) -> None:
+        shutil.copy(DATA / recording_name, self._file(command, "txt"))
+
+    def fail(self, command: str, stderr: str) -> None:
+        self._file(command, "fail").write_text(stderr)
+
+    def garbage(self, command: str, text: str) -> None:
+        self._file(command, "txt").write_text(text)
+
+    def hang(self, command: str) -> None:
+        self._file(command, "hang").touch()
+
+    def calls(self) -> list[str]:
+        path = self.directory / "calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def _file(self, command: str, suffix: str) -> Path:
+        return self.directory / f"{'_'.join(command.split())}.{suffix}"
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeNpuSmi:
+    monkeypatch.setenv("PATH", f"{DATA}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_NPU_SMI_DIR", str(tmp_path))
+    return FakeNpuSmi(tmp_path)
+
+
+def only(samples: list[Sample]) -> Sample:
+    assert len(samples) == 1
+    return samples[0]
+
+
+async def test_atlas_200i_a2_poll_with_usages_and_die_id(fake: FakeNpuSmi) -> None:
+    fake.answer("info", "info_310b.txt")
+    fake.answer("info -t board -i 0 -c 0", "board_i0_c0_310b.txt")
+    fake.answer("info -t usages -i 0", "usages_i0_310b.txt")
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5, usages=True)
+
+    sample = only(await source.collect())
+
+    assert sample.measurement == "accelerator"
+    assert dict(sample.tags) == {
+        "host": "npu-node-01",
+        "site": "qiyang-a1",
+        "room": "hall-1",
+        "row": "B",
+        "vendor": "huawei",
+        "model": "310B",
+        "index": "0",
+        "uuid": "V1,010A88C4-00A1A210-00000000-00000000-00180000",
+    }
+    assert dict(sample.fields) == {
+        "health": "OK",
+        "healthy": True,
+        "power_w": 7.6,  # the summary's values win over the detail's (util 0, capacity 10810)
+        "temp_c": 42.0,
+        "util_pct": 0.0,
+        "mem_used_bytes": 1003 * MIB,
+        "mem_total_bytes": 10810 * MIB,
+        "mem_util_pct": 0.0,
+        "aicpu_util_pct": 0.0,
+        "ctrl_cpu_util_pct": 1.0,
+    }
+    assert parse_line(encode(sample)) == sample
+
+    second = only(await source.collect())
+    assert second.tags == sample.tags
+    assert fake.calls() == [
+        "info",
+        "info -t usages -i 0",
+        "info -t board -i 0 -c 0",
+        "info",
+        "info -t usages -i 0",
+    ]
+    assert not source.failures
+
+
+async def test_eight_910b3_npus_need_no_detail_command(fake: FakeNpuSmi) -> None:
+    fake.answer("info", "info_910b3_x8.txt")
+    for npu in range(8):
+        fake.fail(f"info -t board -i {npu} -c 0", "Permission denied\n")
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5)
+
+    samples = await source.collect()
+
+    assert [s.tags["index"] for s in samples] == [str(npu) for npu in range(8)]
+    assert all("chip" not in s.tags and "uuid" not in s.tags for s in samples)
+    assert [s.fields["util_pct"] for s in samples] == [
+        27.0,
+        29.0,
+        29.0,
+        29.0,
+        30.0,
+        29.0,
+        29.0,
+        29.0,
+    ]
+    assert len({s.time_ns for s in samples}) == 1
+    # a failed board query is counted, costs the poll nothing, and is tried again next poll
+    assert source.failures == {"exit": 8}
+    await source.collect()
+    assert fake.calls().count("info -t board -i 7 -c 0") == 2
+    assert not any(" -t usages" in call or " -t power" in call for call in fake.calls())
+
+
+async def test_power_na_asks_the_detail_once_and_invents_nothing(fake: FakeNpuSmi) -> None:
+    fake.answer("info", "info_310p3_duo.txt")
+    fake.fail("info -t power -i 2", UNSUPPORTED.format("power"))
+    for chip in (0, 1):
+        fake.fail(f"info -t board -i 2 -c {chip}", UNSUPPORTED.format("board"))
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5)
+
+    first = await source.collect()
+    second = await source.collect()
+
+    assert [(s.tags["index"], s.tags["chip"]) for s in first] == [("2", "0"), ("2", "1")]
+    assert all("power_w" not in s.fields and "uuid" not in s.tags for s in first + second)
+    assert first[0].fields["mem_total_bytes"] == 44280 * MIB
+    assert fake.calls() == [
+        "info",
+        "info -t power -i 2",
+        "info -t board -i 2 -c 0",
+        "info -t board -i 2 -c 1",
+        "info",
+    ]
+    assert source.unsupported == {(2, "power")}
+
+
+async def test_a3_chip_one_power_is_not_fetched_and_not_doubled(fake: FakeNpuSmi) -> None:
+    fake.answer("info", "info_a3_x16.txt")
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5)
+
+    samples = await source.collect()
+
+    assert len(samples) == 16
+    assert sum(1 for s in samples if "power_w" in s.fields) == 8
+    assert not any(" -t power" in call for call in fake.calls())
+    assert {s.tags["chip"] for s in samples} == {"0", "1"}
+
+
+async def test_garbled_detail_output_is_counted_and_the_poll_goes_on(fake: FakeNpuSmi) -> None:
+    fake.answer("info", "info_310b.txt")
+    fake.answer("info -t board -i 0 -c 0", "board_i0_c0_310b.txt")
+    fake.garbage("info -t usages -i 0", "\x00\x01 binary junk\n")
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5, usages=True)
+
+    sample = only(await source.collect())
+
+    assert "aicpu_util_pct" not in sample.fields
+    assert sample.fields["power_w"] == 7.6
+    assert source.failures == {"output": 1}
+
+
+async def test_missing_binary_fails_the_poll_and_the_source_recovers(
+    fake: FakeNpuSmi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.answer("info", "info_310b.txt")
+    fake.answer("info -t board -i 0 -c 0", "board_i0_c0_310b.txt")
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", path.replace(f"{DATA}{os.pathsep}", ""))
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5)
+
+    with pytest.raises(ToolError, match=r"^npu-smi info: 'npu-smi' not found$") as caught:
+        await source.collect()
+    assert caught.value.kind == "missing"
+    assert source.failures == {"missing": 1}
+
+    monkeypatch.setenv("PATH", path)
+    assert only(await source.collect()).fields["temp_c"] == 42.0
+
+
+async def test_exit_status_with_message_names_command_and_message(fake: FakeNpuSmi) -> None:
+    fake.fail("info", "dcmi module initialize failed. ret is -8005\n")
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5)
+
+    with pytest.raises(ToolError) as caught:
+        await source.collect()
+
+    assert (
+        str(caught.value)
+        == "npu-smi info: exit status 1: dcmi module initialize failed. ret is -8005"
+    )
+    assert source.failures == {"exit": 1}
+
+
+async def test_garbage_summary_is_an_output_error(fake: FakeNpuSmi) -> None:
+    fake.garbage("info", "Segmentation fault\n")
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5)
+
+    with pytest.raises(ToolError, match=r"^npu-smi info: unparseable output: no '") as caught:
+        await source.collect()
+
+    assert caught.value.kind == "output"
+
+
+async def test_hung_tool_is_killed_after_the_timeout(fake: FakeNpuSmi) -> None:
+    fake.hang("info")
+    source = NpuSmiSource(HOST_TAGS, timeout_s=0.5)
+
+    with pytest.raises(ToolError, match=r"^npu-smi info: no answer within 0.5 s; killed$"):
+        await source.collect()
+
+    pid = int((fake.directory / "hung.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped, not left running
+    assert source.failures == {"timeout": 1}
