@@ -1,0 +1,256 @@
+"""MQTT device payloads: topic patterns, JSON / number / line protocol mapping, bad payloads,
+and the config checks that catch a mapping mistake at load, with file and line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.config import AgentConfig
+from agent.mqtt_devices.config import MqttDevicesConfig, Subscription
+from agent.mqtt_devices.fields import BadPayload
+from agent.mqtt_devices.payloads import SubscriptionDecoder
+from agent.mqtt_devices.topics import TopicPattern
+from agent.profile import builtin_profiles
+from telemetry import config
+from telemetry.config import ConfigError
+
+NOW_NS = 1_790_000_000_000_000_000
+
+CRAH = {
+    "topic": "bms/{building}/{room}/crah/{unit}/telemetry",
+    "format": "json",
+    "measurement": "cooling",
+    "device": "crah-{room}-{unit}",
+    "tags": {"vendor": "stulz", "model": "CyberAir 3PRO"},
+    "devices": {"crah-hall-1-01": {"row": "A", "rack": "A00"}},
+    "fields": {
+        "supply_air_c": {"path": "temperatures.supply", "unit": "fahrenheit"},
+        "return_air_c": {"path": "temperatures.return", "unit": "fahrenheit"},
+        "fan_speed_pct": {"path": "fans[0].speed", "unit": "fraction"},
+        "cooling_output_w": {"path": "capacity_kw", "unit": "kilowatt"},
+        "water_flow_lpm": {"path": "flow", "scale": 0.1},
+        "operating_state": {"path": "mode", "type": "enum", "enum": {"0": "off", "1": "on"}},
+        "filter_runtime_s": {"path": "filter_hours", "unit": "hour", "absent": [-1]},
+    },
+    "timestamp": {"path": "ts", "format": "unix_ms"},
+}
+
+GOOD_JSON = (
+    b'{"ts": 1790000000123, "temperatures": {"supply": 64.4, "return": 86},'
+    b' "fans": [{"speed": 0.55}], "capacity_kw": 41.5, "flow": 1234, "mode": 1,'
+    b' "filter_hours": -1}'
+)
+
+
+def decoder(**overrides: object) -> SubscriptionDecoder:
+    return SubscriptionDecoder(Subscription.model_validate(CRAH | overrides), "qiyang-a1")
+
+
+def test_topic_pattern_gives_the_filter_and_the_named_levels() -> None:
+    pattern = TopicPattern.parse("bms/{site}/+/crah/{unit}/#")
+    assert pattern.filter == "bms/+/+/crah/+/#"
+    assert pattern.match("bms/a1/x/crah/07/telemetry/fast") == {"site": "a1", "unit": "07"}
+    assert pattern.match("bms/a1/x/crah/07") == {"site": "a1", "unit": "07"}  # '#' takes none
+    assert pattern.match("bms/a1/x/pdu/07/telemetry") is None
+    assert pattern.match("bms/a1/x/crah") is None
+    exact = TopicPattern.parse("modbus/{device}/supply")
+    assert exact.match("modbus/crah-1/supply/extra") is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("bms/crah-{unit}/x", "must be a whole level"),
+        ("bms/#/x", "'#' must be the last level"),
+        ("bms/{unit}/{unit}", "appears twice"),
+        ("bms/a+b", "must be a whole level"),
+        ("", "empty"),
+    ],
+)
+def test_bad_topic_patterns_are_refused(pattern: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        TopicPattern.parse(pattern)
+
+
+def test_json_crah_lands_in_cooling_with_converted_units_and_its_own_time() -> None:
+    captures = decoder().pattern.match("bms/b1/hall-1/crah/01/telemetry")
+    assert captures is not None
+    (sample,) = decoder().decode(captures, GOOD_JSON, NOW_NS)
+    assert sample.measurement == "cooling"
+    assert dict(sample.tags) == {
+        "site": "qiyang-a1",
+        "building": "b1",
+        "room": "hall-1",
+        "unit": "01",
+        "vendor": "stulz",
+        "model": "CyberAir 3PRO",
+        "row": "A",
+        "rack": "A00",
+        "device": "crah-hall-1-01",
+    }
+    assert dict(sample.fields) == {
+        "supply_air_c": 18.0,
+        "return_air_c": 30.0,
+        "fan_speed_pct": 55.0,
+        "cooling_output_w": 41500.0,
+        "water_flow_lpm": 123.4,
+        "operating_state": "on",
+    }  # filter_hours -1 is the sentinel for "no reading": no field
+    assert sample.time_ns == 1_790_000_000_123_000_000
+
+
+def test_json_fields_have_the_types_the_snmp_profile_gives_them() -> None:
+    """A CRAH over MQTT and an InRow over SNMP write the same field types into `cooling`."""
+    profile = builtin_profiles()["apc_inrow"]
+    snmp_types = {
+        name: spec.type for group in profile.scalars for name, spec in group.fields.items()
+    }
+    captures = {"building": "b", "room": "r", "unit": "1"}
+    (sample,) = decoder().decode(captures, GOOD_JSON.replace(b"-1}", b"12}"), NOW_NS)
+    python_type = {"gauge": float, "enum": str, "string": str, "counter": int, "bool": bool}
+    compared = [name for name in sample.fields if name in snmp_types]
+    assert len(compared) >= 5
+    for name in compared:
+        assert type(sample.fields[name]) is python_type[snmp_types[name]], name
+
+
+def test_iso8601_timestamps_and_seconds() -> None:
+    iso = decoder(timestamp={"path": "at", "format": "iso8601"})
+    (sample,) = iso.decode({}, b'{"at": "2026-09-21T12:00:00+02:00", "flow": 5}', NOW_NS)
+    assert sample.time_ns == int(datetime(2026, 9, 21, 10, tzinfo=UTC).timestamp()) * 10**9
+    seconds = decoder(timestamp={"path": "at", "format": "unix_s"})
+    (sample,) = seconds.decode({}, b'{"at": 1790000000.5, "flow": 5}', NOW_NS)
+    assert sample.time_ns == 1_790_000_000_500_000_000
+    (sample,) = seconds.decode({}, b'{"flow": 5}', NOW_NS)  # no time in the message: now
+    assert sample.time_ns == NOW_NS
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b'{"flow": 12', "invalid JSON"),
+        (b"\xff\xfe", "invalid UTF-8"),
+        (b"[1, 2]", "expected a JSON object, got list"),
+        (b'{"other": 1}', "none of the mapped fields"),
+        (b'{"flow": "fast"}', "water_flow_lpm: expected a number, got 'fast'"),
+        (b'{"flow": true}', "water_flow_lpm: expected a number, got a boolean"),
+        (b'{"flow": [1]}', "water_flow_lpm: expected a single value, got a list"),
+        (b'{"flow": 1, "ts": 1790000000}', "is not between 2000 and 2100 as unix_ms"),
+        (b'{"flow": 1, "ts": "noon"}', "timestamp ts: expected a number"),
+    ],
+)
+def test_bad_json_payloads_say_why(payload: bytes, problem: str) -> None:
+    with pytest.raises(BadPayload, match=problem):
+        decoder().decode({"room": "r", "unit": "1"}, payload, NOW_NS)
+
+
+def test_numeric_strings_are_read_as_numbers() -> None:
+    (sample,) = decoder().decode({}, b'{"flow": "250"}', NOW_NS)
+    assert sample.fields["water_flow_lpm"] == 25.0
+
+
+def test_plain_numbers_with_a_field_level() -> None:
+    numbers = Subscription.model_validate(
+        {
+            "topic": "modbus/{device}/{field}",
+            "format": "number",
+            "measurement": "cooling",
+            "tags": {"room": "hall-2"},
+            "fields": {
+                "supply_air_c": {"path": "supply_temp", "scale": 0.1},
+                "operating_state": {"path": "run", "type": "enum", "enum": {"0": "off", "1": "on"}},
+            },
+        }
+    )
+    mapper = SubscriptionDecoder(numbers, "a1")
+    (sample,) = mapper.decode({"device": "crah-7", "field": "supply_temp"}, b" 215\n", NOW_NS)
+    assert dict(sample.fields) == {"supply_air_c": 21.5}
+    assert dict(sample.tags) == {"site": "a1", "device": "crah-7", "room": "hall-2"}
+    (sample,) = mapper.decode({"device": "crah-7", "field": "run"}, b"1", NOW_NS)
+    assert dict(sample.fields) == {"operating_state": "on"}
+    assert mapper.decode({"device": "crah-7", "field": "unmapped_register"}, b"7", NOW_NS) == []
+    with pytest.raises(BadPayload, match="expected a number"):
+        mapper.decode({"device": "crah-7", "field": "supply_temp"}, b"n/a", NOW_NS)
+
+
+def test_line_protocol_keeps_good_lines_and_reports_the_bad_one() -> None:
+    lines = Subscription.model_validate(
+        {"topic": "gateways/{gateway}/influx", "format": "line_protocol", "tags": {"room": "h1"}}
+    )
+    mapper = SubscriptionDecoder(lines, "a1")
+    payload = (
+        b"cooling,device=crah-1 supply_air_c=18.5 1790000000000000000\n"
+        b"cooling,device=crah-2 supply_air_c=\n"
+        b"cooling,device=crah-3,room=h2 supply_air_c=19.0\n"
+    )
+    with pytest.raises(BadPayload, match="line 2: field 'supply_air_c' has no value") as caught:
+        mapper.decode({"gateway": "gw1"}, payload, NOW_NS)
+    first, third = caught.value.kept
+    assert dict(first.tags) == {"site": "a1", "gateway": "gw1", "room": "h1", "device": "crah-1"}
+    assert first.time_ns == 1_790_000_000_000_000_000
+    assert third.tags["room"] == "h2"  # the line's own tag wins
+    assert third.time_ns == NOW_NS
+
+
+AGENT_WITH_DEVICES = """\
+agent: {name: a1, site: qiyang-a1}
+mqtt_devices:
+  broker: {host: 127.0.0.1, port: 1883}
+  subscriptions:
+    - topic: bms/{room}/crah/{unit}
+      format: json
+      measurement: cooling
+      device: crah-{unit}-{hall}
+      fields:
+        supply_air_c: {path: supply, unit: fahrenheit}
+        fan_speed_pct: {path: fan, unit: kilowatt}
+        runs_total: {type: counter}
+        return_air_c: {path: return, type: counter}
+    - topic: influx/{gw}
+      format: line_protocol
+      measurement: cooling
+  sparkplug:
+    mappings:
+      - measurement: cooling
+        name: "{edge_node}-{device}-{rack}"
+"""
+
+
+def test_mapping_mistakes_are_found_at_load_with_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(AGENT_WITH_DEVICES, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, AgentConfig)
+    at = f"{path}:"
+    assert str(caught.value).splitlines() == [
+        f"{at}8: mqtt_devices.subscriptions[0].device: {{hall}} is not a named level here; "
+        "known: room, unit",
+        f"{at}11: mqtt_devices.subscriptions[0].fields.fan_speed_pct: unit 'kilowatt' does not "
+        "convert to 'fan_speed_pct' (_pct); known for _pct: percent, fraction, permille",
+        f"{at}12: mqtt_devices.subscriptions[0].fields.runs_total.path: format json needs the "
+        "value's path",
+        f"{at}13: mqtt_devices.subscriptions[0].fields.return_air_c: 'return_air_c' has a unit, "
+        "so it is a gauge (float); counters end in _total",
+        f"{at}16: mqtt_devices.subscriptions[1].measurement: line protocol carries its own; "
+        "leave this out",
+        f"{at}20: mqtt_devices.sparkplug.mappings[0].name: {{rack}} is not a named level here; "
+        "known: device, edge_node, group",
+    ]
+
+
+def test_a_section_without_subscriptions_is_refused() -> None:
+    assert MqttDevicesConfig().problems() == [
+        ((), "subscribe to something: subscriptions: or sparkplug:")
+    ]
+
+
+def test_the_schema_example_round_trips_through_yaml() -> None:
+    """The CRAH mapping above, as YAML, loads to the same subscription."""
+    text = yaml.safe_dump({"subscriptions": [CRAH]})
+    loaded = MqttDevicesConfig.model_validate(yaml.safe_load(text))
+    assert loaded.problems() == []
+    assert loaded.subscriptions[0] == Subscription.model_validate(CRAH)
