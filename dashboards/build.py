@@ -1,0 +1,1058 @@
+"""rackwatch's Grafana dashboards, as code. `python -m dashboards.build` writes dashboards/json/.
+
+Every query is InfluxQL (InfluxDB 1.x; 2.x through DBRP mappings; 3.x) with Grafana's macros
+`$timeFilter` and `$__interval`, and tag filters as `"site" =~ /^$site$/`, so "All" (`.*`)
+and several values (`(a|b)`) both work. Measurements and fields: docs/schema.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dashboards.grafana import GREEN_YELLOW_RED, PLAIN, Dashboard, Panel, Query, Row, Variable
+
+OUT = Path(__file__).resolve().parent / "json"
+
+# --- query helpers ---------------------------------------------------------------------------
+
+
+def where(filters: Sequence[str]) -> str:
+    """$timeFilter and one regex match per tag, each against the variable of the same name."""
+    return "$timeFilter" + "".join(f' AND "{tag}" =~ /^${tag}$/' for tag in filters)
+
+
+def over_time(select: str, measurement: str, filters: Sequence[str], by: Sequence[str] = ()) -> str:
+    group = ", ".join(["time($__interval)", *(f'"{tag}"' for tag in by)])
+    return (
+        f'SELECT {select} FROM "{measurement}" WHERE {where(filters)} GROUP BY {group} fill(none)'
+    )
+
+
+def latest(select: str, measurement: str, filters: Sequence[str], by: Sequence[str] = ()) -> str:
+    group = f" GROUP BY {', '.join(f'{chr(34)}{tag}{chr(34)}' for tag in by)}" if by else ""
+    return f'SELECT {select} FROM "{measurement}" WHERE {where(filters)}{group}'
+
+
+def events(measurement: str, filters: Sequence[str], limit: int = 100) -> Query:
+    """The latest points of an event measurement, every field, newest first."""
+    return Query(
+        f'SELECT * FROM "{measurement}" WHERE {where(filters)} ORDER BY time DESC LIMIT {limit}',
+        table=True,
+    )
+
+
+def tag_values(key: str, filters: Sequence[str], measurement: str = "") -> Variable:
+    """A variable of one tag's values; `measurement` may be a regex (`/^pdu/`)."""
+    quoted = measurement if measurement.startswith("/") else f'"{measurement}"'
+    source = f" FROM {quoted}" if measurement else ""
+    condition = " AND ".join(f'"{tag}" =~ /^${tag}$/' for tag in filters)
+    query = f'SHOW TAG VALUES{source} WITH KEY = "{key}"' + (
+        f" WHERE {condition}" if condition else ""
+    )
+    return Variable(key, key.capitalize(), query)
+
+
+SITE = tag_values("site", ())
+ROOM = tag_values("room", ("site",))
+ROW = tag_values("row", ("site", "room"))
+RACK = tag_values("rack", ("site", "room", "row"))
+PLACE = ("site", "room", "row", "rack")
+
+UP_DOWN = {"true": "green", "false": "red"}
+COOLING_STATES = {"on": "green", "standby": "blue", "off": "red"}
+UPS_SOURCES = {"normal": "green", "bypass": "yellow", "battery": "red", "none": "red"}
+LOAD_STATES = {
+    "low_load": "blue",
+    "normal": "green",
+    "near_overload": "orange",
+    "overload": "red",
+}
+OUTLET_STATES = {"on": "green", "off": "red", "rebooting": "yellow", "unknown": "gray"}
+INLET_C = ((None, "green"), (27.0, "orange"), (32.0, "red"))  # ASHRAE recommended: up to 27 C
+
+
+# --- hub overview ----------------------------------------------------------------------------
+
+
+def hub_overview() -> Dashboard:
+    site = ("site",)
+    return Dashboard(
+        "rackwatch-hub",
+        "rackwatch / Hub overview",
+        "Per site: IT power against capacity, PUE, the hottest racks, cooling and UPS status, "
+        "accelerator utilization and alerts.",
+        [SITE],
+        [
+            Row("Power"),
+            Panel(
+                "IT power",
+                "stat",
+                [Query(over_time('mean("power_w")', "site_power", site, ["site"]), "$tag_site")],
+                unit="watt",
+                width=6,
+                height=5,
+                description="Sum of the racks' A and B feeds (roll-up `site_power.power_w`).",
+            ),
+            Panel(
+                "Power against capacity",
+                "gauge",
+                [
+                    Query(
+                        over_time('mean("capacity_pct")', "site_power", site, ["site"]),
+                        "$tag_site",
+                    )
+                ],
+                unit="percent",
+                width=6,
+                height=5,
+                min=0,
+                max=100,
+                thresholds=GREEN_YELLOW_RED,
+                description="IT power as a share of the racks' derated capacity.",
+            ),
+            Panel(
+                "PUE",
+                "stat",
+                [Query(over_time('mean("pue")', "pue", site, ["site"]), "$tag_site")],
+                width=6,
+                height=5,
+                decimals=2,
+                thresholds=((None, "green"), (1.5, "yellow"), (2.0, "red")),
+                description="Facility power over IT power, from the inventory's meters.",
+            ),
+            Panel(
+                "Stranded capacity",
+                "stat",
+                [Query(over_time('mean("stranded_w")', "site_power", site, ["site"]), "$tag_site")],
+                unit="watt",
+                width=6,
+                height=5,
+                thresholds=((None, "blue"),),
+                description="Provisioned but never drawn: capacity minus each rack's peak.",
+            ),
+            Panel(
+                "IT power and capacity",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("power_w") AS "power", mean("capacity_w") AS "capacity"',
+                            "site_power",
+                            site,
+                            ["site"],
+                        ),
+                        "$tag_site $col",
+                    )
+                ],
+                unit="watt",
+                min=0,
+            ),
+            Panel(
+                "Rows against capacity",
+                "bargauge",
+                [
+                    Query(
+                        over_time('mean("capacity_pct")', "row_power", site, ["room", "row"]),
+                        "$tag_room / row $tag_row",
+                    )
+                ],
+                unit="percent",
+                min=0,
+                max=100,
+                thresholds=GREEN_YELLOW_RED,
+            ),
+            Row("Cooling and UPS"),
+            Panel(
+                "Hottest rack inlets",
+                "table",
+                [
+                    Query(
+                        latest(
+                            'last("rack_inlet_c") AS "inlet_c"',
+                            "cooling",
+                            site,
+                            ["room", "row", "rack", "device"],
+                        ),
+                        table=True,
+                    )
+                ],
+                unit="celsius",
+                width=8,
+                thresholds=INLET_C,
+                options={"sortBy": [{"displayName": "inlet_c", "desc": True}]},
+            ),
+            Panel(
+                "Cooling units",
+                "state-timeline",
+                [
+                    Query(
+                        over_time('last("operating_state")', "cooling", site, ["device"]),
+                        "$tag_device",
+                    )
+                ],
+                width=8,
+                states=COOLING_STATES,
+            ),
+            Panel(
+                "UPS output source",
+                "state-timeline",
+                [Query(over_time('last("output_source")', "ups", site, ["device"]), "$tag_device")],
+                width=8,
+                states=UPS_SOURCES,
+            ),
+            Row("Accelerators and alerts"),
+            Panel(
+                "Accelerator utilization",
+                "timeseries",
+                [Query(over_time('mean("util_pct")', "accelerator", site, ["site"]), "$tag_site")],
+                unit="percent",
+                min=0,
+                max=100,
+            ),
+            Panel(
+                "Accelerator power",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("accelerator_power_w")', "site_power", site, ["site"]),
+                        "$tag_site",
+                    )
+                ],
+                unit="watt",
+                min=0,
+            ),
+            Panel("Alert transitions", "table", [events("alert", site, 50)], width=24),
+        ],
+    )
+
+
+# --- rows and racks --------------------------------------------------------------------------
+
+
+def rows_and_racks() -> Dashboard:
+    place = PLACE
+    return Dashboard(
+        "rackwatch-racks",
+        "rackwatch / Rows and racks",
+        "Rack power per feed against the derated breaker capacity, N+N headroom, stranded "
+        "capacity and inlet temperatures.",
+        [SITE, ROOM, ROW, RACK],
+        [
+            Panel(
+                "Row $row: racks against capacity",
+                "stat",
+                [
+                    Query(
+                        latest('last("capacity_pct")', "rack_power", place, ["row", "rack"]),
+                        "$tag_rack",
+                    )
+                ],
+                unit="percent",
+                width=24,
+                height=4,
+                thresholds=GREEN_YELLOW_RED,
+                options={"graphMode": "none", "textMode": "value_and_name"},
+                repeat="row",
+                description="One tile per rack: power as a share of its capacity.",
+            ),
+            Panel(
+                "Heat map: % of capacity by row and rack",
+                "status-history",
+                [
+                    Query(
+                        over_time('mean("capacity_pct")', "rack_power", place, ["row", "rack"]),
+                        "$tag_row / $tag_rack",
+                    )
+                ],
+                unit="percent",
+                width=24,
+                thresholds=GREEN_YELLOW_RED,
+            ),
+            Panel(
+                "Rack power by feed",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("power_w")', "feed_power", place, ["rack", "feed"]),
+                        "$tag_rack $tag_feed",
+                    )
+                ],
+                unit="watt",
+                min=0,
+                custom={"stacking": {"mode": "normal", "group": "A"}},
+            ),
+            Panel(
+                "Feed load against derated rating",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("load_pct")', "feed_power", place, ["rack", "feed"]),
+                        "$tag_rack $tag_feed",
+                    )
+                ],
+                unit="percent",
+                min=0,
+                thresholds=GREEN_YELLOW_RED,
+                custom={"thresholdsStyle": {"mode": "line"}},
+            ),
+            Panel(
+                "N+N headroom (one feed carrying the rack)",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("nn_headroom_w")', "rack_power", place, ["rack"]),
+                        "$tag_rack",
+                    )
+                ],
+                unit="watt",
+                thresholds=((None, "red"), (0.0, "green")),
+                custom={"thresholdsStyle": {"mode": "line"}},
+                description="Below zero: if one feed fails, the other trips.",
+            ),
+            Panel(
+                "Stranded capacity",
+                "bargauge",
+                [
+                    Query(
+                        over_time('mean("stranded_w")', "rack_power", place, ["rack"]),
+                        "$tag_rack",
+                    )
+                ],
+                unit="watt",
+                min=0,
+                thresholds=((None, "blue"),),
+                description="Capacity minus the rack's peak over the roll-up's window.",
+            ),
+            Panel(
+                "Row power and capacity",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("power_w") AS "power", mean("capacity_w") AS "capacity"',
+                            "row_power",
+                            ("site", "room", "row"),
+                            ["row"],
+                        ),
+                        "row $tag_row $col",
+                    )
+                ],
+                unit="watt",
+                min=0,
+            ),
+            Panel(
+                "Accelerator power per rack",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("accelerator_power_w")', "rack_power", place, ["rack"]),
+                        "$tag_rack",
+                    )
+                ],
+                unit="watt",
+                min=0,
+            ),
+            Panel(
+                "Rack inlet temperature",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("rack_inlet_c")', "cooling", place, ["rack", "device"]),
+                        "$tag_rack $tag_device",
+                    ),
+                    Query(
+                        over_time(
+                            'mean("temperature_c")', "env_sensor", place, ["rack", "sensor_name"]
+                        ),
+                        "$tag_rack $tag_sensor_name",
+                    ),
+                ],
+                unit="celsius",
+                width=24,
+                thresholds=INLET_C,
+                custom={"thresholdsStyle": {"mode": "line"}},
+            ),
+        ],
+    )
+
+
+# --- PDU detail ------------------------------------------------------------------------------
+
+
+def pdu_detail() -> Dashboard:
+    pdu = (*PLACE, "device")
+    device = tag_values("device", PLACE, "/^pdu/")
+    return Dashboard(
+        "rackwatch-pdu",
+        "rackwatch / PDU detail",
+        "Inlets, phases and their balance, banks and breakers, outlets.",
+        [SITE, ROOM, ROW, RACK, device],
+        [
+            Row("Inlets"),
+            Panel(
+                "Power",
+                "timeseries",
+                [
+                    Query(over_time('mean("power_w")', "pdu", pdu, ["device"]), "$tag_device"),
+                    Query(
+                        over_time('mean("power_w")', "pdu_inlet", pdu, ["device", "inlet"]),
+                        "$tag_device inlet $tag_inlet",
+                    ),
+                ],
+                unit="watt",
+                min=0,
+            ),
+            Panel(
+                "Inlet current and voltage",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("current_a") AS "A", mean("voltage_v") AS "V"',
+                            "pdu_inlet",
+                            pdu,
+                            ["device", "inlet"],
+                        ),
+                        "$tag_device inlet $tag_inlet $col",
+                    )
+                ],
+                custom={"axisSoftMin": 0},
+            ),
+            Panel(
+                "Load state",
+                "state-timeline",
+                [Query(over_time('last("load_state")', "pdu", pdu, ["device"]), "$tag_device")],
+                width=24,
+                height=5,
+                states=LOAD_STATES,
+            ),
+            Row("Phases and banks"),
+            Panel(
+                "Phase current",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("current_a")', "pdu_phase", pdu, ["device", "phase"]),
+                        "$tag_device L$tag_phase",
+                    )
+                ],
+                unit="amp",
+                min=0,
+            ),
+            Panel(
+                "Phase balance (latest)",
+                "bargauge",
+                [
+                    Query(
+                        latest('last("current_a")', "pdu_phase", pdu, ["device", "phase"]),
+                        "$tag_device L$tag_phase",
+                    )
+                ],
+                unit="amp",
+                min=0,
+                description="Phases of one PDU should carry about the same current.",
+            ),
+            Panel(
+                "Bank and breaker current",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("current_a")', "pdu_bank", pdu, ["device", "bank"]),
+                        "$tag_device bank $tag_bank",
+                    )
+                ],
+                unit="amp",
+                min=0,
+            ),
+            Panel(
+                "Energy per interval",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'non_negative_difference(max("energy_kwh"))', "pdu", pdu, ["device"]
+                        ),
+                        "$tag_device",
+                    )
+                ],
+                unit="kwatth",
+                min=0,
+                custom={"drawStyle": "bars", "fillOpacity": 60},
+            ),
+            Row("Outlets"),
+            Panel(
+                "Outlet current",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("current_a")', "pdu_outlet", pdu, ["device", "outlet_name"]
+                        ),
+                        "$tag_device $tag_outlet_name",
+                    )
+                ],
+                unit="amp",
+                min=0,
+            ),
+            Panel(
+                "Outlet state",
+                "state-timeline",
+                [
+                    Query(
+                        over_time('last("state")', "pdu_outlet", pdu, ["device", "outlet"]),
+                        "$tag_device $tag_outlet",
+                    )
+                ],
+                states=OUTLET_STATES,
+                options={"showValue": "never"},
+            ),
+        ],
+    )
+
+
+# --- cooling ---------------------------------------------------------------------------------
+
+
+def cooling() -> Dashboard:
+    unit = ("site", "room", "row", "device")
+    device = tag_values("device", ("site", "room", "row"), "cooling")
+
+    def temperatures(title: str, fields: Sequence[tuple[str, str]]) -> Panel:
+        select = ", ".join(f'mean("{name}") AS "{label}"' for name, label in fields)
+        return Panel(
+            title,
+            "timeseries",
+            [Query(over_time(select, "cooling", unit, ["device"]), "$tag_device $col")],
+            unit="celsius",
+        )
+
+    return Dashboard(
+        "rackwatch-cooling",
+        "rackwatch / Cooling",
+        "Supply and return air, set points, chilled water, fans, cooling output, humidity.",
+        [SITE, ROOM, ROW, device],
+        [
+            Panel(
+                "Operating state",
+                "state-timeline",
+                [
+                    Query(
+                        over_time('last("operating_state")', "cooling", unit, ["device"]),
+                        "$tag_device",
+                    )
+                ],
+                width=24,
+                height=5,
+                states=COOLING_STATES,
+            ),
+            temperatures(
+                "Supply and return air",
+                [("supply_air_c", "supply"), ("return_air_c", "return")],
+            ),
+            temperatures(
+                "Rack inlet and set points",
+                [
+                    ("rack_inlet_c", "rack inlet"),
+                    ("rack_inlet_setpoint_c", "rack inlet set point"),
+                    ("supply_air_setpoint_c", "supply set point"),
+                    ("return_air_setpoint_c", "return set point"),
+                ],
+            ),
+            temperatures(
+                "Chilled water",
+                [("entering_water_c", "entering"), ("leaving_water_c", "leaving")],
+            ),
+            Panel(
+                "Fans and valve",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("fan_speed_pct") AS "fan", mean("valve_pct") AS "valve"',
+                            "cooling",
+                            unit,
+                            ["device"],
+                        ),
+                        "$tag_device $col",
+                    )
+                ],
+                unit="percent",
+                min=0,
+                max=100,
+            ),
+            Panel(
+                "Cooling output and demand",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("cooling_output_w") AS "output", '
+                            'mean("cooling_demand_w") AS "demand"',
+                            "cooling",
+                            unit,
+                            ["device"],
+                        ),
+                        "$tag_device $col",
+                    )
+                ],
+                unit="watt",
+                min=0,
+            ),
+            Panel(
+                "Capacity in use",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("cooling_capacity_pct") AS "cooling", '
+                            'mean("fan_capacity_pct") AS "fans"',
+                            "cooling",
+                            unit,
+                            ["device"],
+                        ),
+                        "$tag_device $col",
+                    )
+                ],
+                unit="percent",
+                min=0,
+                max=100,
+            ),
+            Panel(
+                "Humidity",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("humidity_pct") AS "humidity", '
+                            'mean("humidity_setpoint_pct") AS "set point"',
+                            "cooling",
+                            unit,
+                            ["device"],
+                        ),
+                        "$tag_device $col",
+                    )
+                ],
+                unit="percent",
+                min=0,
+                max=100,
+            ),
+        ],
+    )
+
+
+# --- UPS -------------------------------------------------------------------------------------
+
+
+def ups() -> Dashboard:
+    unit = ("site", "room", "row", "device")
+    device = tag_values("device", ("site", "room", "row"), "ups")
+    return Dashboard(
+        "rackwatch-ups",
+        "rackwatch / UPS",
+        "Load, runtime, battery and the times on battery.",
+        [SITE, ROOM, ROW, device],
+        [
+            Panel(
+                "Output source (on battery in red)",
+                "state-timeline",
+                [Query(over_time('last("output_source")', "ups", unit, ["device"]), "$tag_device")],
+                width=24,
+                height=5,
+                states=UPS_SOURCES,
+            ),
+            Panel(
+                "Load",
+                "timeseries",
+                [Query(over_time('mean("load_pct")', "ups", unit, ["device"]), "$tag_device")],
+                unit="percent",
+                min=0,
+                max=100,
+                thresholds=GREEN_YELLOW_RED,
+                custom={"thresholdsStyle": {"mode": "line"}},
+            ),
+            Panel(
+                "Runtime on battery",
+                "timeseries",
+                [Query(over_time('min("runtime_s")', "ups", unit, ["device"]), "$tag_device")],
+                unit="s",
+                min=0,
+            ),
+            Panel(
+                "Battery charge and temperature",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("battery_charge_pct") AS "charge %", '
+                            'mean("battery_temperature_c") AS "temperature C"',
+                            "ups",
+                            unit,
+                            ["device"],
+                        ),
+                        "$tag_device $col",
+                    )
+                ],
+            ),
+            Panel(
+                "Battery status",
+                "state-timeline",
+                [
+                    Query(
+                        over_time('last("battery_status")', "ups", unit, ["device"]), "$tag_device"
+                    )
+                ],
+                states={"normal": "green", "low": "orange", "depleted": "red", "unknown": "gray"},
+            ),
+            Panel(
+                "Output power",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("output_power_w")', "ups", unit, ["device"]),
+                        "$tag_device",
+                    )
+                ],
+                unit="watt",
+                min=0,
+            ),
+            Panel(
+                "Input and output voltage per phase",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("voltage_v")', "ups_input", unit, ["device", "phase"]),
+                        "$tag_device in L$tag_phase",
+                    ),
+                    Query(
+                        over_time('mean("voltage_v")', "ups_output", unit, ["device", "phase"]),
+                        "$tag_device out L$tag_phase",
+                    ),
+                ],
+                unit="volt",
+            ),
+        ],
+    )
+
+
+# --- accelerators ----------------------------------------------------------------------------
+
+
+def accelerators() -> Dashboard:
+    card = (*PLACE, "host")
+    host = tag_values("host", PLACE, "accelerator")
+    cluster = tag_values("cluster", ("site",), "accelerator")
+    filters = (*card, "cluster")
+
+    def per_card(
+        title: str, select: str, unit: str, limit: float | None = None, warm: float | None = None
+    ) -> Panel:
+        return Panel(
+            title,
+            "timeseries",
+            [
+                Query(
+                    over_time(select, "accelerator", filters, ["host", "index"]),
+                    "$tag_host #$tag_index",
+                )
+            ],
+            unit=unit,
+            min=0,
+            max=limit,
+            thresholds=((None, "green"), (warm, "orange")) if warm else PLAIN,
+            custom={"thresholdsStyle": {"mode": "line"}} if warm else {},
+        )
+
+    return Dashboard(
+        "rackwatch-accelerators",
+        "rackwatch / Accelerators",
+        "Utilization, memory, power, temperatures, throttling, ECC and XID events, by cluster, "
+        "rack, host and card, whichever vendor made the card.",
+        [SITE, ROOM, ROW, RACK, cluster, host],
+        [
+            Panel(
+                "Utilization by cluster",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("util_pct")', "accelerator", filters, ["cluster"]),
+                        "$tag_cluster",
+                    )
+                ],
+                unit="percent",
+                min=0,
+                max=100,
+            ),
+            Panel(
+                "Power by rack",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("power_w")', "accelerator_host", card, ["rack"]),
+                        "$tag_rack",
+                    )
+                ],
+                unit="watt",
+                min=0,
+                custom={"stacking": {"mode": "normal", "group": "A"}},
+            ),
+            per_card("Utilization per card", 'mean("util_pct")', "percent", limit=100),
+            per_card("Memory used per card", 'mean("mem_used_bytes")', "bytes"),
+            per_card("Power per card", 'mean("power_w")', "watt"),
+            per_card("Temperature per card", 'max("temp_c")', "celsius", warm=85.0),
+            Panel(
+                "Throttle reasons",
+                "state-timeline",
+                [
+                    Query(
+                        over_time("last(/^throttle_/)", "accelerator", filters, ["host", "index"]),
+                        "$tag_host #$tag_index $col",
+                    )
+                ],
+                width=24,
+                states=UP_DOWN | {"true": "orange", "false": "transparent"},
+                options={"showValue": "never"},
+                description="Each clock-event (throttle) flag of each card, while it is set.",
+            ),
+            Panel(
+                "ECC errors per interval",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'non_negative_difference(max("ecc_corrected_total")) AS "corrected", '
+                            'non_negative_difference(max("ecc_uncorrected_total")) '
+                            'AS "uncorrected"',
+                            "accelerator",
+                            filters,
+                            ["host", "index"],
+                        ),
+                        "$tag_host #$tag_index $col",
+                    )
+                ],
+                min=0,
+                custom={"drawStyle": "bars"},
+            ),
+            Panel("XID and other events", "table", [events("accelerator_event", card)], width=24),
+        ],
+    )
+
+
+# --- rackwatch health ------------------------------------------------------------------------
+
+
+def health() -> Dashboard:
+    agent = tag_values("agent", ("site",), "rackwatch_agent")
+    agents = ("site", "agent")
+
+    def counter(title: str, field: str, measurement: str, by: Sequence[str], alias: str) -> Panel:
+        return Panel(
+            title,
+            "timeseries",
+            [
+                Query(
+                    over_time(
+                        f'non_negative_difference(max("{field}"))',
+                        measurement,
+                        agents if measurement == "rackwatch_agent" else (),
+                        by,
+                    ),
+                    alias,
+                )
+            ],
+            min=0,
+            custom={"drawStyle": "bars", "fillOpacity": 60},
+        )
+
+    return Dashboard(
+        "rackwatch-health",
+        "rackwatch / Health",
+        "Is rackwatch itself well: devices answering, poll durations, failures, overruns, "
+        "spools, write rate and anything dropped.",
+        [SITE, agent],
+        [
+            Row("Agents"),
+            Panel(
+                "Device answering",
+                "state-timeline",
+                [
+                    Query(
+                        over_time('last("up")', "rackwatch_agent", agents, ["agent", "device"]),
+                        "$tag_agent $tag_device",
+                    )
+                ],
+                width=24,
+                states=UP_DOWN,
+                options={"showValue": "never"},
+            ),
+            Panel(
+                "Poll duration",
+                "timeseries",
+                [
+                    Query(
+                        over_time('max("poll_duration_s")', "rackwatch_agent", agents, ["device"]),
+                        "$tag_device",
+                    )
+                ],
+                unit="s",
+                min=0,
+            ),
+            counter(
+                "Failed polls",
+                "polls_failed_total",
+                "rackwatch_agent",
+                ["device"],
+                "$tag_device",
+            ),
+            counter(
+                "Overruns (ticks skipped, poll still running)",
+                "overruns_total",
+                "rackwatch_agent",
+                ["device"],
+                "$tag_device",
+            ),
+            Panel(
+                "Agent queue and spool",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'max("queue_lines") AS "queued lines", '
+                            'max("spool_records") AS "spooled batches"',
+                            "rackwatch_agent",
+                            agents,
+                            ["agent"],
+                        ),
+                        "$tag_agent $col",
+                    )
+                ],
+                min=0,
+            ),
+            counter(
+                "Agent lines dropped",
+                "dropped_lines_total",
+                "rackwatch_agent",
+                ["agent"],
+                "$tag_agent",
+            ),
+            Panel(
+                "Broker connection",
+                "state-timeline",
+                [
+                    Query(
+                        over_time('last("mqtt_connected")', "rackwatch_agent", agents, ["agent"]),
+                        "agent $tag_agent",
+                    ),
+                    Query(
+                        over_time(
+                            'last("mqtt_connected")', "rackwatch_collector", (), ["collector"]
+                        ),
+                        "collector $tag_collector",
+                    ),
+                ],
+                states=UP_DOWN,
+            ),
+            Row("Collectors"),
+            Panel(
+                "Lines written per second",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'non_negative_derivative(max("lines_written_total"), 1s)',
+                            "rackwatch_collector",
+                            (),
+                            ["collector"],
+                        ),
+                        "$tag_collector",
+                    )
+                ],
+                unit="short",
+                min=0,
+            ),
+            Panel(
+                "Write duration",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'max("write_duration_s")', "rackwatch_collector", (), ["collector"]
+                        ),
+                        "$tag_collector",
+                    )
+                ],
+                unit="s",
+                min=0,
+            ),
+            Panel(
+                "Pending and spooled",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'max("pending_lines") AS "pending lines", '
+                            'max("spool_records") AS "spooled batches"',
+                            "rackwatch_collector",
+                            (),
+                            ["collector"],
+                        ),
+                        "$tag_collector $col",
+                    )
+                ],
+                min=0,
+            ),
+            Panel(
+                "Lines set aside or dropped per interval",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'non_negative_difference(max("lines_invalid_total")) AS "invalid", '
+                            'non_negative_difference(max("lines_rejected_total")) AS "rejected", '
+                            'non_negative_difference(max("lines_dropped_total")) AS "dropped"',
+                            "rackwatch_collector",
+                            (),
+                            ["collector"],
+                        ),
+                        "$tag_collector $col",
+                    )
+                ],
+                min=0,
+                custom={"drawStyle": "bars", "fillOpacity": 60},
+            ),
+        ],
+    )
+
+
+DASHBOARDS = {
+    "hub-overview": hub_overview,
+    "rows-and-racks": rows_and_racks,
+    "pdu-detail": pdu_detail,
+    "cooling": cooling,
+    "ups": ups,
+    "accelerators": accelerators,
+    "rackwatch-health": health,
+}
+
+
+def render(name: str) -> str:
+    """The committed text of one dashboard: stable key order, two-space indent, final newline."""
+    return json.dumps(DASHBOARDS[name]().to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in DASHBOARDS:
+        (args.out / f"{name}.json").write_text(render(name), encoding="utf-8")
+        print(f"wrote {args.out / f'{name}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
