@@ -265,7 +265,7 @@ class DeviceSubscriber:
             await asyncio.wait_for(self._state_seen.wait(), STATE_ECHO_TIMEOUT_S)
         except TimeoutError:
             log.error(
-                "%s did not deliver this host's online STATE on %s back within %.0f s, so edge "
+                "%s did not deliver this host's online STATE on %s back within %g s, so edge "
                 "nodes cannot see it either: the broker's ACL must let this user publish and "
                 "subscribe there",
                 self.connection.describe(),
