@@ -297,3 +297,28 @@ async def test_the_agent_publishes_what_its_mqtt_devices_sent(
     assert dict(cooling.tags) == {"site": "a1", "room": "hall-1", "device": "crah-05"}
     assert dict(cooling.fields) == {"supply_air_c": 17.5, "return_air_c": 28.5}
     assert device_health()[-1].fields["messages_total"] == 1
+
+
+async def test_a_primary_host_said_offline_while_online_says_online_again(
+    mosquitto: Running, unique: str
+) -> None:
+    host_id = f"host-{unique}"
+    config = settings(mosquitto, sparkplug={"groups": [f"g{unique}"], "host_id": host_id})
+    subscriber = DeviceSubscriber(config, "a1", "agent-1", lambda _, s: None)
+    state_topic = f"spBv1.0/STATE/{host_id}"
+    async with running(subscriber), publisher(mosquitto) as other:
+        await other.subscribe(state_topic, qos=1)
+        states = aiter(other.messages)
+        async with asyncio.timeout(WAIT_S):
+            retained = await anext(states)
+            assert isinstance(retained.payload, bytes)
+            online = parse_state(retained.payload)
+            assert online is not None
+            assert online[0] is True
+            offline = json.dumps({"online": False, "timestamp": online[1]})
+            await other.publish(state_topic, offline, qos=1, retain=True)
+            said = [await anext(states), await anext(states)]
+    assert [parse_state(m.payload) for m in said if isinstance(m.payload, bytes)] == [
+        (False, online[1]),
+        (True, online[1]),
+    ]
