@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.mqtt_devices import sparkplug_b_pb2
-from agent.mqtt_devices.config import SparkplugSettings
+from agent.mqtt_devices.config import MqttDevicesConfig, SparkplugSettings
 from agent.mqtt_devices.sparkplug import (
     BOOLEAN,
     DOUBLE,
@@ -25,6 +25,7 @@ from agent.mqtt_devices.sparkplug import (
     rebirth_request,
     state_payload,
 )
+from agent.mqtt_devices.subscriber import DeviceSubscriber
 from telemetry.sample import Sample
 
 Payload = sparkplug_b_pb2.Payload
@@ -328,3 +329,22 @@ def test_state_payload_is_the_sparkplug_3_json() -> None:
     assert json.loads(state_payload(True, T_MS)) == {"online": True, "timestamp": T_MS}
     assert parse_state(state_payload(False, T_MS)) == (False, T_MS)
     assert parse_state(b"OFFLINE") is None  # Sparkplug 2.2's plain text
+
+
+def test_the_subscriber_counts_sparkplug_problems_against_topic_and_device() -> None:
+    config = MqttDevicesConfig(sparkplug=SETTINGS, max_payload_bytes=256)
+    emitted: list[Sample] = []
+    subscriber = DeviceSubscriber(config, "qiyang-a1", "a1-agent", lambda _, s: emitted.extend(s))
+    subscriber.handle("spBv1.0/bms/NBIRTH/gw-hall1-a", nbirth(0), NOW_NS)
+    subscriber.handle("spBv1.0/bms/DBIRTH/gw-hall1-a/crah-01", dbirth(1), NOW_NS)
+    topic = "spBv1.0/bms/DDATA/gw-hall1-a/crah-01"
+    unknown = payload(2, Metric(alias=99, int_value=1), Metric(alias=3, int_value=66))
+    assert subscriber.handle(topic, unknown, NOW_NS) == "spBv1.0/bms/NCMD/gw-hall1-a"
+    assert subscriber.handle(topic, b"\x00" * 300, NOW_NS) is None  # over max_payload_bytes
+    assert subscriber.bad_payloads.per_topic == {topic: 2}
+    assert subscriber.oversized == 1
+    assert emitted[-1].fields == {"fan_speed_pct": 66.0}
+    health = {s.tags.get("device"): s.fields for s in subscriber.health_samples(0)}
+    assert health["crah-01"]["bad_payloads_total"] == 1  # the oversized one names no device
+    assert health["crah-01"]["online"] is True
+    assert health[None]["rebirth_requests_total"] == 1
