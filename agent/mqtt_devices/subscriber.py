@@ -100,7 +100,8 @@ class DeviceSubscriber:
                 return self._sparkplug(topic, payload, now_ns)
             self._subscription(topic, payload, now_ns)
         except Exception as exc:  # a bug here must cost one message, not the subscription
-            log.exception("MQTT topic %s: message not processed", topic)
+            if topic not in self.bad_payloads.per_topic:
+                log.exception("MQTT topic %s: message not processed", topic)
             self.bad_payloads.report(topic, f"not processed: {exc!r}")
         return None
 
