@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import pytest
 
 from dashboards.build import DASHBOARDS, OUT, render
+from dashboards.demodata import filled_by_demo
 from dashboards.macros import interpolate, variables_used
 from rackwatch import demo, localservices
 from rackwatch.localservices import Running
@@ -192,49 +191,12 @@ def test_every_measurement_and_field_a_panel_names_is_in_the_schema() -> None:
 
 # --- against a real InfluxDB filled by the demo ----------------------------------------------
 
-DEMO_WAIT_S = 120.0
-
 
 @pytest.fixture(scope="module")
 def demo_influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """The demo's pipeline (snmpsim -> agent -> Mosquitto -> collector with roll-ups ->
-    InfluxDB), run until every kind of point it makes has landed at least three times, then
-    stopped; InfluxDB stays up for the queries."""
-    workdir = tmp_path_factory.mktemp("demo")
-    recordings = demo.find_shared(None) / "devices" / "snmprec"
-    data = workdir / "snmprec"
-    data.mkdir()
-    for device, (recording, _) in demo.DEMO_DEVICES.items():
-        moving = demo.MOVING_VALUES.get(device, demo.MOVING_VALUES.get(recording, {}))
-        text = demo.moving_recording(recordings / f"{recording}.snmprec", moving)
-        (data / f"{device}.snmprec").write_text(text, encoding="utf-8")
-    services: list[Running] = []
-    children: list[subprocess.Popen[bytes]] = []
-    try:
-        mosquitto = localservices.start_mosquitto(workdir / "mosquitto")
-        services.append(mosquitto)
-        influx = localservices.start_influxdb(workdir / "influxdb")
-        services.append(influx)
-        snmp = localservices.start_snmpsim(data, workdir / "snmpsim")
-        services.append(snmp)
-        localservices.influx_create_database(influx, demo.DATABASE)
-        agent_config, collector_config = demo.write_configs(workdir, mosquitto, influx, snmp)
-        children.append(demo.start_rackwatch("collector", collector_config, workdir))
-        children.append(demo.start_rackwatch("agent", agent_config, workdir))
-        deadline = time.monotonic() + DEMO_WAIT_S
-        while min((found := demo.counts(influx)).values()) < 3:
-            exited = [c.args for c in children if c.poll() is not None]
-            assert not exited, f"{exited} exited; logs in {workdir}"
-            assert time.monotonic() < deadline, f"demo did not fill InfluxDB: {found}"
-            time.sleep(2)
-        for child in children:
-            demo._stop_child(child)
+    """InfluxDB after the demo's pipeline has landed every kind of point three times."""
+    with filled_by_demo(tmp_path_factory.mktemp("demo")) as influx:
         yield influx
-    finally:
-        for child in children:
-            demo._stop_child(child)
-        for service in reversed(services):
-            localservices.stop(service)
 
 
 def first_value(influx: Running, query: str) -> str | None:

@@ -1,0 +1,65 @@
+"""An InfluxDB filled by the demo's pipeline: snmpsim -> agent -> Mosquitto -> collector (with
+roll-ups) -> InfluxDB, all real, on private loopback ports. For the dashboard tests and the
+README's pictures (dashboards/render.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rackwatch import demo, localservices
+from rackwatch.localservices import Running, ServiceError
+
+DATABASE = demo.DATABASE
+
+
+@contextmanager
+def filled_by_demo(
+    workdir: Path, *, min_points: int = 3, run_s: float = 0.0, timeout_s: float = 120.0
+) -> Iterator[Running]:
+    """Run the demo until each kind of point it makes has landed `min_points` times and at
+    least `run_s` seconds have passed; then stop the agent and collector and yield InfluxDB
+    (stopped on exit)."""
+    recordings = demo.find_shared(None) / "devices" / "snmprec"
+    data = workdir / "snmprec"
+    data.mkdir(parents=True, exist_ok=True)
+    for device, (recording, _) in demo.DEMO_DEVICES.items():
+        moving = demo.MOVING_VALUES.get(device, demo.MOVING_VALUES.get(recording, {}))
+        text = demo.moving_recording(recordings / f"{recording}.snmprec", moving)
+        (data / f"{device}.snmprec").write_text(text, encoding="utf-8")
+    services: list[Running] = []
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        mosquitto = localservices.start_mosquitto(workdir / "mosquitto")
+        services.append(mosquitto)
+        influx = localservices.start_influxdb(workdir / "influxdb")
+        services.append(influx)
+        snmp = localservices.start_snmpsim(data, workdir / "snmpsim")
+        services.append(snmp)
+        localservices.influx_create_database(influx, DATABASE)
+        agent_config, collector_config = demo.write_configs(workdir, mosquitto, influx, snmp)
+        children.append(demo.start_rackwatch("collector", collector_config, workdir))
+        children.append(demo.start_rackwatch("agent", agent_config, workdir))
+        started = time.monotonic()
+        deadline = started + max(timeout_s, run_s + 60)
+        while (
+            min((found := demo.counts(influx)).values()) < min_points
+            or time.monotonic() < started + run_s
+        ):
+            exited = [child.args for child in children if child.poll() is not None]
+            if exited:
+                raise ServiceError(f"{exited} exited; logs in {workdir}")
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the demo did not fill InfluxDB: {found}; logs in {workdir}")
+            time.sleep(2)
+        for child in children:
+            demo._stop_child(child)
+        yield influx
+    finally:
+        for child in children:
+            demo._stop_child(child)
+        for service in reversed(services):
+            localservices.stop(service)

@@ -1,0 +1,332 @@
+"""Pictures of the main dashboards from demo data, for the README: `python -m dashboards.render`.
+
+Runs the demo's pipeline for a few minutes (dashboards/demodata.py), sends each panel's own
+query (from dashboards/json, with Grafana's substitutions) to its InfluxDB, and draws the
+panels where the dashboard places them, in Grafana's dark colours. A view with no data at all
+(accelerators, until the demo has cards) is skipped and said so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from dashboards.build import OUT
+from dashboards.demodata import DATABASE, filled_by_demo
+from dashboards.macros import interpolate, variables_used
+from rackwatch import localservices
+from rackwatch.localservices import Running
+
+IMAGES = Path(__file__).resolve().parents[1] / "docs" / "img"
+VIEWS = ("hub-overview", "rows-and-racks", "pdu-detail", "accelerators")
+BACKGROUND, PANEL, TEXT, GRID = "#111217", "#181b1f", "#ccccdc", "#2c3235"
+COLOURS = {
+    "green": "#73bf69",
+    "yellow": "#fade2a",
+    "orange": "#ff9830",
+    "red": "#f2495c",
+    "blue": "#5794f2",
+    "gray": "#8e8e8e",
+    "transparent": PANEL,
+}
+PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9", "#705da0"]
+ROW_PX = 30  # Grafana's grid row height in pixels
+MAX_SERIES = 12
+
+
+@dataclass
+class Series:
+    label: str
+    times: list[float]  # seconds since the epoch
+    values: list[Any]
+
+
+def fetch(influx: Running, target: dict[str, Any], time_range: str) -> list[Series]:
+    query = interpolate(
+        target["query"], dict.fromkeys(variables_used(target["query"])), time_range=time_range
+    )
+    out = []
+    for one in localservices.influx_query(influx, DATABASE, query):
+        columns, rows = one.get("columns"), one.get("values")
+        tags = one.get("tags") or {}
+        assert isinstance(columns, list)
+        assert isinstance(rows, list)
+        assert isinstance(tags, dict)
+        # A table row is named by its tags, as Grafana's table shows them in columns.
+        alias = target.get("alias") or " / ".join(map(str, tags.values())) or f"{one.get('name')}"
+        alias = re.sub(r"\$tag_(\w+)", lambda m, tags=tags: str(tags.get(m.group(1), "")), alias)
+        for i, column in enumerate(columns[1:], start=1):
+            label = alias.replace("$col", str(column)).strip()
+            if not target.get("alias") and len(columns) > 2:
+                label = f"{label} {column}"
+            times = [row[0] / 1e9 for row in rows]
+            out.append(Series(label, times, [row[i] for row in rows]))
+    return out
+
+
+def threshold_colour(panel: dict[str, Any], value: float) -> str:
+    colour = "green"
+    for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]:
+        if step["value"] is None or value >= step["value"]:
+            colour = step["color"]
+    return COLOURS.get(colour, colour)
+
+
+def state_colours(panel: dict[str, Any]) -> dict[str, str]:
+    mappings = panel["fieldConfig"]["defaults"].get("mappings", [])
+    return {
+        text: COLOURS.get(option["color"], option["color"])
+        for mapping in mappings
+        for text, option in mapping["options"].items()
+    }
+
+
+def numbers(series: Series) -> list[tuple[float, float]]:
+    return [
+        (t, float(v))
+        for t, v in zip(series.times, series.values, strict=True)
+        if isinstance(v, int | float)
+    ]
+
+
+def last_number(series: Series) -> float | None:
+    points = numbers(series)
+    return points[-1][1] if points else None
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "watt":
+        return f"{value / 1000:.2f} kW" if abs(value) >= 1000 else f"{value:.0f} W"
+    if unit == "percent":
+        return f"{value:.0f}%"
+    if unit == "celsius":
+        return f"{value:.1f} °C"
+    if unit == "s":
+        return f"{value / 60:.0f} min" if value >= 120 else f"{value:.2f} s"
+    return f"{value:.2f}"
+
+
+def draw_panel(
+    fig: Figure, box: Sequence[float], panel: dict[str, Any], data: list[Series]
+) -> None:
+    ax = fig.add_axes((box[0], box[1], box[2], box[3]))
+    ax.set_facecolor(PANEL)
+    for spine in ax.spines.values():
+        spine.set_color(GRID)
+    ax.set_title(panel["title"], color=TEXT, fontsize=9, loc="left", pad=4)
+    ax.tick_params(colors=TEXT, labelsize=7)
+    data = data[:MAX_SERIES]
+    kind, unit = panel["type"], panel["fieldConfig"]["defaults"].get("unit", "")
+    if not data:
+        _blank(ax)
+        ax.text(0.5, 0.5, "No data", color="#8e8e8e", ha="center", va="center", fontsize=10)
+        return
+    if kind == "timeseries":
+        _timeseries(ax, data, unit)
+    elif kind in ("stat", "gauge"):
+        _tiles(ax, panel, data, unit)
+    elif kind == "bargauge":
+        _bars(ax, panel, data, unit)
+    elif kind == "status-history":
+        _heat(ax, panel, data)
+    elif kind == "state-timeline":
+        _states(ax, panel, data)
+    elif kind == "table":
+        _table(ax, panel, data, unit)
+
+
+def _clock(ax: Axes) -> None:
+    ax.xaxis.set_major_formatter(lambda v, _: datetime.fromtimestamp(v).strftime("%H:%M:%S"))
+
+
+def _blank(ax: Axes) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _timeseries(ax: Axes, data: list[Series], unit: str) -> None:
+    for i, series in enumerate(data):
+        points = numbers(series)
+        if points:
+            ax.plot(
+                *zip(*points, strict=True),
+                color=PALETTE[i % len(PALETTE)],
+                lw=1.2,
+                label=series.label,
+            )
+    ax.grid(color=GRID, lw=0.5)
+    _clock(ax)
+    ax.yaxis.set_major_formatter(lambda v, _: fmt(v, unit))
+    ax.legend(fontsize=6, loc="upper left", ncol=3, frameon=False, labelcolor=TEXT)
+
+
+def _tiles(ax: Axes, panel: dict[str, Any], data: list[Series], unit: str) -> None:
+    _blank(ax)
+    width = 1 / len(data)
+    for i, series in enumerate(data):
+        value = last_number(series)
+        if value is None:
+            continue
+        colour = threshold_colour(panel, value)
+        ax.add_patch(Rectangle((i * width + 0.01, 0.04), width - 0.02, 0.86, color=colour))
+        ax.text(
+            i * width + width / 2,
+            0.5,
+            fmt(value, unit) if unit else f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=14 if len(data) < 4 else 10,
+            color="#111217",
+            weight="bold",
+        )
+        ax.text(i * width + width / 2, 0.15, series.label, ha="center", fontsize=7, color="#111217")
+
+
+def _bars(ax: Axes, panel: dict[str, Any], data: list[Series], unit: str) -> None:
+    shown = [(s.label, v) for s in data if (v := last_number(s)) is not None]
+    labels = [label for label, _ in shown]
+    values = [value for _, value in shown]
+    ax.barh(labels, values, color=[threshold_colour(panel, v) for v in values])
+    top = panel["fieldConfig"]["defaults"].get("max")
+    if top is not None:
+        ax.set_xlim(0, top)
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(lambda v, _: fmt(v, unit))
+    for y, value in enumerate(values):
+        ax.text(value, y, " " + fmt(value, unit), va="center", fontsize=7, color=TEXT)
+
+
+def _heat(ax: Axes, panel: dict[str, Any], data: list[Series]) -> None:
+    times = sorted({t for series in data for t in series.times})
+    index = {t: i for i, t in enumerate(times)}
+    grid = [[float("nan")] * len(times) for _ in data]
+    for row, series in enumerate(data):
+        for t, value in numbers(series):
+            grid[row][index[t]] = value
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    bounds = [-1e9, *(s["value"] for s in steps[1:]), 1e9]
+    cmap = ListedColormap([COLOURS.get(s["color"], s["color"]) for s in steps])
+    ax.imshow(
+        grid,
+        aspect="auto",
+        cmap=cmap,
+        norm=BoundaryNorm(bounds, cmap.N),
+        extent=(times[0], times[-1], len(data) - 0.5, -0.5),
+        interpolation="nearest",
+    )
+    ax.set_yticks(range(len(data)), [s.label for s in data])
+    _clock(ax)
+
+
+def _states(ax: Axes, panel: dict[str, Any], data: list[Series]) -> None:
+    colours = state_colours(panel)
+    end = max(t for series in data for t in series.times)
+    for row, series in enumerate(data):
+        points = list(zip(series.times, series.values, strict=True))
+        for (t, value), (t_next, _) in zip(points, [*points[1:], (end, None)], strict=True):
+            text = str(value).lower()
+            ax.barh(
+                row, max(t_next - t, 1e-5), left=t, height=0.8, color=colours.get(text, "#8e8e8e")
+            )
+    ax.set_yticks(range(len(data)), [s.label for s in data])
+    ax.invert_yaxis()
+    _clock(ax)
+
+
+def _table(ax: Axes, panel: dict[str, Any], data: list[Series], unit: str) -> None:
+    _blank(ax)
+    rows = sorted(
+        ((s.label, v) for s in data if (v := last_number(s)) is not None),
+        key=lambda row: -row[1],
+    )
+    for i, (label, value) in enumerate(rows[:8]):
+        y = 0.85 - i * 0.11
+        ax.text(0.03, y, label, fontsize=8, color=TEXT, va="center")
+        ax.text(
+            0.97,
+            y,
+            fmt(value, unit),
+            fontsize=8,
+            ha="right",
+            va="center",
+            color=threshold_colour(panel, value),
+        )
+
+
+def render_view(influx: Running, name: str, time_range: str, out: Path) -> bool:
+    dashboard = json.loads((OUT / f"{name}.json").read_text(encoding="utf-8"))
+    panels = dashboard["panels"]
+    height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
+    fig = Figure(figsize=(16, height * ROW_PX / 100 * 1.3), facecolor=BACKGROUND)
+    title_h = 0.6 / fig.get_figheight()
+    fig.text(0.01, 1 - title_h / 2, dashboard["title"], color=TEXT, fontsize=13, va="center")
+    scale = (1 - title_h) / height
+    found = False
+    for panel in panels:
+        grid = panel["gridPos"]
+        top = 1 - title_h - grid["y"] * scale
+        if panel["type"] == "row":
+            fig.text(
+                0.01,
+                top - scale / 2,
+                panel["title"],
+                color=TEXT,
+                fontsize=11,
+                va="center",
+                weight="bold",
+            )
+            continue
+        # A repeated panel's title names its variable's value; here every value is shown.
+        panel = {**panel, "title": re.sub(r"\$\w+", "all", panel["title"])}
+        data = [s for target in panel["targets"] for s in fetch(influx, target, time_range)]
+        found = found or bool(data)
+        box = (
+            grid["x"] / 24 + 0.006,
+            top - grid["h"] * scale + 0.012,
+            grid["w"] / 24 - (0.04 if panel["type"] in _AXES_LEFT else 0.012),
+            grid["h"] * scale - 0.035,
+        )
+        if panel["type"] in _AXES_LEFT:
+            box = (box[0] + 0.028, *box[1:])
+        draw_panel(fig, box, panel, data)
+    if found:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=100, facecolor=BACKGROUND)
+    return found
+
+
+_AXES_LEFT = ("timeseries", "bargauge", "status-history", "state-timeline")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=240, help="how long the demo runs")
+    parser.add_argument("--out", type=Path, default=IMAGES)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="rackwatch-render-") as workdir:
+        print(f"running the demo pipeline for {args.seconds:.0f} s ...", flush=True)
+        with filled_by_demo(Path(workdir), run_s=args.seconds) as influx:
+            for name in VIEWS:
+                path = args.out / f"{name}.png"
+                if render_view(influx, name, f"{args.seconds + 30:.0f}s", path):
+                    print(f"wrote {path}")
+                else:
+                    print(f"{name}: no data in the demo yet; no picture")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
