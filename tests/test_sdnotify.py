@@ -12,7 +12,7 @@ import re
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -341,6 +341,18 @@ def stored(influxdb: Running, database: str) -> int:
     return int(rows[0]["values"][0][1]) if rows else 0  # type: ignore[index]
 
 
+async def publish_until(
+    done: Callable[[], bool], mosquitto: Running, unique: str, first: int
+) -> None:
+    """Publish points first..first+9 until `done()`: READY does not wait for the broker (nor
+    for the subscription), so the first message may find nobody. Points are idempotent."""
+    deadline = time.monotonic() + 20
+    while not done():
+        assert time.monotonic() < deadline, f"points from {first} never arrived"
+        await publish_points(mosquitto, unique, first, 10)
+        await asyncio.sleep(0.5)
+
+
 async def test_collector_notifies_systemd_and_reloads_influxdb_settings(
     mosquitto: Running,
     influxdb: Running,
@@ -361,8 +373,7 @@ async def test_collector_notifies_systemd_and_reloads_influxdb_settings(
         async with process("collector", config, log) as collector:
             assert (await notify.until("READY"))["STATUS"] == "running"
             await notify.until("WATCHDOG")
-            await publish_points(mosquitto, unique, 0, 10)
-            await eventually(lambda: stored(influxdb, database) == 10)
+            await publish_until(lambda: stored(influxdb, database) == 10, mosquitto, unique, 0)
             await metric_reaches(port, "rackwatch_collector_lines_written_total", 10)
 
             # Another database (applied: later writes go there) and another group (held).
@@ -372,8 +383,9 @@ async def test_collector_notifies_systemd_and_reloads_influxdb_settings(
             collector.send_signal(signal.SIGHUP)
             await notify.until("RELOADING")
             assert (await notify.until("READY"))["STATUS"].endswith("restart pending for mqtt")
-            await publish_points(mosquitto, unique, 10, 10)
-            await eventually(lambda: stored(influxdb, other_database) == 10)
+            await publish_until(
+                lambda: stored(influxdb, other_database) == 10, mosquitto, unique, 10
+            )
 
             # A config that does not validate is refused; writes go on where they went.
             settings["influxdb"]["api"] = "v3"  # type: ignore[index]
@@ -381,8 +393,9 @@ async def test_collector_notifies_systemd_and_reloads_influxdb_settings(
             collector.send_signal(signal.SIGHUP)
             await notify.until("RELOADING")
             assert "refused" in (await notify.until("READY"))["STATUS"]
-            await publish_points(mosquitto, unique, 20, 10)
-            await eventually(lambda: stored(influxdb, other_database) == 20)
+            await publish_until(
+                lambda: stored(influxdb, other_database) == 20, mosquitto, unique, 20
+            )
             assert stored(influxdb, database) == 10
 
             collector.send_signal(signal.SIGTERM)
@@ -415,7 +428,8 @@ async def test_collector_reload_sends_waiting_batches_to_the_new_influxdb(
     task = asyncio.create_task(collector.run(stop))
     try:
         await collector.ready.wait()
-        for first in range(0, 30, 10):
+        await publish_until(lambda: collector.ingest.stats.messages > 0, mosquitto, unique, 0)
+        for first in (10, 20):
             await publish_points(mosquitto, unique, first, 10)
         await eventually(lambda: collector.writer.stats.retries >= 2)
         fixed = CollectorConfig.model_validate(
@@ -426,3 +440,55 @@ async def test_collector_reload_sends_waiting_batches_to_the_new_influxdb(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_agent_reload_reopens_the_trap_receiver_with_new_communities(
+    mosquitto: Running, unique: str
+) -> None:
+    port = free_port("udp")
+
+    def config(community: str) -> AgentConfig:
+        return AgentConfig.model_validate(
+            {
+                "agent": {"name": "trap-reload", "site": "qiyang-a1"},
+                "mqtt": {
+                    "host": mosquitto.host,
+                    "port": mosquitto.port,
+                    "topic_prefix": unique,
+                    "flush_interval_s": 0.1,
+                },
+                "traps": {"listen": f"127.0.0.1:{port}", "communities": [community]},
+            }
+        )
+
+    async def trap(community: str, oid: str) -> None:
+        sender = await asyncio.create_subprocess_exec(
+            "snmptrap", "-v", "2c", "-c", community, f"127.0.0.1:{port}", "", oid
+        )
+        assert await asyncio.wait_for(sender.wait(), 20) == 0
+
+    received: list[bytes] = []
+
+    async def listen() -> None:
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.subscribe(f"{unique}/#", qos=1)
+            async for message in client.messages:
+                received.extend(bytes(message.payload).splitlines())
+
+    listener = asyncio.create_task(listen())
+    agent = Agent(config("old-community"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await agent.ready.wait()
+        await trap("old-community", "1.3.6.1.4.1.318.0.1")
+        await eventually(lambda: any(b"1.3.6.1.4.1.318.0.1" in line for line in received))
+        assert await agent.reload(config("new-community")) == []
+        await trap("old-community", "1.3.6.1.4.1.318.0.2")  # refused now
+        await trap("new-community", "1.3.6.1.4.1.318.0.3")
+        await eventually(lambda: any(b"1.3.6.1.4.1.318.0.3" in line for line in received))
+        assert not any(b"1.3.6.1.4.1.318.0.2" in line for line in received)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        listener.cancel()
