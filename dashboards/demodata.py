@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,13 +16,37 @@ from rackwatch.localservices import Running, ServiceError
 DATABASE = demo.DATABASE
 
 
+def points(influx: Running, measurements: Iterable[str]) -> dict[str, int]:
+    """Points per measurement (the most of any field)."""
+    found = {}
+    for measurement in measurements:
+        series = localservices.influx_query(
+            influx, DATABASE, f'SELECT count(*) FROM "{measurement}"'
+        )
+        counts = [
+            int(value)
+            for one in series
+            for row in one.get("values") or []  # type: ignore[attr-defined]
+            for value in row[1:]
+            if isinstance(value, int | float)
+        ]
+        found[measurement] = max(counts, default=0)
+    return found
+
+
 @contextmanager
 def filled_by_demo(
-    workdir: Path, *, min_points: int = 3, run_s: float = 0.0, timeout_s: float = 120.0
+    workdir: Path,
+    measurements: Iterable[str],
+    *,
+    min_points: int = 3,
+    run_s: float = 0.0,
+    timeout_s: float = 120.0,
 ) -> Iterator[Running]:
-    """Run the demo until each kind of point it makes has landed `min_points` times and at
-    least `run_s` seconds have passed; then stop the agent and collector and yield InfluxDB
-    (stopped on exit)."""
+    """Run the demo's devices, agent and collector until each of `measurements` has
+    `min_points` points and at least `run_s` seconds have passed; then stop the agent and
+    collector and yield InfluxDB (stopped on exit)."""
+    wanted = sorted(set(measurements))
     recordings = demo.find_shared(None) / "devices" / "snmprec"
     data = workdir / "snmprec"
     data.mkdir(parents=True, exist_ok=True)
@@ -46,7 +70,7 @@ def filled_by_demo(
         started = time.monotonic()
         deadline = started + max(timeout_s, run_s + 60)
         while (
-            min((found := demo.counts(influx)).values()) < min_points
+            min((found := points(influx, wanted)).values(), default=min_points) < min_points
             or time.monotonic() < started + run_s
         ):
             exited = [child.args for child in children if child.poll() is not None]

@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rackwatch-render-") as workdir:
         print(f"running the demo pipeline for {args.seconds:.0f} s ...", flush=True)
-        with filled_by_demo(Path(workdir), run_s=args.seconds) as influx:
+        shown = {"rack_power", "site_power", "pdu", "cooling", "rackwatch_agent"}
+        with filled_by_demo(Path(workdir), shown, run_s=args.seconds) as influx:
             for name in VIEWS:
                 path = args.out / f"{name}.png"
                 if render_view(influx, name, f"{args.seconds + 30:.0f}s", path):
