@@ -1,0 +1,1 @@
+"""Alerting on the collector's stream: rules, state, notifications, silences, history."""

@@ -1,0 +1,644 @@
+"""Evaluates alert rules on the validated line stream, as it passes through the collector.
+
+`observe` runs on the ingest path for every message, so it does as little as it can: one
+`bytes.startswith` against the measurements the rules name drops every other line, and the
+lines that remain are read by `points` (tags once per series, only the compared fields). The
+state machine runs on the collector's wall clock; sample timestamps only order samples and
+time rates. `tick` (every second) promotes pending alerts whose `for` has passed, resolves
+events and `keep_firing_for` holds, and finds what fell silent.
+
+Samples older than `max_age_s` (a spool replayed after an outage) are not evaluated: the
+present state arrives with the live samples beside them, and paging for an hour-old
+condition that has since cleared helps no one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from collector.alerting.alert import Alert, fingerprint, render
+from collector.alerting.matchers import matches_all
+from collector.alerting.points import (
+    decode_value,
+    find_fields,
+    read_escaped,
+    read_head,
+    split_fields,
+)
+from collector.alerting.rules import Dependency, Rule, RuleFile
+from telemetry.lineproto import LineProtocolError
+from telemetry.sample import FieldValue
+
+log = logging.getLogger(__name__)
+
+HEALTH_MEASUREMENT = "rackwatch_agent"
+MAX_SERIES = 500_000  # cached series heads; past this the cache starts over
+_NUMBERS = frozenset([int, float])  # not bool: a flag is no number here
+_DIGITS = frozenset(b"%d" % d for d in range(10))  # a value ending in one is a float
+_BACKSLASH, _QUOTE, _COMMA = b"\\"[0], b'"'[0], b","[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An alert changed state: inactive -> pending -> firing -> resolved (or pending ->
+    inactive when the condition cleared before `for` had passed)."""
+
+    alert: Alert  # a copy, as of the change
+    previous: str
+    state: str
+    at: float
+    summary: str
+
+
+def rule_key(rule: Rule) -> str:
+    return f"{rule.alert}|{rule.severity}|{rule.measurement}"
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+class _Compiled:
+    """A rule, with what the hot path needs precomputed."""
+
+    __slots__ = (
+        "change",
+        "equals",
+        "field",
+        "index",
+        "key",
+        "kind",
+        "limit",
+        "op",
+        "relative",
+        "rule",
+        "series_matchable",
+        "wanted",
+    )
+
+    def __init__(self, index: int, rule: Rule) -> None:
+        self.index = index
+        self.rule = rule
+        self.key = rule_key(rule)
+        self.kind = rule.kind
+        self.field = rule.field or ""
+        self.relative = rule.relative_to_tag
+        self.change = rule.change
+        equals = rule.equals
+        self.equals: tuple[FieldValue, ...] = (
+            () if equals is None else tuple(equals) if isinstance(equals, list) else (equals,)
+        )
+        self.op = "in" if equals is not None else "gt" if rule.above is not None else "lt"
+        limit = rule.above if rule.above is not None else rule.below
+        self.limit = 0.0 if limit is None else limit
+        names = [rule.field] if rule.field else []
+        self.wanted = tuple(dict.fromkeys([*names, *rule.label_fields]))
+        # Matchers over tags alone can be decided once per series.
+        self.series_matchable = not rule.label_fields
+
+    def fires(self, value: FieldValue) -> bool:
+        op = self.op
+        if op == "in":
+            return value in self.equals
+        if value.__class__ is bool or not isinstance(value, int | float):
+            return False
+        return value > self.limit if op == "gt" else value < self.limit
+
+    def clears(self, value: FieldValue) -> bool:
+        if self.op == "in":
+            return value not in self.equals
+        number = _number(value)
+        if number is None:
+            return False
+        rule = self.rule
+        if rule.above is not None:
+            return (
+                number < rule.clear_below if rule.clear_below is not None else number <= rule.above
+            )
+        assert rule.below is not None
+        return number > rule.clear_above if rule.clear_above is not None else number >= rule.below
+
+    def labels(self, tags: Mapping[str, str]) -> dict[str, str]:
+        rule = self.rule
+        return {**tags, **rule.labels, "alertname": rule.alert, "severity": rule.severity}
+
+
+class _Entry:
+    """One rule as it applies to one series."""
+
+    __slots__ = ("absent_key", "compiled", "fingerprint", "labels", "rating")
+
+    def __init__(self, compiled: _Compiled, tags: Mapping[str, str]) -> None:
+        self.compiled = compiled
+        self.labels = compiled.labels(tags)
+        # "" for rules whose labels take field values: their identity is per point.
+        self.fingerprint = fingerprint(self.labels) if compiled.series_matchable else ""
+        self.rating = _rating(tags.get(compiled.relative)) if compiled.relative else None
+        absent = compiled.rule.absent
+        key = tuple(tags.get(tag, "") for tag in absent.by) if absent else ()
+        self.absent_key = None if "" in key else key
+
+
+class _Series:
+    """One measurement + tag set, and the rules that apply to it."""
+
+    __slots__ = ("entries", "keys", "learn", "measurement", "tags", "wanted")
+
+    def __init__(
+        self, measurement: str, tags: dict[str, str], entries: list[_Entry], learn: bool
+    ) -> None:
+        self.measurement = measurement
+        self.tags = tags
+        self.entries = entries
+        self.learn = learn  # a health sample to learn a device's agent from
+        names = dict.fromkeys(name for entry in entries for name in entry.compiled.wanted)
+        self.wanted = frozenset(name.encode() for name in names)
+        self.keys = tuple((name, name.encode() + b"=") for name in names)
+
+
+@dataclass(slots=True)
+class EvaluatorStats:
+    lines_seen: int = 0  # lines offered
+    lines_parsed: int = 0  # lines of a measurement some rule names
+    samples_stale: int = 0  # older than max_age_s: not evaluated
+    errors: int = 0  # lines that could not be read (only with an unvalidated feed)
+
+
+class Evaluator:
+    def __init__(
+        self,
+        rules: RuleFile,
+        emit: Callable[[Transition], None],
+        *,
+        max_age_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rules = rules
+        self.emit = emit
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self.compiled = [_Compiled(i, rule) for i, rule in enumerate(rules.rules)]
+        self._by_key = {c.key: c for c in self.compiled}
+        self._by_measurement: dict[str, list[_Compiled]] = {}
+        for compiled in self.compiled:
+            self._by_measurement.setdefault(compiled.rule.measurement, []).append(compiled)
+        self.dependencies = rules.dependencies
+        # `agent` of a device alert is learned from the agents' health samples.
+        self._learn_agents = any("agent" in d.equal for d in rules.dependencies)
+        measurements = set(self._by_measurement)
+        if self._learn_agents:
+            measurements.add(HEALTH_MEASUREMENT)
+        self.measurements = frozenset(measurements)
+        self.prefixes = tuple(
+            m.encode() + end for m in sorted(measurements) for end in (b",", b" ")
+        )
+        self._series: dict[bytes, _Series] = {}
+        self.alerts: dict[str, Alert] = {}
+        self._previous: dict[str, tuple[int, float]] = {}  # change rules: last sample
+        self._seen: dict[tuple[int, tuple[str, ...]], float] = {}  # absent rules: last seen
+        self._absent: dict[tuple[int, tuple[str, ...]], str] = {}  # ... and their alerts
+        self.agent_of: dict[tuple[str, str], str] = {}  # (site, device) -> agent
+        self._sources: list[list[Alert]] | None = None  # firing dependency sources, cached
+        self.stats = EvaluatorStats()
+        self.changed = False  # something worth saving happened since the last snapshot
+
+    # --- the hot path ------------------------------------------------------------------------
+
+    def observe(self, lines: list[bytes]) -> None:
+        """Evaluate the lines of measurements the rules name; never raises."""
+        self.stats.lines_seen += len(lines)
+        prefixes = self.prefixes
+        picked = [line for line in lines if line.startswith(prefixes)]
+        if not picked:
+            return
+        self.stats.lines_parsed += len(picked)
+        now = self.clock()
+        now_ns = int(now * 1e9)
+        oldest_ns = now_ns - int(self.max_age_s * 1e9)
+        for line in picked:
+            try:
+                self._line(line, now, now_ns, oldest_ns)
+            except (LineProtocolError, ValueError, UnicodeDecodeError) as exc:
+                self._error("line not evaluated: %s", exc)
+            except Exception as exc:  # a bug here must not stop the ingest it runs in
+                self._error("line not evaluated: %r", exc, trace=True)
+
+    def _error(self, message: str, exc: BaseException, trace: bool = False) -> None:
+        self.stats.errors += 1
+        if self.stats.errors == 1 or self.stats.errors % 1000 == 0:
+            log.warning(
+                "alerting: " + message + " (%d so far)",
+                exc,
+                self.stats.errors,
+                exc_info=exc if trace else None,
+            )
+
+    def _line(self, line: bytes, now: float, now_ns: int, oldest_ns: int) -> None:
+        head, _, rest = line.partition(b" ")
+        series = self._series.get(head)
+        # `int in bytes` is a memchr; `bytes in bytes` costs several times more.
+        if series is None or _BACKSLASH in rest:
+            if _BACKSLASH in line:  # escapes: the full parser (rare)
+                self._line_in_full(line, now, now_ns, oldest_ns)
+                return
+            series = self._new_series(head, *read_head(head))
+        if not series.entries and not series.learn:
+            return
+        if _QUOTE in rest:
+            section, stamp = split_fields(rest)
+            found = find_fields(section, series.keys, quoted=True)
+            if found is None:  # a quote in a field key (legal, never seen in practice)
+                self._line_in_full(line, now, now_ns, oldest_ns)
+                return
+            fields = found
+        else:
+            # The common case, inline: `find` each wanted field; floats decode directly.
+            section, _, stamp = rest.partition(b" ")
+            fields = {}
+            for name, key in series.keys:
+                start = section.find(key)
+                while start > 0 and section[start - 1] != _COMMA:  # a longer name ending in it
+                    start = section.find(key, start + 1)
+                if start < 0:
+                    continue
+                start += len(key)
+                end = section.find(_COMMA, start)
+                raw = section[start:] if end < 0 else section[start:end]
+                fields[name] = float(raw) if raw[-1:] in _DIGITS else decode_value(raw)
+        self._evaluate(series, fields, int(stamp) if stamp else now_ns, now, oldest_ns)
+
+    def _line_in_full(self, line: bytes, now: float, now_ns: int, oldest_ns: int) -> None:
+        key, measurement, tags, fields, time_ns = read_escaped(line, now_ns)
+        series = self._series.get(key) or self._new_series(key, measurement, tags)
+        wanted = {k: v for k, v in fields.items() if k.encode() in series.wanted}
+        self._evaluate(series, wanted, time_ns, now, oldest_ns)
+
+    def _evaluate(
+        self,
+        series: _Series,
+        fields: dict[str, FieldValue],
+        time_ns: int,
+        now: float,
+        oldest_ns: int,
+    ) -> None:
+        if time_ns < oldest_ns:
+            self.stats.samples_stale += 1
+            return
+        if series.learn:
+            self._learn_agent(series.tags)
+        alerts = self.alerts
+        for entry in series.entries:
+            compiled = entry.compiled
+            kind = compiled.kind
+            if kind == "threshold":
+                if compiled.series_matchable:
+                    print_, labels = entry.fingerprint, entry.labels
+                else:
+                    point_labels = self._point_labels(entry, fields)
+                    if point_labels is None:
+                        continue
+                    print_, labels = fingerprint(point_labels), point_labels
+                reading = fields.get(compiled.field)
+                if reading is None:
+                    continue
+                value: FieldValue = reading
+                if compiled.relative is not None:
+                    if entry.rating is None or reading.__class__ not in _NUMBERS:
+                        continue
+                    value = reading / entry.rating  # type: ignore[operator]
+                if compiled.change is not None:
+                    changed = self._changed(compiled, print_, value, time_ns)
+                    if changed is None:
+                        continue
+                    value = changed
+                alert = alerts.get(print_)
+                if alert is not None:
+                    self._advance(alert, compiled, value, reading, entry.rating, time_ns, now)
+                elif compiled.fires(value):
+                    self._open(compiled, print_, labels, value, reading, entry.rating, time_ns, now)
+            elif kind == "event":
+                point_labels = self._point_labels(entry, fields)
+                if point_labels is not None:
+                    print_ = fingerprint(point_labels)
+                    self._event(entry, print_, point_labels, fields, time_ns, now)
+            elif entry.absent_key is not None:
+                self._present(compiled, entry.absent_key, now)
+
+    def _point_labels(
+        self, entry: _Entry, fields: Mapping[str, FieldValue]
+    ) -> dict[str, str] | None:
+        """Labels with the rule's label_fields; None when its matchers do not match them."""
+        rule = entry.compiled.rule
+        if not rule.label_fields:
+            return entry.labels
+        extra = {name: _label_text(fields[name]) for name in rule.label_fields if name in fields}
+        labels = {**entry.labels, **extra}
+        return labels if matches_all(rule.matchers, labels) else None
+
+    def _new_series(self, key: bytes, measurement: str, tags: dict[str, str]) -> _Series:
+        entries = [
+            _Entry(compiled, tags)
+            for compiled in self._by_measurement.get(measurement, ())
+            if not compiled.series_matchable or matches_all(compiled.rule.matchers, tags)
+        ]
+        learn = self._learn_agents and measurement == HEALTH_MEASUREMENT
+        if len(self._series) >= MAX_SERIES:
+            self._series.clear()
+        series = _Series(measurement, tags, entries, learn)
+        self._series[key] = series
+        return series
+
+    def _advance(
+        self,
+        alert: Alert,
+        compiled: _Compiled,
+        value: FieldValue,
+        reading: FieldValue,
+        rating: float | None,
+        time_ns: int,
+        now: float,
+    ) -> None:
+        """A new sample for an open threshold alert."""
+        if time_ns < alert.last_point_ns:
+            return
+        self._update(alert, value, reading, rating, time_ns)
+        rule = compiled.rule
+        if alert.state == "pending":
+            if not compiled.fires(value):
+                self._drop(alert, "inactive", now)
+                return
+            alert.last_seen = now
+            if now - alert.active_since >= rule.for_:
+                self._fire(alert, now)
+        elif compiled.clears(value):
+            alert.clear_since = alert.clear_since if alert.clear_since is not None else now
+            if now - alert.clear_since >= rule.keep_firing_for:
+                self._drop(alert, "resolved", now)
+        else:
+            alert.clear_since = None
+            alert.last_seen = now
+
+    def _changed(
+        self, compiled: _Compiled, print_: str, value: FieldValue, time_ns: int
+    ) -> float | None:
+        """The increase, delta or rate since the series' previous sample, if there is one."""
+        number = _number(value)
+        if number is None:
+            return None
+        previous = self._previous.get(print_)
+        if previous is not None and time_ns <= previous[0]:
+            return None  # out of order or repeated
+        self._previous[print_] = (time_ns, number)
+        if previous is None:
+            return None
+        change = number - previous[1]
+        if compiled.change == "increase" and change < 0:
+            return None  # a counter reset
+        if compiled.change == "rate":
+            return change / ((time_ns - previous[0]) / 1e9) * compiled.rule.per
+        return change
+
+    def _open(
+        self,
+        compiled: _Compiled,
+        print_: str,
+        labels: dict[str, str],
+        value: FieldValue,
+        reading: FieldValue,
+        rating: float | None,
+        time_ns: int,
+        now: float,
+    ) -> None:
+        alert = Alert(print_, compiled.key, labels, "pending", now, last_seen=now)
+        self._update(alert, value, reading, rating, time_ns)
+        self.alerts[print_] = alert
+        if compiled.rule.for_ <= 0:
+            self._fire(alert, now, "inactive")
+        else:
+            self._move(alert, "inactive", "pending", now)
+
+    def _event(
+        self,
+        entry: _Entry,
+        print_: str,
+        labels: dict[str, str],
+        fields: Mapping[str, FieldValue],
+        time_ns: int,
+        now: float,
+    ) -> None:
+        alert = self.alerts.get(print_)
+        first = next(iter(fields.values()), None)
+        if alert is None:
+            alert = Alert(print_, entry.compiled.key, labels, "pending", now)
+            self.alerts[print_] = alert
+            self._update(alert, first, first, None, time_ns)
+            alert.last_seen = now
+            self._fire(alert, now, "inactive")
+            return
+        self._update(alert, first, first, None, time_ns)
+        alert.last_seen = now
+
+    def _present(self, compiled: _Compiled, key: tuple[str, ...], now: float) -> None:
+        slot = (compiled.index, key)
+        if slot not in self._seen:
+            self.changed = True  # a new key to remember across restarts
+        self._seen[slot] = now
+        print_ = self._absent.pop(slot, None) if self._absent else None
+        if print_ is not None and print_ in self.alerts:
+            self._drop(self.alerts[print_], "resolved", now)
+
+    def _update(
+        self,
+        alert: Alert,
+        value: FieldValue | None,
+        reading: FieldValue | None,
+        rating: float | None,
+        time_ns: int,
+    ) -> None:
+        alert.value = value
+        alert.reading = reading
+        alert.rating = rating
+        alert.last_point_ns = time_ns
+
+    def _learn_agent(self, tags: Mapping[str, str]) -> None:
+        device, agent = tags.get("device"), tags.get("agent")
+        if device and agent:
+            where = (tags.get("site", ""), device)
+            if self.agent_of.get(where) != agent:
+                self.agent_of[where] = agent
+                self.changed = True
+
+    # --- transitions --------------------------------------------------------------------------
+
+    def _fire(self, alert: Alert, now: float, previous: str = "pending") -> None:
+        alert.state = "firing"
+        alert.fired_at = now
+        alert.clear_since = None
+        self._move(alert, previous, "firing", now)
+
+    def _drop(self, alert: Alert, state: str, now: float) -> None:
+        del self.alerts[alert.fingerprint]
+        self._previous.pop(alert.fingerprint, None)
+        self._move(alert, alert.state, state, now)
+
+    def _move(self, alert: Alert, previous: str, state: str, now: float) -> None:
+        self.changed = True
+        self._sources = None
+        summary = self.summary(alert)
+        self.emit(
+            Transition(replace(alert, labels=dict(alert.labels)), previous, state, now, summary)
+        )
+
+    def summary(self, alert: Alert) -> str:
+        compiled = self._by_key.get(alert.rule_key)
+        template = compiled.rule.summary if compiled else ""
+        return render(template, alert.labels, alert.values())
+
+    # --- the clock ----------------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> None:
+        """Time-driven changes: `for` passed, holds and events run out, keys fall silent."""
+        now = self.clock() if now is None else now
+        for alert in list(self.alerts.values()):
+            compiled = self._by_key.get(alert.rule_key)
+            if compiled is None:
+                continue
+            rule = compiled.rule
+            if rule.kind == "event":
+                assert rule.event is not None
+                if now - alert.last_seen >= rule.event.resolve_after:
+                    self._drop(alert, "resolved", now)
+            elif rule.kind == "threshold":
+                if alert.state == "pending" and now - alert.active_since >= rule.for_:
+                    self._fire(alert, now)
+                elif (
+                    alert.state == "firing"
+                    and alert.clear_since is not None
+                    and now - alert.clear_since >= rule.keep_firing_for
+                ):
+                    self._drop(alert, "resolved", now)
+        for (index, key), seen in self._seen.items():
+            rule = self.compiled[index].rule
+            assert rule.absent is not None
+            if (index, key) in self._absent:
+                continue
+            if now - seen > rule.absent.interval * rule.absent.intervals:
+                self._fire_absent(self.compiled[index], key, seen, now)
+
+    def _fire_absent(
+        self, compiled: _Compiled, key: tuple[str, ...], seen: float, now: float
+    ) -> None:
+        rule = compiled.rule
+        assert rule.absent is not None
+        labels = compiled.labels(dict(zip(rule.absent.by, key, strict=True)))
+        print_ = fingerprint(labels)
+        alert = Alert(print_, compiled.key, labels, "pending", seen, last_seen=seen)
+        alert.value = now - seen
+        alert.extra = {"silent_s": f"{now - seen:.0f}"}
+        self.alerts[print_] = alert
+        self._absent[(compiled.index, key)] = print_
+        self._fire(alert, now, "inactive")
+
+    # --- dependencies -------------------------------------------------------------------------
+
+    def label(self, labels: Mapping[str, str], name: str) -> str:
+        """A label's value, with `agent` of a device alert learned from the health samples."""
+        value = labels.get(name, "")
+        if not value and name == "agent":
+            value = self.agent_of.get((labels.get("site", ""), labels.get("device", "")), "")
+        return value
+
+    def muted_by(self, labels: Mapping[str, str]) -> str | None:
+        """The dependency (name, or its firing source's alert name) muting an alert, if any."""
+        if not self.dependencies:
+            return None
+        if self._sources is None:
+            firing = [a for a in self.alerts.values() if a.state == "firing"]
+            self._sources = [
+                [a for a in firing if matches_all(d.source, a.labels)] for d in self.dependencies
+            ]
+        for dependency, sources in zip(self.dependencies, self._sources, strict=True):
+            if not sources or matches_all(dependency.source, labels):
+                continue
+            if dependency.target and not matches_all(dependency.target, labels):
+                continue
+            wanted = [self.label(labels, name) for name in dependency.equal]
+            for source in sources:
+                have = [self.label(source.labels, name) for name in dependency.equal]
+                if all(have) and have == wanted:
+                    return _describe(dependency, source)
+        return None
+
+    # --- restarts -----------------------------------------------------------------------------
+
+    def firing(self) -> Iterator[Alert]:
+        return (a for a in self.alerts.values() if a.state == "firing")
+
+    def snapshot(self) -> dict[str, Any]:
+        self.changed = False
+        return {
+            "alerts": [alert.to_json() for alert in self.alerts.values()],
+            "seen": [[self.compiled[i].key, list(key)] for i, key in self._seen],
+            "agents": [[site, device, agent] for (site, device), agent in self.agent_of.items()],
+        }
+
+    def restore(self, data: Mapping[str, Any], now: float | None = None) -> list[Alert]:
+        """Take back a snapshot. Keys that were reporting get a fresh grace period from `now`
+        (the collector was away, not they). Returns alerts whose rule is gone; they are
+        resolved, through `emit`, so receivers hear of it."""
+        now = self.clock() if now is None else now
+        gone = []
+        for item in data.get("alerts", []):
+            alert = Alert.from_json(item)
+            compiled = self._by_key.get(alert.rule_key)
+            if compiled is None:
+                gone.append(alert)
+                continue
+            self.alerts[alert.fingerprint] = alert
+            if compiled.rule.absent is not None:
+                key = tuple(alert.labels.get(tag, "") for tag in compiled.rule.absent.by)
+                self._absent[(compiled.index, key)] = alert.fingerprint
+                self._seen[(compiled.index, key)] = alert.last_seen
+        for rule_key_, key in data.get("seen", []):
+            compiled = self._by_key.get(rule_key_)
+            if compiled is not None and compiled.rule.absent is not None:
+                self._seen.setdefault((compiled.index, tuple(key)), now)
+        for site, device, agent in data.get("agents", []):
+            self.agent_of[(site, device)] = agent
+        for alert in gone:
+            self.alerts[alert.fingerprint] = alert
+            self._drop(alert, "resolved", now)
+        self._sources = None
+        return gone
+
+
+def _rating(tag: str | None) -> float | None:
+    if not tag:
+        return None
+    try:
+        value = float(tag)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _label_text(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _describe(dependency: Dependency, source: Alert) -> str:
+    if dependency.name:
+        return dependency.name
+    labels = source.labels
+    where = ", ".join(f"{k}={labels[k]}" for k in ("site", "agent", "device") if k in labels)
+    return f"{source.labels.get('alertname', '')} ({where})"
