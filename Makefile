@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEMO_DEBS := python3-venv mosquitto influxdb
 TEST_DEBS := python3-venv mosquitto influxdb victoria-metrics snmpd snmp
 
-.PHONY: demo test lint bench debs-demo debs-test clean
+.PHONY: demo test lint bench debs-demo debs-test clean install-service
 
 $(BIN)/rackwatch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ lint: debs-test $(BIN)/rackwatch
 bench: debs-test $(BIN)/rackwatch
 	$(BIN)/python bench/bench_lineproto.py
 	$(BIN)/python bench/bench_pipeline.py
+
+# systemd services in /opt/rackwatch (own venv), units, configs in /etc/rackwatch; as root.
+# DESTDIR=/tmp/stage for a trial. See docs/operations.md.
+install-service:
+	@scripts/install-debs python3-venv
+	scripts/install-service
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

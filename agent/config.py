@@ -9,7 +9,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from agent.mqtt_devices.config import MqttDevicesConfig
 from telemetry.config import KeyPath, Secret, StrictModel
+from telemetry.metrics import MetricsSettings
 from telemetry.mqtt import BrokerSettings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -170,6 +172,8 @@ class AgentConfig(StrictModel):
     credentials: dict[str, SnmpCredentials] = {}
     health_interval_s: float = Field(default=30.0, gt=0)
     traps: TrapSettings | None = None
+    mqtt_devices: MqttDevicesConfig | None = None  # devices that publish (docs/mqtt-devices.md)
+    metrics: MetricsSettings | None = None  # Prometheus endpoint; off unless set
     devices: list[Device] = []
 
     def problems(self) -> list[tuple[KeyPath, str]]:
@@ -195,4 +199,6 @@ class AgentConfig(StrictModel):
                         f"unknown profile {device.profile!r}; known: {', '.join(sorted(profiles))}",
                     )
                 )
+        if self.mqtt_devices is not None:
+            found += [(("mqtt_devices", *key), m) for key, m in self.mqtt_devices.problems()]
         return found

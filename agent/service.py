@@ -8,12 +8,14 @@ import time
 from collections.abc import Iterable
 
 from agent.config import AgentConfig, Device
+from agent.mqtt_devices.subscriber import DeviceSubscriber
 from agent.profile import builtin_profiles
 from agent.publisher import Publisher
 from agent.scheduler import PeriodicPoller
 from agent.snmp import SnmpDevice, SnmpTarget
 from agent.traps import Notification, TrapReceiver
 from telemetry.lineproto import LineProtocolError, encode
+from telemetry.reload import split_changes
 from telemetry.sample import FieldValue, Sample
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,11 @@ def build_device(config: AgentConfig, device: Device) -> SnmpDevice:
     return SnmpDevice(device.name, target, location_tags(config, device), profile)
 
 
+def _poll_setup(config: AgentConfig, device: Device) -> tuple[object, ...]:
+    """Everything a device's poller is built from: equal setups can keep their poller."""
+    return (device, config.credentials.get(device.credentials), config.defaults, config.agent)
+
+
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -62,18 +69,34 @@ class Agent:
         self.publisher = Publisher(config.mqtt, topic, client_id=f"rackwatch-agent-{name}")
         self.encode_errors = 0
         self.pollers: dict[str, PeriodicPoller] = {}
+        self.ready = asyncio.Event()  # set once run() has started everything
+        self._poll_tasks: dict[str, asyncio.Task[None]] = {}
+        self._traps: TrapReceiver | None = None
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
         for device in config.devices:
-            source = build_device(config, device)
-            interval_s = device.interval_s or config.defaults.interval_s
-            self.pollers[device.name] = PeriodicPoller(
-                device.name,
-                source.collect,
-                self._emit,
-                interval_s=interval_s,
-                jitter_s=config.defaults.jitter_s,
-                deadline_s=device.deadline_s or interval_s,
-            )
+            self.pollers[device.name] = self._device_poller(config, device)
+        self.mqtt_devices = (
+            DeviceSubscriber(config.mqtt_devices, config.agent.site, name, self._emit)
+            if config.mqtt_devices
+            else None
+        )
+
+    def _device_poller(self, config: AgentConfig, device: Device) -> PeriodicPoller:
+        source = build_device(config, device)
+        interval_s = device.interval_s or config.defaults.interval_s
+        return PeriodicPoller(
+            device.name,
+            source.collect,
+            self._emit,
+            interval_s=interval_s,
+            jitter_s=config.defaults.jitter_s,
+            deadline_s=device.deadline_s or interval_s,
+        )
+
+    def _start_poller(self, name: str) -> None:
+        self._poll_tasks[name] = asyncio.create_task(
+            self.pollers[name].run(), name=f"device {name}"
+        )
 
     def _start_traps(self) -> TrapReceiver | None:
         settings = self.config.traps
@@ -179,12 +202,62 @@ class Agent:
                 now,
             )
         )
+        if self.mqtt_devices is not None:
+            samples += self.mqtt_devices.health_samples(now)
         return samples
 
     async def _report_health(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
             self._emit("health", self.health_samples())
+
+    # What a reload (SIGHUP) applies. The rest waits for a restart: the agent's identity and
+    # mqtt, since the publisher, with its queue and spool, lives on unchanged.
+    LIVE_KEYS = frozenset(
+        {"defaults", "credentials", "health_interval_s", "traps", "metrics", "devices"}
+    )
+
+    async def reload(self, config: AgentConfig) -> list[str]:
+        """Apply a new config: new or changed devices get new pollers, removed ones stop, the
+        rest keep theirs (and their counters). Returns the changed keys held for a restart."""
+        old = self.config
+        config, held = split_changes(old, config, self.LIVE_KEYS)
+        before = {d.name: _poll_setup(old, d) for d in old.devices}
+        after = {d.name: _poll_setup(config, d) for d in config.devices}
+        stale = [name for name, setup in before.items() if after.get(name) != setup]
+        stopped = [self._poll_tasks.pop(name) for name in stale if name in self._poll_tasks]
+        for task in stopped:
+            task.cancel()
+        for name in stale:
+            del self.pollers[name]
+        self.config = config
+        self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
+        for device in config.devices:
+            if device.name not in self.pollers:
+                self.pollers[device.name] = self._device_poller(config, device)
+                if self.ready.is_set():
+                    self._start_poller(device.name)
+        await asyncio.gather(*stopped, return_exceptions=True)
+        if config.traps != old.traps and self.ready.is_set():
+            await self._replace_traps()
+        log.info(
+            "reload: %d devices, %d of them new or changed, %d removed",
+            len(config.devices),
+            sum(before.get(name) != setup for name, setup in after.items()),
+            len(set(before) - set(after)),
+        )
+        return held
+
+    async def _replace_traps(self) -> None:
+        if self._traps is not None:
+            self._traps.close()
+            self._traps = None
+            await asyncio.sleep(0)  # the transport lets go of its socket on the next turn
+        try:
+            self._traps = self._start_traps()
+        except OSError as exc:
+            listen = self.config.traps.listen if self.config.traps else "?"
+            log.error("traps: cannot listen on %s: %s; no traps until fixed", listen, exc)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then flush what is queued (bounded in time)."""
@@ -195,20 +268,27 @@ class Agent:
             len(self.pollers),
         )
         publisher = asyncio.create_task(self.publisher.run(), name="mqtt publisher")
-        traps = self._start_traps()
-        workers = [
-            asyncio.create_task(poller.run(), name=f"device {name}")
-            for name, poller in self.pollers.items()
-        ]
-        workers.append(asyncio.create_task(self._report_health(), name="health"))
+        self._traps = self._start_traps()
+        for name in self.pollers:
+            self._start_poller(name)
+        health = asyncio.create_task(self._report_health(), name="health")
+        mqtt_devices = (
+            asyncio.create_task(self.mqtt_devices.run(), name="mqtt devices")
+            if self.mqtt_devices
+            else None
+        )
+        self.ready.set()
         try:
             await stop.wait()
         finally:
-            if traps is not None:
-                traps.close()
+            if self._traps is not None:
+                self._traps.close()
+            workers = [health, *self._poll_tasks.values()]
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            if self.mqtt_devices is not None and mqtt_devices is not None:
+                await self.mqtt_devices.close(mqtt_devices, timeout_s=5.0)
             self._emit("health", self.health_samples())
             if not await self.publisher.drain(SHUTDOWN_DRAIN_S):
                 log.warning(

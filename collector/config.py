@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from telemetry.config import Secret, StrictModel
+from collector.alerting.settings import AlertingSettings
+from telemetry.config import KeyPath, Secret, StrictModel
+from telemetry.metrics import MetricsSettings
 from telemetry.mqtt import BrokerSettings
 
 
@@ -78,6 +80,17 @@ class RetrySettings(StrictModel):
     max_s: float = Field(default=30.0, gt=0)
 
 
+class RollupSettings(StrictModel):
+    """Rack, row, room and site power against capacity, and PUE, computed on the stream
+    (collector/rollup.py). Roll-ups see only the lines this collector takes: give them to a
+    collector that takes the whole stream (a group of one, or `group: null`)."""
+
+    inventory: Path  # racks, feed ratings, facility meters (configs/inventory.example.yaml)
+    interval_s: float = Field(default=10.0, gt=0)
+    stale_after_s: float = Field(default=120.0, gt=0)  # older readings no longer count
+    peak_window_s: float = Field(default=7 * 86400.0, gt=0)  # stranded = capacity - this peak
+
+
 class CollectorConfig(StrictModel):
     name: str = "collector"
     mqtt: MqttSettings = MqttSettings()
@@ -87,3 +100,11 @@ class CollectorConfig(StrictModel):
     spool: SpoolSettings | None = None
     dead_letter_path: Path = Path("rackwatch-dead-letter.jsonl")
     health_interval_s: float = Field(default=10.0, gt=0)
+    rollup: RollupSettings | None = None
+    metrics: MetricsSettings | None = None  # Prometheus endpoint; off unless set
+    alerting: AlertingSettings | None = None  # rules on the stream, notifications (alerting.md)
+
+    def problems(self) -> list[tuple[KeyPath, str]]:
+        if self.alerting is None:
+            return []
+        return [(("alerting", *path), message) for path, message in self.alerting.problems()]

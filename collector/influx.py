@@ -106,6 +106,14 @@ class InfluxWriter:
             params["p"] = s.password or ""
         return f"{base}/write", params, headers
 
+    def reconfigure(self, settings: InfluxSettings, retry: RetrySettings) -> None:
+        """Send later requests, retries of batches in flight included, with new settings (a
+        reload). `gzip` stays: a batch in flight is compressed, or not, already."""
+        self.settings = settings.model_copy(update={"gzip": self.settings.gzip})
+        self.retry = retry
+        self._client.timeout = httpx.Timeout(settings.timeout_s)
+        self._url, self._params, self._headers = self._endpoint()
+
     def describe(self) -> str:
         s = self.settings
         target = f"bucket {s.bucket}" if s.api == "v2" else f"database {s.database}"

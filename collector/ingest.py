@@ -8,6 +8,7 @@ good lines in the same message.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
@@ -55,6 +56,8 @@ class Ingest:
         self.pipeline = pipeline
         self.dead_letters = dead_letters
         self.stats = IngestStats()
+        # Readers of the validated stream beside the pipeline (roll-ups); they must not raise.
+        self.taps: list[Callable[[list[bytes]], None]] = []
         self.subscription = (
             f"$share/{settings.group}/{settings.topic}" if settings.group else settings.topic
         )
@@ -80,6 +83,8 @@ class Ingest:
         if receipt is not None:
             receipt.pending = len(good)  # the invalid ones are safe in the dead-letter file
         self.pipeline.add(good, receipt)
+        for tap in self.taps:
+            tap(good)
         if receipt is not None and not good:
             receipt.done(0)
         if bad:

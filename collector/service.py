@@ -7,27 +7,48 @@ import contextlib
 import logging
 import time
 
+from collector.alerting.service import Alerting
 from collector.config import CollectorConfig
 from collector.deadletter import DeadLetters
 from collector.influx import InfluxWriter
 from collector.ingest import Ingest
+from collector.inventory import Inventory
 from collector.pipeline import Pipeline
+from collector.rollup import Rollup
+from telemetry.config import load as load_config
 from telemetry.lineproto import encode
+from telemetry.reload import split_changes
 from telemetry.sample import Sample
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_FLUSH_S = 10.0
+SHUTDOWN_NOTIFY_S = 5.0  # queued notifications get this long to go out
 
 
 class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
+        self.ready = asyncio.Event()  # set once run() has started everything
         self.dead_letters = DeadLetters(config.dead_letter_path)
         self.writer = InfluxWriter(config.influxdb, config.retry, self.dead_letters)
         self.pipeline = Pipeline(config.batch, self.writer, config.spool)
         client_id = config.mqtt.client_id or f"rackwatch-collector-{config.name}"
         self.ingest = Ingest(config.mqtt, client_id, self.pipeline, self.dead_letters)
+        self.rollup = (
+            Rollup(load_config(config.rollup.inventory, Inventory), config.rollup)
+            if config.rollup
+            else None
+        )
+        if self.rollup is not None:
+            self.ingest.taps.append(self.rollup.observe)
+        self.alerting = (
+            Alerting(config.alerting, self.pipeline.add, config.mqtt, client_id)
+            if config.alerting
+            else None
+        )
+        if self.alerting is not None and self.alerting.feed is None:
+            self.ingest.taps.append(self.alerting.observe)
 
     def health_sample(self) -> Sample:
         ingest, write = self.ingest.stats, self.writer.stats
@@ -61,6 +82,8 @@ class Collector:
                     if self.pipeline.spool
                     else {}
                 ),
+                **(self.rollup.health_fields() if self.rollup else {}),
+                **(self.alerting.health_fields() if self.alerting else {}),
             },
             time.time_ns(),
         )
@@ -91,6 +114,29 @@ class Collector:
                 exc,
             )
 
+    def health_samples(self) -> list[Sample]:
+        return [self.health_sample()]
+
+    # What a reload (SIGHUP) applies: where InfluxDB is and how to log in, retries, the batch
+    # delay and pending limit, the health interval, metrics. The rest waits for a restart: the
+    # MQTT session (name, mqtt), spool and dead-letter files, and what running objects are
+    # built from (batch size, write slots, gzip of batches that may be in flight).
+    LIVE_KEYS = frozenset({"influxdb", "retry", "batch", "health_interval_s", "metrics"})
+    FIXED_KEYS = frozenset({"batch.max_lines", "batch.max_concurrent_writes", "influxdb.gzip"})
+
+    async def reload(self, config: CollectorConfig) -> list[str]:
+        """Apply a new config without losing a line: pending and in-flight batches stay (and
+        go to the new InfluxDB settings). Returns the changed keys held for a restart."""
+        old = self.config
+        config, held = split_changes(old, config, self.LIVE_KEYS, self.FIXED_KEYS)
+        self.config = config
+        self.writer.reconfigure(config.influxdb, config.retry)
+        self.pipeline.settings = config.batch
+        if config.influxdb != old.influxdb:
+            log.info("reload: writing to %s", self.writer.describe())
+            await self._ensure_database()
+        return held
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; then stop taking messages and flush (bounded in time)."""
         await self._ensure_database()
@@ -102,18 +148,31 @@ class Collector:
         )
         ingest = asyncio.create_task(self.ingest.run(), name="mqtt ingest")
         health = asyncio.create_task(self._report_health(), name="health")
+        rollup = (
+            asyncio.create_task(self.rollup.run(self.pipeline.add), name="roll-ups")
+            if self.rollup
+            else None
+        )
         pipeline = asyncio.create_task(self.pipeline.run(), name="pipeline")
+        alerting = (
+            asyncio.create_task(self.alerting.run(), name="alerting") if self.alerting else None
+        )
+        self.ready.set()
         try:
             await stop.wait()
         finally:
             for task in (ingest, health):
                 task.cancel()
+            if rollup is not None:
+                rollup.cancel()
             # aiomqtt 2.5 waits for the broker's answer to DISCONNECT without a time limit:
             # a second cancel after a while keeps a silent broker from holding up shutdown.
             _, late = await asyncio.wait([ingest, health], timeout=5.0)
             for task in late:
                 task.cancel()
                 await asyncio.wait([task], timeout=5.0)
+            if self.alerting is not None and alerting is not None:
+                await self.alerting.close(alerting, SHUTDOWN_NOTIFY_S)  # history before flush
             self.pipeline.add([encode(self.health_sample()).encode()])
             if not await self.pipeline.flush(SHUTDOWN_FLUSH_S):
                 log.warning(

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telemetry.config import ConfigError
+
+if TYPE_CHECKING:
+    from rackwatch.daemon import C, Service
 
 log = logging.getLogger("rackwatch")
 
@@ -25,13 +27,11 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(main)
 
 
-async def until_signalled(service: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await service(stop)
-    return 0
+async def until_signalled(service: Service[C], load: Callable[[], C]) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads `load()`; systemd is notified throughout."""
+    from rackwatch.daemon import serve
+
+    return await serve(service, load)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from telemetry import config
 
     agent = Agent(config.load(args.config, AgentConfig))
-    return run_async(until_signalled(agent.run))
+    return run_async(until_signalled(agent, lambda: config.load(args.config, AgentConfig)))
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
@@ -49,12 +49,14 @@ def cmd_collector(args: argparse.Namespace) -> int:
     from telemetry import config
 
     collector = Collector(config.load(args.config, CollectorConfig))
-    return run_async(until_signalled(collector.run))
+    return run_async(until_signalled(collector, lambda: config.load(args.config, CollectorConfig)))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from agent.config import AgentConfig
+    from collector.alerting.rules import RuleFile
     from collector.config import CollectorConfig
+    from collector.inventory import Inventory
     from telemetry import config
 
     failed = False
@@ -68,13 +70,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             data, lines = config.parse_yaml(text, str(path))
             is_agent = isinstance(data, dict) and "agent" in data
-            model = AgentConfig if is_agent else CollectorConfig
-            config.validate(data, model, str(path), lines)
+            is_inventory = isinstance(data, dict) and "racks" in data
+            is_rules = isinstance(data, dict) and "rules" in data
+            model = AgentConfig if is_agent else Inventory if is_inventory else CollectorConfig
+            config.validate(data, RuleFile if is_rules else model, str(path), lines)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             failed = True
         else:
-            print(f"{path}: ok ({'agent' if is_agent else 'collector'} config)")
+            kind = "agent" if is_agent else "rack inventory" if is_inventory else "collector"
+            print(f"{path}: ok ({'alert rules' if is_rules else f'{kind} config'})")
     return 1 if failed else 0
 
 
@@ -90,10 +95,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(duration_s=args.duration, shared=args.shared)
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    from collector.alerting import silences
+
+    return silences.command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rackwatch", description=__doc__)
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["plain", "json"],
+        help="plain text or one JSON object per line (default: $RACKWATCH_LOG_FORMAT or plain)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -143,16 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the shared/ folder with devices/snmprec (default: ../shared)",
     )
     demo.set_defaults(func=cmd_demo)
+
+    silence = commands.add_parser("silence", help="add, list or expire alert silences")
+    from collector.alerting.silences import add_arguments
+
+    add_arguments(silence)
+    silence.set_defaults(func=cmd_silence)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from telemetry import logs
+
+    try:
+        log_format = args.log_format or logs.default_format()
+    except ValueError as exc:
+        print(f"rackwatch: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(args.log_level, log_format)
     try:
         result: int = args.func(args)
     except ConfigError as exc:

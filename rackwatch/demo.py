@@ -1,11 +1,11 @@
 """`rackwatch demo`: a live hall on this machine, from private servers on free loopback ports.
 
 It starts Mosquitto, InfluxDB and snmpsim under a temporary directory (never touching a server
-already running), serves shared APC recordings (four PDUs, an InRow cooling unit, a Smart-UPS)
-with values that move over time, runs a real agent and a real collector as child processes,
-and shows data arriving. With
-`--duration N` it runs N seconds without interaction and exits 0 only once an InfluxQL query
-has found points of every simulated kind. Everything it started is stopped on exit.
+already running), serves shared recordings (six PDUs of three vendors, an InRow cooling unit,
+two Smart-UPSes) with values that move over time, runs a real agent and a real collector (with
+roll-ups) as child processes, and shows data arriving. With `--duration N` it runs N seconds
+without interaction and exits 0 only once an InfluxQL query has found points of every simulated
+kind. Everything it started is stopped on exit.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from types import FrameType
 
 import yaml
 
-from rackwatch import localservices
+from rackwatch import demo_mqtt_devices, localservices
 from rackwatch.localservices import Running, ServiceError
 
 DATABASE = "rackwatch"
@@ -35,23 +35,38 @@ EXPECTED_MEASUREMENTS = (
     "ups",
     "rackwatch_agent",
     "rackwatch_collector",
+    "rackwatch_mqtt_device",
+    "mqtt_device_event",
+    "rack_power",
+    "row_power",
+    "site_power",
+    "pue",
 )
 VERIFY_GRACE_S = 20.0
 
-# Demo row: two racks with an A and a B feed each (one metered, one switched PDU model),
-# the InRow cooling unit between them and the row's UPS.
+# Demo row: three racks with an A and a B feed each (APC metered, APC switched, and a Raritan
+# beside an Eaton), the InRow cooling unit, a Liebert room unit, the row's UPS, and `ups-main`,
+# whose output stands in for the site's utility meter (PUE). A PDU's feed: its name's last letter.
 DEMO_DEVICES = {
     "pdu-a01-a": ("apc_ap8853", "A01"),
     "pdu-a01-b": ("apc_ap8853", "A01"),
     "pdu-a02-a": ("apc_ap8959eu3", "A02"),
     "pdu-a02-b": ("apc_ap8959eu3", "A02"),
+    "pdu-a03-a": ("raritan-pdu_px2", "A03"),
+    "pdu-a03-b": ("eatonpdu_2", "A03"),
+    "ups-main": ("apc_smart1500", "A00"),
+    "crah-1": ("liebert_weblbds", "A00"),  # room cooling (humidity) on a Liebert GP card
     "inrow-a01": ("apc-inrow", "A01"),
     "ups-row-a": ("apc_smart1500", "A00"),
 }
 
-# OID -> snmpsim numeric variation, so the readings move like a real load does.
+# OID -> snmpsim numeric variation, so the readings move like a real load does. By recording,
+# or by device name where one device moves unlike the others on its recording.
 # Values stay near the recorded ones; `rate` sets the speed of the swing.
 MOVING_VALUES = {
+    "ups-main": {  # output power in W: about 1.4 times the racks' IT load
+        "1.3.6.1.4.1.318.1.1.1.4.2.8.0": "function=sin,rate=0.02,scale=400,offset=6400",
+    },
     "apc_ap8853": {
         "1.3.6.1.4.1.318.1.1.26.6.3.1.5.1": "function=sin,rate=0.2,scale=6,offset=49",
         "1.3.6.1.4.1.318.1.1.26.6.3.1.7.1": "function=sin,rate=0.2,scale=14,offset=114",
@@ -70,6 +85,31 @@ MOVING_VALUES = {
     },
     "apc_smart1500": {  # load in tenths of a percent
         "1.3.6.1.4.1.318.1.1.1.4.3.3.0": "function=sin,rate=0.1,scale=30,offset=176",
+    },
+}
+
+_FEED_16A = {"rated_a": 16, "voltage_v": 230}
+# The racks' feeds for roll-ups; A03's B feed is a 120 V circuit, near what one feed can carry.
+DEMO_INVENTORY = {
+    "racks": [
+        {
+            "site": "qiyang-a1",
+            "room": "hall-1",
+            "row": "A",
+            "rack": rack,
+            "feeds": {
+                "A": _FEED_16A,
+                "B": _FEED_16A if rack != "A03" else {**_FEED_16A, "rated_a": 20, "voltage_v": 120},
+            },
+        }
+        for rack in ("A01", "A02", "A03")
+    ],
+    "sites": {
+        "qiyang-a1": {
+            "facility": [
+                {"measurement": "ups", "field": "output_power_w", "tags": {"device": "ups-main"}}
+            ]
+        }
     },
 }
 
@@ -112,10 +152,15 @@ def write_configs(
 ) -> tuple[Path, Path]:
     agent = {
         "agent": {"name": "demo-agent", "site": "qiyang-a1"},
-        "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
+        "mqtt": {
+            "host": mosquitto.host,
+            "port": mosquitto.port,
+            "spool_dir": str(workdir / "agent-spool"),
+        },
         "defaults": {"interval_s": 5, "jitter_s": 0.5, "timeout_s": 1, "retries": 1},
         "health_interval_s": 5,
         "credentials": {name: {"version": "2c", "community": name} for name in DEMO_DEVICES},
+        "mqtt_devices": demo_mqtt_devices.agent_section(mosquitto),  # a JSON and a Sparkplug CRAH
         "devices": [
             {
                 "name": name,
@@ -124,6 +169,7 @@ def write_configs(
                 "room": "hall-1",
                 "row": "A",
                 "rack": rack,
+                "tags": {"feed": name[-1].upper()} if name.startswith("pdu-") else {},
             }
             for name, (_, rack) in DEMO_DEVICES.items()
         ],
@@ -139,7 +185,10 @@ def write_configs(
         },
         "dead_letter_path": str(workdir / "dead-letter.jsonl"),
         "health_interval_s": 5,
+        "spool": {"directory": str(workdir / "collector-spool")},
+        "rollup": {"inventory": str(workdir / "inventory.yaml"), "interval_s": 5},
     }
+    (workdir / "inventory.yaml").write_text(yaml.safe_dump(DEMO_INVENTORY), encoding="utf-8")
     agent_path, collector_path = workdir / "agent.yaml", workdir / "collector.yaml"
     agent_path.write_text(yaml.safe_dump(agent, sort_keys=False), encoding="utf-8")
     collector_path.write_text(yaml.safe_dump(collector, sort_keys=False), encoding="utf-8")
@@ -147,13 +196,13 @@ def write_configs(
 
 
 def start_rackwatch(role: str, config: Path, workdir: Path) -> subprocess.Popen[bytes]:
-    log = (workdir / f"{role}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "rackwatch", role, "-c", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with (workdir / f"{role}.log").open("wb") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "rackwatch", role, "-c", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def counts(influx: Running) -> dict[str, int]:
@@ -222,13 +271,15 @@ def demo(duration_s: float | None, shared: Path | None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rackwatch-demo-"))
     services: list[Running] = []
     children: list[subprocess.Popen[bytes]] = []
+    publishers: demo_mqtt_devices.DemoPublishers | None = None
     ok = False
     try:
         recordings = find_shared(shared) / "devices" / "snmprec"
         data = workdir / "snmprec"
         data.mkdir()
         for name, (recording, _) in DEMO_DEVICES.items():
-            text = moving_recording(recordings / f"{recording}.snmprec", MOVING_VALUES[recording])
+            moving = MOVING_VALUES.get(name, MOVING_VALUES.get(recording, {}))
+            text = moving_recording(recordings / f"{recording}.snmprec", moving)
             (data / f"{name}.snmprec").write_text(text, encoding="utf-8")
         print(f"starting Mosquitto, InfluxDB and snmpsim under {workdir} ...", flush=True)
         mosquitto = localservices.start_mosquitto(workdir / "mosquitto")
@@ -241,6 +292,8 @@ def demo(duration_s: float | None, shared: Path | None) -> int:
         agent_config, collector_config = write_configs(workdir, mosquitto, influx, snmp)
         children.append(start_rackwatch("collector", collector_config, workdir))
         children.append(start_rackwatch("agent", agent_config, workdir))
+        publishers = demo_mqtt_devices.DemoPublishers(mosquitto.host, mosquitto.port)
+        publishers.start()
         print(
             f"MQTT {mosquitto.host}:{mosquitto.port}  InfluxDB {influx.url()}  "
             f"SNMP {snmp.host}:{snmp.port} (udp)  logs in {workdir}",
@@ -252,6 +305,8 @@ def demo(duration_s: float | None, shared: Path | None) -> int:
     except ServiceError as exc:
         print(f"rackwatch demo: {exc}", file=sys.stderr)
     finally:
+        if publishers is not None:
+            publishers.stop()
         for child in children:
             _stop_child(child)
         for service in reversed(services):
@@ -286,6 +341,7 @@ def watch(
     while True:
         found = counts(influx)
         missing = [m for m, n in found.items() if n == 0]
+        missing += demo_mqtt_devices.missing(influx, DATABASE)
         if not missing:
             print(render(influx, started))
             print("demo ok: points of every kind landed in InfluxDB")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -203,14 +204,21 @@ def test_check_command_reports_and_exits_nonzero(tmp_path: Path) -> None:
     assert f"{bad}:5: devices[0].address: Field required" in result.stderr
 
 
-def test_example_configs_pass_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    examples = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+def test_example_configs_pass_check(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    examples = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
     assert len(examples) >= 2
+    # Site configs read their secrets as systemd credentials: give each one a file.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    text = "".join(path.read_text(encoding="utf-8") for path in examples)
+    for name in set(re.findall(r"\{credential: ([\w.-]+)\}", text)):
+        (credentials / name).write_text("credential-secret", encoding="utf-8")
     env = {
         "RACKWATCH_SNMP_COMMUNITY": "public",
         "RACKWATCH_SNMP_COMMUNITY_LEGACY": "old",
         "RACKWATCH_SNMP_AUTH_PASSWORD": "auth-secret",
         "RACKWATCH_SNMP_PRIV_PASSWORD": "priv-secret",
+        "CREDENTIALS_DIRECTORY": str(credentials),
     }
     result = subprocess.run(
         [sys.executable, "-m", "rackwatch", "check", *(f"-c{p}" for p in examples)],
