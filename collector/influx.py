@@ -16,6 +16,7 @@ import logging
 import random
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -26,6 +27,10 @@ from collector.deadletter import DeadLetters
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_CAP_S = 300.0
+
+
+class WriteAbandoned(Exception):
+    """The caller gave up on a write that kept failing (the batch goes elsewhere)."""
 
 
 @dataclass(slots=True)
@@ -122,13 +127,16 @@ class InfluxWriter:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def write(self, lines: list[bytes]) -> None:
-        """Deliver `lines` or dead-letter the ones the server refuses; retries until done."""
+    async def write(self, lines: list[bytes], give_up: Callable[[], bool] | None = None) -> None:
+        """Deliver `lines` or dead-letter the ones the server refuses; retries until done, or
+        until `give_up()` says so after a failed attempt (then raises `WriteAbandoned`)."""
         if lines:
-            await self._write_or_split(lines)
+            await self._write_or_split(lines, give_up)
 
-    async def _write_or_split(self, lines: list[bytes]) -> None:
-        status, reason = await self._post_until_answered(lines)
+    async def _write_or_split(
+        self, lines: list[bytes], give_up: Callable[[], bool] | None = None
+    ) -> None:
+        status, reason = await self._post_until_answered(lines, give_up)
         if status < 300:
             self.stats.batches_written += 1
             self.stats.lines_written += len(lines)
@@ -140,10 +148,12 @@ class InfluxWriter:
             self.dead_letters.add(lines, f"HTTP {status}: {reason}", self.describe())
             return
         middle = len(lines) // 2
-        await self._write_or_split(lines[:middle])
-        await self._write_or_split(lines[middle:])
+        await self._write_or_split(lines[:middle], give_up)
+        await self._write_or_split(lines[middle:], give_up)
 
-    async def _post_until_answered(self, lines: list[bytes]) -> tuple[int, str]:
+    async def _post_until_answered(
+        self, lines: list[bytes], give_up: Callable[[], bool] | None
+    ) -> tuple[int, str]:
         """POST until the server answers 2xx, 400 or 413; everything else is retried."""
         body = b"\n".join(lines)
         if self.settings.gzip:
@@ -176,4 +186,6 @@ class InfluxWriter:
                 self.stats.failing_since = time.monotonic()
                 log.warning("%s: write failed: %s; retrying", self.describe(), problem)
                 self.stats.failing = True
+            if give_up is not None and give_up():
+                raise WriteAbandoned(problem)
             await asyncio.sleep(delay)

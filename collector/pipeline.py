@@ -15,7 +15,7 @@ import time
 from collections import deque
 
 from collector.config import BatchSettings, SpoolSettings
-from collector.influx import InfluxWriter
+from collector.influx import InfluxWriter, WriteAbandoned
 from collector.receipts import Receipt
 from telemetry.spool import Spool
 
@@ -81,14 +81,17 @@ class Pipeline:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         limit = self.settings.max_lines
-        replay = asyncio.create_task(self._replay_forever()) if self.spool else None
+        spool_tasks = []
+        if self.spool is not None:
+            spool_tasks = [
+                asyncio.create_task(self._replay_forever()),
+                asyncio.create_task(self._sync_forever()),
+            ]
         try:
             await self._batch_forever(loop, limit)
         finally:
-            for task in self._writes:
+            for task in [*self._writes, *spool_tasks]:
                 task.cancel()
-            if replay is not None:
-                replay.cancel()
             if self.spool is not None:
                 self.spool.close()
 
@@ -144,14 +147,22 @@ class Pipeline:
             self.dropped_lines += len(batch)  # the disk refused it: counted, as overflow is
         _done(owners)  # on disk (or counted lost): the broker may forget these messages
 
+    async def _sync_forever(self) -> None:
+        """fsync what was spooled at most SPOOL_SYNC_S ago (the most a power cut can lose)."""
+        assert self.spool is not None
+        while True:
+            await asyncio.sleep(SPOOL_SYNC_S)
+            self.spool.sync()
+
     async def _replay_forever(self) -> None:
         """Write spooled batches once InfluxDB takes writes again, sharing the write slots with
         live batches (so replay honours the same backoff and never starves live data)."""
         assert self.spool is not None
         while True:
             await asyncio.sleep(SPOOL_SYNC_S)
-            self.spool.sync()
-            while not self.writer.stats.failing and (record := self.spool.peek()) is not None:
+            # While InfluxDB fails, live batches go straight to the spool, so this write of the
+            # oldest spooled batch is what finds out, with the writer's backoff, that it is back.
+            while (record := self.spool.peek()) is not None:
                 await self._slots.acquire()
                 try:
                     lines = record.split(b"\n")
@@ -175,7 +186,13 @@ class Pipeline:
 
     async def _write(self, batch: list[bytes], owners: list[tuple[Receipt | None, int]]) -> None:
         try:
-            await self.writer.write(batch)  # returns once every line is written or set aside
+            # Returns once every line is written or set aside. A batch still retrying when
+            # spooling starts goes to the spool too: its messages are acknowledged in arrival
+            # order (MQTT requires it), so it would hold back the acks of everything after it.
+            await self.writer.write(batch, give_up=self._spooling)
+        except WriteAbandoned:
+            self._to_spool(batch, owners)
+        else:
             _done(owners)
         finally:
             self._in_flight -= 1

@@ -103,19 +103,19 @@ async def test_influxdb_outage_under_load_loses_nothing(
 async def test_long_outage_goes_to_the_collector_spool_and_is_replayed(
     mosquitto: Running, unique: str, tmp_path: Path
 ) -> None:
-    """InfluxDB down for longer than `spool.after_s`: batches go to disk and their messages are
-    acknowledged (the broker's queue stays empty); after InfluxDB returns, all are written."""
+    """InfluxDB down for longer than `spool.after_s`: every batch goes to disk and its messages
+    are acknowledged, the ones that were being retried included (acknowledgements go out in
+    arrival order, so one stuck batch would hold back all the others). Proof: the collector is
+    then killed, and a collector with another client id, which the broker owes nothing, finds
+    everything in the spool and writes it once InfluxDB is back."""
     influx = localservices.start_influxdb(tmp_path / "influxdb")
     localservices.influx_create_database(influx, "outage")
-    config = collector_config(
-        tmp_path,
-        mosquitto,
-        influx,
-        unique,
-        "spool",
-        spool={"directory": str(tmp_path / "spool"), "after_s": 1.0},
-    )
-    collector = await rackwatch_process("collector", config, tmp_path / "collector.log")
+    spool = {"directory": str(tmp_path / "spool"), "after_s": 1.0}
+    first_config = collector_config(tmp_path, mosquitto, influx, unique, "spool-a", spool=spool)
+    log = tmp_path / "collector.log"
+    first = await rackwatch_process("collector", first_config, log)
+    # Lines as spooled: without their newlines (a record joins its batch's lines).
+    payload_bytes = sum(len(message(m)) - LINES for m in range(MESSAGES))
 
     def stored() -> int:
         return count_stored(influx)
@@ -123,19 +123,28 @@ async def test_long_outage_goes_to_the_collector_spool_and_is_replayed(
     def spooled_bytes() -> int:
         return sum(p.stat().st_size for p in (tmp_path / "spool").glob("*.seg"))
 
+    second = None
     try:
-        await asyncio.sleep(2)  # subscribed
+        await eventually(lambda: b"subscribed to" in log.read_bytes(), 20)
         localservices.stop(influx)
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
             for m in range(MESSAGES):
                 await client.publish(f"{unique}/s/a/metrics", message(m), qos=1)
                 await asyncio.sleep(0.03)
-        await eventually(lambda: spooled_bytes() > 0, 20)
+        await eventually(lambda: spooled_bytes() >= payload_bytes, 30)
+        await asyncio.sleep(1)  # fsynced
+        first.kill()
+        await first.wait()
         influx = await asyncio.to_thread(localservices.restart, influx, 1.0)
+        second_config = collector_config(
+            tmp_path, mosquitto, influx, unique, "spool-b", spool=spool
+        )
+        second = await rackwatch_process("collector", second_config, log)
         await eventually(lambda: stored() == MESSAGES * LINES, 60)
     finally:
-        collector.terminate()
-        await asyncio.wait_for(collector.wait(), 30)
+        for process in (first, second):
+            if process is not None and process.returncode is None:
+                process.terminate()
+                await asyncio.wait_for(process.wait(), 30)
         localservices.stop(influx)
-    log = (tmp_path / "collector.log").read_text()
-    assert "write failed" in log
+    assert "write failed" in log.read_text()
