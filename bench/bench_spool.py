@@ -99,7 +99,8 @@ class Leg:
     async def until(self, done: Callable[[], bool], timeout_s: float = 120) -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
         deadline = wall + timeout_s
-        while not done():
+        # In a thread: an InfluxQL count is a blocking HTTP call, and this loop is the collector's.
+        while not await asyncio.to_thread(done):
             if time.perf_counter() > deadline:
                 stats = self.collector.ingest.stats
                 raise SystemExit(
@@ -107,7 +108,7 @@ class Leg:
                     f"{self.collector.pipeline.pending_lines} pending, "
                     f"{self.collector.pipeline.spooled_lines} spooled"
                 )
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         return time.perf_counter() - wall, time.process_time() - cpu
 
     async def close(self) -> None:
