@@ -56,6 +56,7 @@ class Ingest:
         self.pipeline = pipeline
         self.dead_letters = dead_letters
         self.stats = IngestStats()
+        self.leaving = False  # see Collector.leave_group
         # Readers of the validated stream beside the pipeline (roll-ups); they must not raise.
         self.taps: list[Callable[[list[bytes]], None]] = []
         self.subscription = (
@@ -99,8 +100,13 @@ class Ingest:
     async def _consume(self, client: aiomqtt.Client) -> None:
         # Receipts of an earlier connection are void: the broker redelivers those messages.
         self.acknowledger.forget()
-        await self._subscribe(client)
-        log.info("subscribed to %s on %s", self.subscription, self.connection.describe())
+        if self.leaving:
+            # Leaving the group: the broker sends what it queued for this session; nothing new.
+            await client.unsubscribe(self.subscription, timeout=10)
+            log.info("leaving: unsubscribed from %s", self.subscription)
+        else:
+            await self._subscribe(client)
+            log.info("subscribed to %s on %s", self.subscription, self.connection.describe())
         async for message in client.messages:
             payload = message.payload
             if isinstance(payload, str):

@@ -54,6 +54,11 @@ class Pipeline:
         """Lines waiting for a write (not counting batches already being written)."""
         return len(self._pending)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing pending and no write in flight: every line taken is written or spooled."""
+        return self._idle.is_set()
+
     def add(self, lines: list[bytes], receipt: Receipt | None = None) -> None:
         """Queue lines for writing; `receipt` hears when they are safe."""
         if not lines:

@@ -26,6 +26,10 @@ SHUTDOWN_FLUSH_S = 10.0
 SHUTDOWN_NOTIFY_S = 5.0  # queued notifications get this long to go out
 
 
+class LeaveError(Exception):
+    """Leaving the group could not finish without losing data."""
+
+
 class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
@@ -136,6 +140,40 @@ class Collector:
             log.info("reload: writing to %s", self.writer.describe())
             await self._ensure_database()
         return held
+
+    async def leave_group(self, quiet_s: float = 3.0) -> None:
+        """Leave the share group for good without losing anything.
+
+        Mosquitto keeps routing a share of the group's messages to a persistent session whose
+        collector has gone, and drops them when the session expires. This takes what the broker
+        queued for this collector's client id (without subscribing again), writes it, waits
+        until nothing has arrived for `quiet_s`, then has the broker discard the session, so
+        the rest of the group gets every new message.
+        """
+        self.ingest.leaving = True
+        stop = asyncio.Event()
+        running = asyncio.create_task(self.run(stop))
+        seen, quiet_since = -1, 0.0
+        loop = asyncio.get_running_loop()
+        while not running.done():
+            if not self.ingest.connection.connected or self.ingest.stats.messages != seen:
+                seen, quiet_since = self.ingest.stats.messages, loop.time()
+            elif loop.time() - quiet_since >= quiet_s and self.pipeline.pending_lines == 0:
+                break
+            await asyncio.sleep(0.2)
+        stop.set()
+        await running
+        if not self.pipeline.idle:
+            raise LeaveError(
+                f"{self.pipeline.pending_lines} lines not written to InfluxDB: the session is "
+                "kept, so the broker redelivers them; run --leave-group again when it is back"
+            )
+        await self.ingest.connection.end_session()
+        log.info(
+            "left group %s: %d queued messages written, session ended",
+            self.ingest.subscription,
+            seen,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; then stop taking messages and flush (bounded in time)."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from telemetry.config import ConfigError
 
 if TYPE_CHECKING:
+    from collector.service import Collector
     from rackwatch.daemon import C, Service
 
 log = logging.getLogger("rackwatch")
@@ -49,7 +50,20 @@ def cmd_collector(args: argparse.Namespace) -> int:
     from telemetry import config
 
     collector = Collector(config.load(args.config, CollectorConfig))
+    if args.leave_group:
+        return run_async(_leave_group(collector))
     return run_async(until_signalled(collector, lambda: config.load(args.config, CollectorConfig)))
+
+
+async def _leave_group(collector: Collector) -> int:
+    from collector.service import LeaveError
+
+    try:
+        await collector.leave_group()
+    except LeaveError as exc:
+        log.error("cannot leave the group yet: %s", exc)
+        return 1
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -84,6 +98,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    if args.nvml:
+        from rackwatch.probe_nvml import probe_nvml
+
+        return run_async(probe_nvml(args))
+    if not args.address:
+        print("rackwatch probe: give a device address, or --nvml", file=sys.stderr)
+        return 2
     from rackwatch.probe import probe
 
     return run_async(probe(args))
@@ -119,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     collector = commands.add_parser("collector", help="take samples from MQTT into InfluxDB")
     collector.add_argument("-c", "--config", type=Path, required=True)
+    collector.add_argument(
+        "--leave-group",
+        action="store_true",
+        help="take over what the broker queued for this collector, write it, end its session "
+        "and exit (before removing a collector from a share group for good)",
+    )
     collector.set_defaults(func=cmd_collector)
 
     check = commands.add_parser("check", help="validate config files without running")
@@ -126,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     probe = commands.add_parser("probe", help="poll one device once and print its samples")
-    probe.add_argument("address", help="HOST, HOST:PORT or [V6]:PORT")
+    probe.add_argument("address", nargs="?", help="HOST, HOST:PORT or [V6]:PORT")
+    probe.add_argument(
+        "--nvml", action="store_true", help="read this host's NVIDIA GPUs instead (NVML)"
+    )
     probe.add_argument("--community", default="public")
     probe.add_argument("--snmp-version", choices=["1", "2c", "3"], default="2c")
     probe.add_argument("--user", default="", help="SNMPv3 user")

@@ -156,6 +156,12 @@ class Reconnecting:
             **options,
         )
 
+    async def end_session(self) -> None:
+        """Connect once with a clean start and no session expiry: the broker discards this
+        client id's persistent session, its subscriptions and anything queued for it."""
+        async with Reconnecting(self.broker, self.client_id)._client():
+            pass
+
     async def run(self, session: Callable[[aiomqtt.Client], Awaitable[None]]) -> None:
         backoff_s = INITIAL_BACKOFF_S
         while True:
