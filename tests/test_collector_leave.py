@@ -51,8 +51,8 @@ async def test_leaving_collector_hands_over_its_queue(
     a = await rackwatch_process("collector", configs["a"], logs["a"])
     b = await rackwatch_process("collector", configs["b"], logs["b"])
     try:
-        for log in logs.values():
-            await eventually(lambda log=log: b"subscribed to" in log.read_bytes(), 20)
+        for path in logs.values():
+            await eventually(lambda path=path: b"subscribed to" in path.read_bytes(), 20)  # type: ignore[misc]
         a.send_signal(signal.SIGTERM)  # a stops; its session stays in the group
         assert await asyncio.wait_for(a.wait(), 30) == 0
 
@@ -61,11 +61,11 @@ async def test_leaving_collector_hands_over_its_queue(
         held_for_a = 40 * LINES - stored()
         assert held_for_a > 0  # the broker kept a share for the stopped collector
 
-        with logs["a"].open("ab") as log:
+        with logs["a"].open("ab") as output:
             leaving = await asyncio.create_subprocess_exec(
                 *[sys.executable, "-m", "rackwatch", "collector", "-c", str(configs["a"])],
                 "--leave-group",
-                stdout=log,
+                stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
             )
             assert await asyncio.wait_for(leaving.wait(), 60) == 0
