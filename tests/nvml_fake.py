@@ -1,0 +1,351 @@
+"""A stand-in for pynvml at the NVML function boundary, answering from a real capture.
+
+`FakeNvml(text)` takes the text of a real `nvidia-smi -q` (tests/data/nvml/) and implements only
+the NVML functions the agent calls, with pynvml's names, pynvml's own return structures and
+pynvml's own errors. nvidia-smi prints what NVML answers; where it prints "N/A", or prints
+nothing for a call at all (total energy, NVLink, supported event types), the fake raises
+NVMLError(NOT_SUPPORTED): no value here is made up. Tests can make a GPU lost
+(`lose(index, code)`), make nvmlInit fail (`init_error`), and deliver XID events (`xid(...)`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+import re
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pynvml
+
+from agent.accelerators.nvml import handle_address
+
+MIB = 1 << 20
+NA = "N/A"
+Path = tuple[str, ...]
+
+# "Clocks Event Reasons" lines of nvidia-smi -q -> the NVML bit each one shows.
+CLOCK_EVENT_LINES: dict[Path, int] = {
+    ("Idle",): pynvml.nvmlClocksEventReasonGpuIdle,
+    ("Applications Clocks Setting",): pynvml.nvmlClocksEventReasonApplicationsClocksSetting,
+    ("SW Power Cap",): pynvml.nvmlClocksEventReasonSwPowerCap,
+    ("HW Slowdown",): pynvml.nvmlClocksEventReasonHwSlowdown,
+    ("HW Slowdown", "HW Thermal Slowdown"): pynvml.nvmlClocksEventReasonHwThermalSlowdown,
+    ("HW Slowdown", "HW Power Brake Slowdown"): pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown,
+    ("Sync Boost",): pynvml.nvmlClocksEventReasonSyncBoost,
+    ("SW Thermal Slowdown",): pynvml.nvmlClocksEventReasonSwThermalSlowdown,
+    ("Display Clock Setting",): pynvml.nvmlClocksEventReasonDisplayClockSetting,
+}
+# nvidia-smi splits NVML's ECC totals by location; the total is the sum of the lines.
+ECC_LINES = {
+    pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED: ("SRAM Correctable", "DRAM Correctable"),
+    pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED: (
+        "SRAM Uncorrectable Parity",
+        "SRAM Uncorrectable SEC-DED",
+        "DRAM Uncorrectable",
+    ),
+}
+ECC_SECTIONS = {pynvml.NVML_VOLATILE_ECC: "Volatile", pynvml.NVML_AGGREGATE_ECC: "Aggregate"}
+# Field values nvidia-smi -q shows: field id -> (where, value type).
+FIELD_LINES: dict[int, tuple[Path, int]] = {
+    pynvml.NVML_FI_DEV_MEMORY_TEMP: (
+        ("Temperature", "Memory Current Temp"),
+        pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
+    ),
+    pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER: (
+        ("PCI", "Replays Since Reset"),
+        pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
+    ),
+}
+_LINE = re.compile(r"(?P<key>[^:]*?)\s*(?::\s?(?P<value>.*))?")
+
+
+def parse_smi_q(text: str) -> tuple[dict[Path, str], list[dict[Path, str]]]:
+    """The header and each GPU section of `nvidia-smi -q`, as {path of keys: value}."""
+    header: dict[Path, str] = {}
+    gpus: list[dict[Path, str]] = []
+    target = header
+    stack: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        if line.startswith("GPU "):  # a GPU's section begins
+            gpus.append({})
+            target = gpus[-1]
+            stack = []
+            continue
+        if not line.strip() or line.startswith("="):
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        match = _LINE.fullmatch(line.strip())
+        assert match is not None
+        key, value = match["key"], match["value"]
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = (*(name for _, name in stack), key)
+        if value is not None:
+            target[path] = value.strip()
+        stack.append((indent, key))
+    return header, gpus
+
+
+def not_supported() -> pynvml.NVMLError:
+    return pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+
+@dataclass
+class _Card:
+    values: dict[Path, str]
+    buffer: Any
+    handle: Any
+    lost: int | None = None
+    registered: int = 0  # event mask
+
+
+@dataclass
+class FakeNvml:
+    text: str
+    init_error: int | None = None
+    calls: Counter[tuple[str, int]] = field(default_factory=Counter)  # (function, GPU index)
+    initialized: int = 0
+    _cards: list[_Card] = field(default_factory=list)
+    _events: queue.Queue[Any] = field(default_factory=queue.Queue)
+
+    def __post_init__(self) -> None:
+        self.init_tried = threading.Event()  # nvmlInit was called, answered or not
+        self.all_registered = threading.Event()  # every GPU registered for events
+        self.header, gpus = parse_smi_q(self.text)
+        for values in gpus:
+            buffer = ctypes.create_string_buffer(1)  # gives each handle its own address
+            self._cards.append(_Card(values, buffer, ctypes.cast(buffer, pynvml.c_nvmlDevice_t)))
+        self._set_buffer = ctypes.create_string_buffer(1)
+
+    # --- what tests change ---------------------------------------------------------------------
+
+    def lose(self, index: int, code: int = pynvml.NVML_ERROR_GPU_IS_LOST) -> None:
+        self._cards[index].lost = code
+
+    def xid(self, index: int, code: int) -> None:
+        """The driver reports XID `code` on GPU `index` (if it registered for XIDs)."""
+        card = self._cards[index]
+        if card.registered & pynvml.nvmlEventTypeXidCriticalError:
+            data = pynvml.c_nvmlEventData_t()
+            data.device = card.handle
+            data.eventType = pynvml.nvmlEventTypeXidCriticalError
+            data.eventData = code
+            data.gpuInstanceId = data.computeInstanceId = 0xFFFFFFFF
+            self._events.put(data)
+
+    def value(self, index: int, *path: str) -> str:
+        return self._cards[index].values[path]
+
+    # --- system ------------------------------------------------------------------------------
+
+    def nvmlInit(self) -> None:
+        self.init_tried.set()
+        if self.init_error is not None:
+            raise pynvml.NVMLError(self.init_error)
+        self.initialized += 1
+
+    def nvmlShutdown(self) -> None:
+        self.initialized -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return self.header[("Driver Version",)]
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self._cards)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
+        card = self._cards[index]
+        if card.lost is not None:
+            raise pynvml.NVMLError(card.lost)
+        return card.handle
+
+    # --- one GPU -----------------------------------------------------------------------------
+
+    def _card(self, handle: Any, function: str) -> _Card:
+        address = handle_address(handle)
+        for index, card in enumerate(self._cards):
+            if handle_address(card.handle) == address:
+                self.calls[(function, index)] += 1
+                if card.lost is not None:
+                    raise pynvml.NVMLError(card.lost)
+                return card
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+
+    @staticmethod
+    def _text(card: _Card, *path: str) -> str:
+        value = card.values.get(path, NA)
+        if value == NA:
+            raise not_supported()
+        return value
+
+    @classmethod
+    def _number(cls, card: _Card, *path: str) -> float:
+        return float(cls._text(card, *path).split()[0].rstrip("x"))
+
+    def nvmlDeviceGetName(self, handle: Any) -> str:
+        return self._text(self._card(handle, "nvmlDeviceGetName"), "Product Name")
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        return self._text(self._card(handle, "nvmlDeviceGetUUID"), "GPU UUID")
+
+    def nvmlDeviceGetSerial(self, handle: Any) -> str:
+        return self._text(self._card(handle, "nvmlDeviceGetSerial"), "Serial Number")
+
+    def nvmlDeviceGetPciInfo(self, handle: Any) -> Any:
+        card = self._card(handle, "nvmlDeviceGetPciInfo")
+        info = pynvml.nvmlPciInfo_t()
+        info.busId = self._text(card, "PCI", "Bus Id").encode()
+        return info
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
+        card = self._card(handle, "nvmlDeviceGetUtilizationRates")
+        gpu = self._number(card, "Utilization", "Gpu")
+        memory = self._number(card, "Utilization", "Memory")
+        return pynvml.c_nvmlUtilization_t(gpu=int(gpu), memory=int(memory))
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any, version: int | None = None) -> Any:
+        card = self._card(handle, "nvmlDeviceGetMemoryInfo")
+
+        def mib(line: str) -> int:
+            return int(self._number(card, "FB Memory Usage", line)) * MIB
+
+        if version:
+            return pynvml.c_nvmlMemory_v2_t(
+                version=version,
+                total=mib("Total"),
+                reserved=mib("Reserved"),
+                free=mib("Free"),
+                used=mib("Used"),
+            )
+        return pynvml.c_nvmlMemory_t(total=mib("Total"), free=mib("Free"), used=mib("Used"))
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        card = self._card(handle, "nvmlDeviceGetPowerUsage")
+        return round(self._number(card, "GPU Power Readings", "Power Draw") * 1000)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        # nvidia-smi's "Current Power Limit" is the enforced limit (it was labelled "Enforced
+        # Power Limit" before driver 535).
+        card = self._card(handle, "nvmlDeviceGetEnforcedPowerLimit")
+        return round(self._number(card, "GPU Power Readings", "Current Power Limit") * 1000)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        self._card(handle, "nvmlDeviceGetTotalEnergyConsumption")
+        raise not_supported()  # nvidia-smi -q does not print the energy counter
+
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
+        assert sensor == pynvml.NVML_TEMPERATURE_GPU
+        card = self._card(handle, "nvmlDeviceGetTemperature")
+        return int(self._number(card, "Temperature", "GPU Current Temp"))
+
+    def nvmlDeviceGetClockInfo(self, handle: Any, clock: int) -> int:
+        line = {pynvml.NVML_CLOCK_SM: "SM", pynvml.NVML_CLOCK_MEM: "Memory"}[clock]
+        return int(self._number(self._card(handle, "nvmlDeviceGetClockInfo"), "Clocks", line))
+
+    def nvmlDeviceGetPerformanceState(self, handle: Any) -> int:
+        card = self._card(handle, "nvmlDeviceGetPerformanceState")
+        return int(self._text(card, "Performance State").removeprefix("P"))
+
+    def _clock_events(self, handle: Any, function: str, *, active: bool) -> int:
+        values = self._card(handle, function).values
+        mask = 0
+        for path, bit in CLOCK_EVENT_LINES.items():
+            shown = values.get(("Clocks Event Reasons", *path), NA)
+            if shown != NA and (not active or shown == "Active"):
+                mask |= bit
+        return mask
+
+    def nvmlDeviceGetSupportedClocksEventReasons(self, handle: Any) -> int:
+        return self._clock_events(handle, "nvmlDeviceGetSupportedClocksEventReasons", active=False)
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
+        return self._clock_events(handle, "nvmlDeviceGetCurrentClocksEventReasons", active=True)
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: int, counter: int) -> int:
+        card = self._card(handle, "nvmlDeviceGetTotalEccErrors")
+        section = ("ECC Errors", ECC_SECTIONS[counter])
+        return sum(int(self._number(card, *section, line)) for line in ECC_LINES[error_type])
+
+    def nvmlDeviceGetRemappedRows(self, handle: Any) -> tuple[int, int, int, int]:
+        card = self._card(handle, "nvmlDeviceGetRemappedRows")
+
+        def line(name: str) -> str:
+            return self._text(card, "Remapped Rows", name)
+
+        return (
+            int(line("Correctable Error")),
+            int(line("Uncorrectable Error")),
+            int(line("Pending") == "Yes"),
+            int(line("Remapping Failure Occurred") == "Yes"),
+        )
+
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: Any) -> int:
+        card = self._card(handle, "nvmlDeviceGetCurrPcieLinkGeneration")
+        return int(self._number(card, "PCI", "GPU Link Info", "PCIe Generation", "Current"))
+
+    def nvmlDeviceGetCurrPcieLinkWidth(self, handle: Any) -> int:
+        card = self._card(handle, "nvmlDeviceGetCurrPcieLinkWidth")
+        return int(self._number(card, "PCI", "GPU Link Info", "Link Width", "Current"))
+
+    def nvmlDeviceGetPcieThroughput(self, handle: Any, counter: int) -> int:
+        card = self._card(handle, "nvmlDeviceGetPcieThroughput")
+        line = {pynvml.NVML_PCIE_UTIL_TX_BYTES: "Tx Throughput"}.get(counter, "Rx Throughput")
+        return int(self._number(card, "PCI", line))  # KB/s, as NVML counts
+
+    def nvmlDeviceGetFieldValues(self, handle: Any, field_ids: Sequence[int]) -> Any:
+        values = self._card(handle, "nvmlDeviceGetFieldValues").values
+        answers = (pynvml.c_nvmlFieldValue_t * len(field_ids))()
+        for answer, field_id in zip(answers, field_ids, strict=True):
+            answer.fieldId = field_id
+            path, value_type = FIELD_LINES.get(field_id, ((), 0))
+            shown = values.get(path, NA)
+            if shown == NA:
+                answer.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+                continue
+            answer.nvmlReturn = pynvml.NVML_SUCCESS
+            answer.valueType = value_type
+            member = {pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal"}.get(value_type, "ullVal")
+            setattr(answer.value, member, int(shown.split()[0]))
+        return answers
+
+    def nvmlDeviceGetNvLinkState(self, handle: Any, link: int) -> int:
+        self._card(handle, "nvmlDeviceGetNvLinkState")
+        raise not_supported()  # nvidia-smi -q does not show NVLinks
+
+    def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:
+        card = self._card(handle, "nvmlDeviceGetMigMode")
+        modes = [self._text(card, "MIG Mode", when) for when in ("Current", "Pending")]
+        return [int(mode == "Enabled") for mode in modes]
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
+        card = self._card(handle, "nvmlDeviceGetComputeRunningProcesses")
+        shown = self._text(card, "Processes")
+        assert shown == "None", "only captures without processes are understood"
+        return []
+
+    # --- events ------------------------------------------------------------------------------
+
+    def nvmlEventSetCreate(self) -> Any:
+        return ctypes.cast(self._set_buffer, pynvml.c_nvmlEventSet_t)
+
+    def nvmlEventSetFree(self, event_set: Any) -> None:
+        pass
+
+    def nvmlDeviceGetSupportedEventTypes(self, handle: Any) -> int:
+        self._card(handle, "nvmlDeviceGetSupportedEventTypes")
+        raise not_supported()  # not in the capture
+
+    def nvmlDeviceRegisterEvents(self, handle: Any, mask: int, event_set: Any) -> None:
+        self._card(handle, "nvmlDeviceRegisterEvents").registered |= mask
+        if all(card.registered for card in self._cards):
+            self.all_registered.set()
+
+    def nvmlEventSetWait_v2(self, event_set: Any, timeout_ms: int) -> Any:
+        try:
+            return self._events.get(timeout=timeout_ms / 1000)
+        except queue.Empty:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_TIMEOUT) from None
