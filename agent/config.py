@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from agent.accelerators.config import AcceleratorSettings
 from agent.mqtt_devices.config import MqttDevicesConfig
 from telemetry.config import KeyPath, Secret, StrictModel
 from telemetry.metrics import MetricsSettings
@@ -174,6 +175,7 @@ class AgentConfig(StrictModel):
     traps: TrapSettings | None = None
     mqtt_devices: MqttDevicesConfig | None = None  # devices that publish (docs/mqtt-devices.md)
     metrics: MetricsSettings | None = None  # Prometheus endpoint; off unless set
+    accelerators: AcceleratorSettings | None = None  # GPUs/NPUs in this host
     devices: list[Device] = []
 
     def problems(self) -> list[tuple[KeyPath, str]]:

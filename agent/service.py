@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Iterable
 
+from agent.accelerators.sources import build_sources
 from agent.config import AgentConfig, Device
 from agent.mqtt_devices.subscriber import DeviceSubscriber
 from agent.profile import builtin_profiles
@@ -75,6 +76,21 @@ class Agent:
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
         for device in config.devices:
             self.pollers[device.name] = self._device_poller(config, device)
+        # Accelerator pollers live beside the device pollers; a reload leaves them alone.
+        self.accelerator_pollers: list[str] = []
+        if config.accelerators is not None:
+            interval_s = config.accelerators.interval_s
+            for vendor, collect in build_sources(config.accelerators, config.agent.site).items():
+                name = f"accelerators:{vendor}"
+                self.pollers[name] = PeriodicPoller(
+                    name,
+                    collect,
+                    self._emit,
+                    interval_s=interval_s,
+                    jitter_s=config.defaults.jitter_s,
+                    deadline_s=interval_s,
+                )
+                self.accelerator_pollers.append(name)
         self.mqtt_devices = (
             DeviceSubscriber(config.mqtt_devices, config.agent.site, name, self._emit)
             if config.mqtt_devices
@@ -160,6 +176,24 @@ class Agent:
                 Sample(
                     "rackwatch_agent",
                     tags,
+                    {
+                        "up": stats.up,
+                        "polls_ok_total": stats.polls_ok,
+                        "polls_failed_total": stats.polls_failed,
+                        "overruns_total": stats.overruns,
+                        "samples_emitted_total": stats.samples_emitted,
+                        "poll_duration_s": stats.last_duration_s,
+                    },
+                    now,
+                )
+            )
+        for name in self.accelerator_pollers:
+            stats = self.pollers[name].stats
+            assert self.config.accelerators is not None
+            samples.append(
+                Sample(
+                    "rackwatch_agent",
+                    {**base, "device": name, "host": self.config.accelerators.host},
                     {
                         "up": stats.up,
                         "polls_ok_total": stats.polls_ok,

@@ -1,0 +1,38 @@
+"""The agent config's `accelerators:` section: which vendors' cards this host has, and where
+the host stands (its samples carry the same location tags as the rack's PDUs)."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field
+
+from telemetry.config import StrictModel
+
+
+class NvidiaSettings(StrictModel):
+    """NVIDIA GPUs through NVML (nvidia-ml-py; libnvidia-ml from the driver)."""
+
+    # PCIe throughput (about 21 ms per direction per GPU) and process counts: this often, or
+    # never when null. The fast calls run every `interval_s`.
+    slow_interval_s: float | None = Field(default=None, gt=0)
+    events: bool = True  # XID and other critical errors through NVML's event API
+
+
+class AscendSettings(StrictModel):
+    """Huawei Ascend NPUs through `npu-smi` (docs/accelerators-ascend.md)."""
+
+    command: str = "npu-smi"
+    timeout_s: float = Field(default=10.0, gt=0)
+    usages: bool = False  # `npu-smi info -t usages` per NPU per poll (memory bandwidth, AI CPU)
+
+
+class AcceleratorSettings(StrictModel):
+    host: str = Field(default_factory=socket.gethostname, min_length=1)
+    room: str = ""
+    row: str = ""
+    rack: str = ""
+    interval_s: float = Field(default=10.0, gt=0)
+    tags: dict[str, str] = {}  # e.g. cluster: ascend-10k
+    nvidia: NvidiaSettings | None = None
+    ascend: AscendSettings | None = None
