@@ -128,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bench.gpu_compare PROBE_LINE_PROTOCOL NVIDIA_SMI_CSV")
         return 2
     probe_text, smi_text = (Path(arg).read_text(encoding="utf-8") for arg in args)
-    samples = parse_lines(probe_text)  # '#' comment lines are skipped
-    lines, bad = compare(samples, smi_rows(smi_text))
+    try:
+        samples = parse_lines(probe_text)  # '#' comment lines are skipped
+        rows = smi_rows(smi_text)
+    except ValueError as exc:  # LineProtocolError is one
+        print(f"gpu_compare: cannot read the outputs: {exc}")
+        return 1
+    lines, bad = compare(samples, rows)
     print("\n".join(lines))
     print(f"{len(lines) - bad} agree, {bad} differ")
     return 1 if bad else 0

@@ -258,9 +258,11 @@ class NvmlSource:
             samples += instances
             if "power_w" in fields:
                 power.append(float(fields["power_w"]))
+        lost = sum(1 for gpu in gpus if gpu.lost is not None)
         total: dict[str, FieldValue] = {
             "count": len(gpus),
-            "lost": sum(1 for gpu in gpus if gpu.lost is not None),
+            "healthy_count": len(gpus) - lost,  # answered this poll
+            "lost": lost,
         }
         if power:
             total["power_w"] = sum(power)
@@ -272,7 +274,7 @@ class NvmlSource:
         try:
             nvml.nvmlInit()
         except pynvml.NVMLError as exc:
-            raise NvmlUnavailable(_init_problem(exc)) from None
+            raise NvmlUnavailable(init_problem(exc)) from None
         try:
             self.driver_version = nvml.nvmlSystemGetDriverVersion()
             gpus = [self._setup(index) for index in range(nvml.nvmlDeviceGetCount())]
@@ -541,6 +543,7 @@ def _named(exc: pynvml.NVMLError) -> str:
     return f"{exc} ({error_name(exc)})"
 
 
-def _init_problem(exc: pynvml.NVMLError) -> str:
+def init_problem(exc: pynvml.NVMLError) -> str:
+    """Why nvmlInit failed, for an operator."""
     problem = INIT_PROBLEMS.get(exc.value, str(exc))
     return f"NVML unavailable: {problem} ({error_name(exc)})"

@@ -31,6 +31,7 @@ from agent.accelerators.nvml import (
     error_name,
     handle_address,
     identity_tags,
+    init_problem,
 )
 from agent.accelerators.tool_source import _Warnings
 from telemetry.sample import FieldValue, Sample
@@ -152,7 +153,7 @@ class NvmlEvents:
         try:
             nvml.nvmlInit()
         except pynvml.NVMLError as exc:
-            raise NvmlUnavailable(f"NVML unavailable: {exc} ({error_name(exc)})") from None
+            raise NvmlUnavailable(init_problem(exc)) from None
         try:
             self._set = nvml.nvmlEventSetCreate()
             driver = nvml.nvmlSystemGetDriverVersion()

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The NVML source on a machine with an NVIDIA GPU (issue 5, items 3 and 6), in one run:
+#   1. `nvidia-smi -q` (a fresh real capture, for tests/data/nvml/ if it shows more than ours);
+#   2. `rackwatch probe --nvml --output line-protocol` and, right after it,
+#      `nvidia-smi --query-gpu=<bench.gpu_compare.QUERY> --format=csv`;
+#   3. bench.gpu_compare on the two: identity equal; memory, clocks, temperature, power within
+#      tolerances (exit status 1 if not);
+#   4. the XID event listener started and stopped (registration on the real driver);
+#   5. bench/bench_nvml.py: the agent's poll per GPU against the raw NVML calls and nvidia-smi.
+# Results under $OUT (or ./gpu-check-out): log.txt, nvidia-smi-q.txt, probe.lp, nvidia-smi.csv,
+# compare.txt, bench.txt, bench.json. Takes about a minute.
+#
+# Python: .whl/ present -> those wheels into /tmp/site on top of the machine's python3 (for a GPU
+# machine that reaches no package index; make them here first with `bash bench/gpu_check.sh
+# --wheels` and carry .whl); else .venv if it has what rackwatch needs; else a new virtual
+# environment in /tmp with `pip install -e .`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# What `rackwatch probe --nvml` imports beyond an image that has nvidia-ml-py and PyYAML.
+WHEELS=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+    typing-extensions==4.16.0)
+
+if [ "${1:-}" = --wheels ]; then
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
+    exec python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl "${WHEELS[@]}" nvidia-ml-py==13.615.71
+fi
+
+OUT=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$OUT"
+LOG=$OUT/log.txt
+: >"$LOG"
+say() { echo "== $*" | tee -a "$LOG"; }
+
+if [ -d .whl ]; then
+    say "python3 with the carried wheels"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl >>"$LOG" 2>&1 || { say "wheels did not install"; exit 1; }
+    export PYTHONPATH=/tmp/site:$PWD
+    PY=python3
+elif .venv/bin/python -c 'import pynvml, pydantic, yaml, rackwatch' 2>/dev/null; then
+    PY=.venv/bin/python
+else
+    say "new virtual environment in /tmp/rackwatch-venv"
+    python3 -m venv /tmp/rackwatch-venv &&
+        /tmp/rackwatch-venv/bin/pip install -q -e . >>"$LOG" 2>&1 ||
+        { say "pip install -e . failed (no package index? see --wheels)"; exit 1; }
+    PY=/tmp/rackwatch-venv/bin/python
+fi
+export PYTHONUNBUFFERED=1
+say "$($PY --version), nvidia-ml-py $($PY -c 'import importlib.metadata as m; print(m.version("nvidia-ml-py"))' 2>&1)"
+nvidia-smi -L 2>&1 | tee -a "$LOG"
+
+nvidia-smi -q >"$OUT/nvidia-smi-q.txt" 2>>"$LOG"
+
+say "rackwatch probe --nvml, then nvidia-smi --query-gpu"
+QUERY=$($PY -c 'from bench.gpu_compare import QUERY; print(",".join(QUERY))')
+$PY -m rackwatch probe --nvml --output line-protocol >"$OUT/probe.lp" 2>>"$LOG"
+probe=$?
+nvidia-smi --query-gpu="$QUERY" --format=csv >"$OUT/nvidia-smi.csv" 2>>"$LOG"
+head -c 3000 "$OUT/probe.lp" | tee -a "$LOG"
+cat "$OUT/nvidia-smi.csv" | tee -a "$LOG"
+
+say "comparison"
+$PY -m bench.gpu_compare "$OUT/probe.lp" "$OUT/nvidia-smi.csv" >"$OUT/compare.txt" 2>&1
+compared=$?
+tee -a "$LOG" <"$OUT/compare.txt"
+
+say "XID event listener: start, 2 s, stop"
+$PY - >>"$LOG" 2>&1 <<'EOF'
+import asyncio, logging
+from agent.accelerators.nvml_events import NvmlEvents
+
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+async def main() -> None:
+    events = NvmlEvents({"host": "gpu-check"}, lambda samples: print(samples))
+    events.start()
+    await asyncio.sleep(2)
+    await events.stop()
+    print(f"events received: {events.events}")
+
+asyncio.run(main())
+EOF
+tail -3 "$LOG"
+
+say "bench_nvml"
+$PY bench/bench_nvml.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" | tee -a "$LOG"
+benched=${PIPESTATUS[0]}
+
+say "probe exit $probe, comparison exit $compared, bench exit $benched"
+[ "$probe" = 0 ] && [ "$compared" = 0 ] && [ "$benched" = 0 ]
