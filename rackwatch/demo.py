@@ -36,6 +36,8 @@ EXPECTED_MEASUREMENTS = (
     "rackwatch_agent",
     "rackwatch_collector",
     "rackwatch_mqtt_device",
+    "accelerator",
+    "accelerator_host",
     "mqtt_device_event",
     "rack_power",
     "row_power",
@@ -43,6 +45,7 @@ EXPECTED_MEASUREMENTS = (
     "pue",
 )
 VERIFY_GRACE_S = 20.0
+NPU_SMI_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "npu_smi"
 
 # Demo row: three racks with an A and a B feed each (APC metered, APC switched, and a Raritan
 # beside an Eaton), the InRow cooling unit, a Liebert room unit, the row's UPS, and `ups-main`,
@@ -147,6 +150,29 @@ def moving_recording(source: Path, moving: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def demo_accelerators(workdir: Path) -> dict[str, object]:
+    """An NPU host in rack A03: eight Ascend 910B3 as `npu-smi` printed them on a real machine
+    (recorded in tests/data/npu_smi, with its source), answered by the tests' stand-in."""
+    recordings = workdir / "npu-smi"
+    recordings.mkdir(exist_ok=True)
+    (recordings / "info.txt").write_bytes((NPU_SMI_DATA / "info_910b3_x8.txt").read_bytes())
+    command = workdir / "npu-smi.sh"
+    command.write_text(
+        f'#!/bin/sh\nFAKE_NPU_SMI_DIR={recordings} exec {NPU_SMI_DATA / "npu-smi"} "$@"\n',
+        encoding="utf-8",
+    )
+    command.chmod(0o755)
+    return {
+        "host": "npu-a03-01",
+        "room": "hall-1",
+        "row": "A",
+        "rack": "A03",
+        "interval_s": 5,
+        "tags": {"cluster": "ascend-demo"},
+        "ascend": {"command": str(command)},
+    }
+
+
 def write_configs(
     workdir: Path, mosquitto: Running, influx: Running, snmp: Running
 ) -> tuple[Path, Path]:
@@ -161,6 +187,7 @@ def write_configs(
         "health_interval_s": 5,
         "credentials": {name: {"version": "2c", "community": name} for name in DEMO_DEVICES},
         "mqtt_devices": demo_mqtt_devices.agent_section(mosquitto),  # a JSON and a Sparkplug CRAH
+        "accelerators": demo_accelerators(workdir),
         "devices": [
             {
                 "name": name,
