@@ -237,6 +237,11 @@ class FakeNvml:
         self._card(handle, "nvmlDeviceGetTotalEnergyConsumption")
         raise not_supported()  # nvidia-smi -q does not print the energy counter
 
+    def nvmlDeviceGetTemperatureV(self, handle: Any, sensor: int) -> int:
+        assert sensor == pynvml.NVML_TEMPERATURE_GPU
+        card = self._card(handle, "nvmlDeviceGetTemperatureV")
+        return int(self._number(card, "Temperature", "GPU Current Temp"))
+
     def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
         assert sensor == pynvml.NVML_TEMPERATURE_GPU
         card = self._card(handle, "nvmlDeviceGetTemperature")

@@ -220,6 +220,24 @@ async def test_slow_calls_are_off_by_default(fake: FakeNvml) -> None:
     assert fake.calls[("nvmlDeviceGetComputeRunningProcesses", 0)] == 0
 
 
+class OlderDriver(FakeNvml):
+    """A driver before nvmlDeviceGetTemperatureV (pynvml raises FUNCTION_NOT_FOUND)."""
+
+    def nvmlDeviceGetTemperatureV(self, handle: Any, sensor: int) -> int:
+        self._card(handle, "nvmlDeviceGetTemperatureV")
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+
+async def test_a_call_the_driver_lacks_falls_back_to_the_older_one_for_good() -> None:
+    fake = OlderDriver(CAPTURE.read_text(encoding="utf-8"))
+    source = NvmlSource(HOST, nvml=fake)
+    for _ in range(2):
+        fields = gpu_samples(await source.collect())["0"].fields
+        assert fields["temp_c"] == number(fake.value(0, "Temperature", "GPU Current Temp"))
+    assert fake.calls[("nvmlDeviceGetTemperatureV", 0)] == 1
+    assert fake.calls[("nvmlDeviceGetTemperature", 0)] == 2
+
+
 # --- never on the event loop ---------------------------------------------------------------
 
 

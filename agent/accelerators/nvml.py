@@ -304,12 +304,7 @@ class NvmlSource:
         return gpu
 
     def _supported_reasons(self, gpu: _Gpu) -> int:
-        mask = self._call(gpu, "clock_event_reasons", "nvmlDeviceGetSupportedClocksEventReasons")
-        if mask is None:  # drivers before 535 know them as throttle reasons
-            mask = self._call(
-                gpu, "throttle_reasons", "nvmlDeviceGetSupportedClocksThrottleReasons"
-            )
-        return int(mask or 0)
+        return int(self._first(gpu, "throttle_supported", SUPPORTED_CLOCK_EVENT_CALLS) or 0)
 
     def _links(self, gpu: _Gpu) -> list[int]:
         links = []
@@ -385,6 +380,16 @@ class NvmlSource:
                 self._warn(f"{gpu.label} {function}", f"{gpu.label}: {function}: {_named(exc)}")
             return None
 
+    def _first(self, gpu: _Gpu, name: str, functions: tuple[str, ...], *args: Any) -> Any:
+        """The answer of the first of `functions` this GPU and driver support: newer calls
+        first, the ones NVIDIA deprecated after them for older drivers."""
+        for function in functions:
+            key = f"{name} {function}"
+            value = self._call(gpu, key, function, *args)
+            if value is not None or key not in gpu.unsupported:
+                return value
+        return None
+
     def _read(self, gpu: _Gpu, slow: bool) -> dict[str, FieldValue]:
         call = self._call
         fields: dict[str, FieldValue] = {}
@@ -393,15 +398,15 @@ class NvmlSource:
             fields["util_pct"] = float(utilization.gpu)
             fields["mem_util_pct"] = float(utilization.memory)
         memory = call(gpu, "memory_v2", "nvmlDeviceGetMemoryInfo", pynvml.nvmlMemory_v2)
-        if memory is None:  # the first version has no `reserved`
+        if memory is None and "memory_v2" in gpu.unsupported:  # v1 has no `reserved`
             memory = call(gpu, "memory", "nvmlDeviceGetMemoryInfo")
         if memory is not None:
             fields["mem_used_bytes"] = int(memory.used)
             fields["mem_total_bytes"] = int(memory.total)
             if hasattr(memory, "reserved"):
                 fields["mem_reserved_bytes"] = int(memory.reserved)
-        for name, function, convert, *args in READINGS:
-            value = call(gpu, name, function, *args)
+        for name, functions, convert, *args in READINGS:
+            value = self._first(gpu, name, functions, *args)
             if value is not None:
                 fields[name] = convert(value)
         pstate = call(gpu, "pstate", "nvmlDeviceGetPerformanceState")
@@ -431,9 +436,7 @@ class NvmlSource:
     def _throttle(self, gpu: _Gpu) -> dict[str, FieldValue]:
         if not gpu.throttle_mask:
             return {}
-        active = self._call(gpu, "clock_events", "nvmlDeviceGetCurrentClocksEventReasons")
-        if active is None and "clock_events" in gpu.unsupported:
-            active = self._call(gpu, "throttle", "nvmlDeviceGetCurrentClocksThrottleReasons")
+        active = self._first(gpu, "throttle", CLOCK_EVENT_CALLS)
         if active is None:
             return {}
         return {
@@ -522,16 +525,31 @@ def _thousandths(value: int) -> float:
     return value / 1000.0
 
 
-# Calls that give one number each: (field, function, conversion, arguments...).
+# Calls that give one number each: (field, functions (the first one supported is used),
+# conversion, arguments...).
 READINGS: tuple[tuple[Any, ...], ...] = (
-    ("power_w", "nvmlDeviceGetPowerUsage", _thousandths),  # mW
-    ("power_limit_w", "nvmlDeviceGetEnforcedPowerLimit", _thousandths),  # mW
-    ("energy_j", "nvmlDeviceGetTotalEnergyConsumption", _thousandths),  # mJ since driver load
-    ("temp_c", "nvmlDeviceGetTemperature", float, pynvml.NVML_TEMPERATURE_GPU),
-    ("sm_clock_mhz", "nvmlDeviceGetClockInfo", float, pynvml.NVML_CLOCK_SM),
-    ("mem_clock_mhz", "nvmlDeviceGetClockInfo", float, pynvml.NVML_CLOCK_MEM),
-    ("pcie_link_gen", "nvmlDeviceGetCurrPcieLinkGeneration", int),
-    ("pcie_link_width", "nvmlDeviceGetCurrPcieLinkWidth", int),
+    ("power_w", ("nvmlDeviceGetPowerUsage",), _thousandths),  # mW
+    ("power_limit_w", ("nvmlDeviceGetEnforcedPowerLimit",), _thousandths),  # mW
+    ("energy_j", ("nvmlDeviceGetTotalEnergyConsumption",), _thousandths),  # mJ since driver load
+    (
+        "temp_c",
+        ("nvmlDeviceGetTemperatureV", "nvmlDeviceGetTemperature"),  # the latter deprecated
+        float,
+        pynvml.NVML_TEMPERATURE_GPU,
+    ),
+    ("sm_clock_mhz", ("nvmlDeviceGetClockInfo",), float, pynvml.NVML_CLOCK_SM),
+    ("mem_clock_mhz", ("nvmlDeviceGetClockInfo",), float, pynvml.NVML_CLOCK_MEM),
+    ("pcie_link_gen", ("nvmlDeviceGetCurrPcieLinkGeneration",), int),
+    ("pcie_link_width", ("nvmlDeviceGetCurrPcieLinkWidth",), int),
+)
+# Clock-event reasons were "throttle reasons" before driver 535.
+CLOCK_EVENT_CALLS = (
+    "nvmlDeviceGetCurrentClocksEventReasons",
+    "nvmlDeviceGetCurrentClocksThrottleReasons",
+)
+SUPPORTED_CLOCK_EVENT_CALLS = (
+    "nvmlDeviceGetSupportedClocksEventReasons",
+    "nvmlDeviceGetSupportedClocksThrottleReasons",
 )
 
 
