@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from agent.accelerators.sources import build_sources
+from agent.accelerators.sources import Accelerators
 from agent.config import AgentConfig, Device
 from agent.mqtt_devices.subscriber import DeviceSubscriber
 from agent.profile import builtin_profiles
@@ -78,9 +78,15 @@ class Agent:
             self.pollers[device.name] = self._device_poller(config, device)
         # Accelerator pollers live beside the device pollers; a reload leaves them alone.
         self.accelerator_pollers: list[str] = []
+        self.accelerators: Accelerators | None = None
         if config.accelerators is not None:
             interval_s = config.accelerators.interval_s
-            for vendor, collect in build_sources(config.accelerators, config.agent.site).items():
+            self.accelerators = Accelerators(
+                config.accelerators,
+                config.agent.site,
+                lambda samples: self._emit("accelerator events", samples),
+            )
+            for vendor, collect in self.accelerators.polls.items():
                 name = f"accelerators:{vendor}"
                 self.pollers[name] = PeriodicPoller(
                     name,
@@ -311,6 +317,8 @@ class Agent:
             if self.mqtt_devices
             else None
         )
+        if self.accelerators is not None:
+            self.accelerators.start()
         self.ready.set()
         try:
             await stop.wait()
@@ -321,6 +329,8 @@ class Agent:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            if self.accelerators is not None:
+                await self.accelerators.stop()
             if self.mqtt_devices is not None and mqtt_devices is not None:
                 await self.mqtt_devices.close(mqtt_devices, timeout_s=5.0)
             self._emit("health", self.health_samples())

@@ -120,3 +120,51 @@ async def test_agent_publishes_ascend_cards_and_host_totals(
     ]
     assert health
     assert health[-1].fields["up"] is True
+
+
+@pytest.mark.integration
+async def test_agent_without_an_nvidia_driver_says_so_and_keeps_running(
+    mosquitto: Running, unique: str, tmp_path: Path
+) -> None:
+    """This machine has no GPU: NVML cannot start. The poll fails with the reason, counted in
+    the health samples, the event listener says why too, and the agent keeps running."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"name": "gpu-host", "site": "qiyang"},
+                "mqtt": {
+                    "host": mosquitto.host,
+                    "port": mosquitto.port,
+                    "topic_prefix": unique,
+                    "flush_interval_s": 0.2,
+                },
+                "health_interval_s": 1,
+                "accelerators": {"host": "gpu-node-01", "interval_s": 1, "nvidia": {}},
+            }
+        )
+    )
+    received: list[bytes] = []
+    listener = asyncio.create_task(collect_lines(mosquitto, f"{unique}/#", received))
+    await asyncio.sleep(0.3)
+    log = tmp_path / "agent.log"
+    agent = await rackwatch_process("agent", config, log)
+
+    def failed_polls() -> int:
+        health = [
+            parse_line(line)
+            for line in received
+            if line.startswith(b"rackwatch_agent,") and b"device=accelerators:nvidia" in line
+        ]
+        return int(health[-1].fields["polls_failed_total"]) if health else 0
+
+    try:
+        await eventually(lambda: failed_polls() >= 2, 20)
+        assert agent.returncode is None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(agent.wait(), 20) == 0
+        listener.cancel()
+    text = log.read_text()
+    assert "NVML" in text
+    assert "libnvidia-ml" in text or "driver" in text.lower()

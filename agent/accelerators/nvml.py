@@ -30,7 +30,7 @@ from typing import Any, TypeAlias
 
 import pynvml
 
-from agent.accelerators.tool_source import _Warnings
+from agent.accelerators.repeated_warnings import RepeatedWarnings
 from telemetry.sample import FieldValue, Sample
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class NvmlSource:
         self._gpus: list[_Gpu] | None = None  # None until NVML has started
         self.driver_version = ""
         self._last_slow: float | None = None
-        self._warnings = _Warnings()
+        self._warnings = RepeatedWarnings()
         # A poll cancelled by its deadline leaves its thread running; the next must not overlap.
         self._busy = threading.Lock()
 

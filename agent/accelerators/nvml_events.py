@@ -33,7 +33,7 @@ from agent.accelerators.nvml import (
     identity_tags,
     init_problem,
 )
-from agent.accelerators.tool_source import _Warnings
+from agent.accelerators.repeated_warnings import RepeatedWarnings
 from telemetry.sample import FieldValue, Sample
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class NvmlEvents:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._set: Any = None
         self._gpus: dict[int | None, dict[str, str]] = {}  # handle address -> identity tags
-        self._warnings = _Warnings()
+        self._warnings = RepeatedWarnings()
 
     def start(self) -> None:
         """Start listening; call from the event loop that should receive the samples."""

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from agent.accelerators.config import AcceleratorSettings
 from telemetry.sample import Sample
+
+if TYPE_CHECKING:
+    from agent.accelerators.nvml_events import NvmlEvents
 
 Collect = Callable[[], Awaitable[list[Sample]]]
 
@@ -36,31 +40,52 @@ def with_host_totals(collect: Collect, tags: Mapping[str, str]) -> Collect:
     return collect_with_totals
 
 
-def build_sources(settings: AcceleratorSettings, site: str) -> dict[str, Collect]:
-    """One `collect` per vendor, by name (`nvidia`, `ascend`)."""
-    tags = {
-        **settings.tags,
-        "site": site,
-        "room": settings.room,
-        "row": settings.row,
-        "rack": settings.rack,
-        "host": settings.host,
-    }
-    tags = {key: value for key, value in tags.items() if value}
-    sources: dict[str, Collect] = {}
-    if settings.nvidia is not None:
-        from agent.accelerators.nvml import NvmlSource
+class Accelerators:
+    """The sources a host's `accelerators:` config names: one poll per vendor (with per-host
+    totals), plus NVIDIA's event listener, which runs beside the polls."""
 
-        nvml = NvmlSource(tags, slow_interval_s=settings.nvidia.slow_interval_s)
-        sources["nvidia"] = with_host_totals(nvml.collect, tags | {"vendor": "nvidia"})
-    if settings.ascend is not None:
-        from agent.accelerators.npu_smi import NpuSmiSource
+    def __init__(
+        self, settings: AcceleratorSettings, site: str, emit: Callable[[list[Sample]], None]
+    ) -> None:
+        tags = {
+            **settings.tags,
+            "site": site,
+            "room": settings.room,
+            "row": settings.row,
+            "rack": settings.rack,
+            "host": settings.host,
+        }
+        tags = {key: value for key, value in tags.items() if value}
+        self.polls: dict[str, Collect] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._events: NvmlEvents | None = None
+        if settings.nvidia is not None:
+            from agent.accelerators.nvml import NvmlSource
+            from agent.accelerators.nvml_events import NvmlEvents
 
-        ascend = NpuSmiSource(
-            tags,
-            settings.ascend.command,
-            settings.ascend.timeout_s,
-            usages=settings.ascend.usages,
-        )
-        sources["ascend"] = with_host_totals(ascend.collect, tags | {"vendor": "huawei"})
-    return sources
+            nvml = NvmlSource(tags, slow_interval_s=settings.nvidia.slow_interval_s)
+            self.polls["nvidia"] = with_host_totals(nvml.collect, tags | {"vendor": "nvidia"})
+            self._closers.append(nvml.close)
+            if settings.nvidia.events:
+                self._events = NvmlEvents(tags, emit)
+        if settings.ascend is not None:
+            from agent.accelerators.npu_smi import NpuSmiSource
+
+            ascend = NpuSmiSource(
+                tags,
+                settings.ascend.command,
+                settings.ascend.timeout_s,
+                usages=settings.ascend.usages,
+            )
+            self.polls["ascend"] = with_host_totals(ascend.collect, tags | {"vendor": "huawei"})
+
+    def start(self) -> None:
+        """Start the event listeners; call from the running event loop."""
+        if self._events is not None:
+            self._events.start()
+
+    async def stop(self) -> None:
+        if self._events is not None:
+            await self._events.stop()
+        for close in self._closers:
+            await close()

@@ -17,9 +17,10 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
+from agent.accelerators.repeated_warnings import RepeatedWarnings
 from telemetry.sample import FieldValue, Sample
 
 log = logging.getLogger(__name__)
@@ -130,22 +131,6 @@ class Reading:
     uuid: str | None = None  # None until the tool has told us a stable identity
 
 
-@dataclass
-class _Warnings:
-    """Logs a failure that does not fail the poll once, and again only when its text changes."""
-
-    last: dict[str, str] = field(default_factory=dict)
-
-    def note(self, key: str, message: str) -> None:
-        if self.last.get(key) != message:
-            self.last[key] = message
-            log.warning("%s", message)
-
-    def clear(self, key: str) -> None:
-        if self.last.pop(key, None) is not None:
-            log.info("%s: answering again", key)
-
-
 class ToolSource(ABC):
     """Polls one host's accelerators through a vendor tool. `collect()` is the whole poll.
 
@@ -159,7 +144,7 @@ class ToolSource(ABC):
     def __init__(self, tags: Mapping[str, str], command: str, timeout_s: float) -> None:
         self._tags = {key: value for key, value in tags.items() if value}
         self.tool = ToolRunner(command, timeout_s)
-        self._warnings = _Warnings()
+        self._warnings = RepeatedWarnings()
 
     @property
     def failures(self) -> Counter[str]:
