@@ -106,7 +106,7 @@ class Rollup:
         self.stats = RollupStats()
         self._racks = {rack.key: rack for rack in inventory.racks}
         self._pdus: dict[tuple[str, str], _Pdu] = {}
-        self._hosts: dict[tuple[str, str], tuple[RackKey, Reading]] = {}
+        self._hosts: dict[tuple[str, str, str], tuple[RackKey, Reading]] = {}
         self._peaks = {key: WindowPeak(settings.peak_window_s) for key in self._racks}
         # measurement -> (site, "facility" | "it", index in that list, meter)
         self._meters: dict[str, list[tuple[str, str, int, Meter]]] = defaultdict(list)
@@ -148,7 +148,8 @@ class Rollup:
             if power is not None:
                 rack = self._place(tags, "host", need_feed=False)
                 if rack is not None:
-                    key = (tags.get("site", ""), tags.get("host", ""))
+                    # A host may hold cards of two vendors: one total each.
+                    key = (tags.get("site", ""), tags.get("host", ""), tags.get("vendor", ""))
                     self._hosts[key] = (rack, Reading(power, sample.time_ns))
         for site, kind, i, meter in self._meters.get(measurement, ()):
             value = _number(sample.fields, meter.field)
