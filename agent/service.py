@@ -168,38 +168,21 @@ class Agent:
     def health_samples(self) -> list[Sample]:
         now = time.time_ns()
         base = {"site": self.config.agent.site, "agent": self.config.agent.name}
+        # One health sample per poller: which device (or accelerator vendor) and where.
+        places: dict[str, dict[str, str]] = {
+            device.name: {"room": device.room, "row": device.row, "rack": device.rack}
+            for device in self.config.devices
+        }
+        if self.config.accelerators is not None:
+            for name in self.accelerator_pollers:
+                places[name] = {"host": self.config.accelerators.host}
         samples = []
-        for device in self.config.devices:
-            stats = self.pollers[device.name].stats
-            tags = {
-                **base,
-                "device": device.name,
-                "room": device.room,
-                "row": device.row,
-                "rack": device.rack,
-            }
-            samples.append(
-                Sample(
-                    "rackwatch_agent",
-                    tags,
-                    {
-                        "up": stats.up,
-                        "polls_ok_total": stats.polls_ok,
-                        "polls_failed_total": stats.polls_failed,
-                        "overruns_total": stats.overruns,
-                        "samples_emitted_total": stats.samples_emitted,
-                        "poll_duration_s": stats.last_duration_s,
-                    },
-                    now,
-                )
-            )
-        for name in self.accelerator_pollers:
+        for name, place in places.items():
             stats = self.pollers[name].stats
-            assert self.config.accelerators is not None
             samples.append(
                 Sample(
                     "rackwatch_agent",
-                    {**base, "device": name, "host": self.config.accelerators.host},
+                    {**base, "device": name, **place},
                     {
                         "up": stats.up,
                         "polls_ok_total": stats.polls_ok,
