@@ -82,13 +82,16 @@ class RetrySettings(StrictModel):
 
 class RollupSettings(StrictModel):
     """Rack, row, room and site power against capacity, and PUE, computed on the stream
-    (collector/rollup.py). Roll-ups see only the lines this collector takes: give them to a
-    collector that takes the whole stream (a group of one, or `group: null`)."""
+    (collector/rollup.py). Roll-ups need every PDU's lines: by default they read the lines this
+    collector takes, which is right when it takes the whole stream (a group of one, or
+    `group: null`). With several collectors in a group, set `own_subscription: true` on exactly
+    one of them: it then reads the whole stream through a second, non-shared subscription."""
 
     inventory: Path  # racks, feed ratings, facility meters (configs/inventory.example.yaml)
     interval_s: float = Field(default=10.0, gt=0)
     stale_after_s: float = Field(default=120.0, gt=0)  # older readings no longer count
     peak_window_s: float = Field(default=7 * 86400.0, gt=0)  # stranded = capacity - this peak
+    own_subscription: bool = False
 
 
 class CollectorConfig(StrictModel):

@@ -122,6 +122,11 @@ class Rollup:
         self._prefixes = tuple(f"{name}{end}".encode() for name in names for end in ", ")
         self._warned: set[tuple[str, str]] = set()
 
+    @property
+    def prefixes(self) -> tuple[bytes, ...]:
+        """How the lines roll-ups read begin (measurement, then a comma or a space)."""
+        return self._prefixes
+
     # --- taking readings ------------------------------------------------------------------
 
     def observe(self, lines: Iterable[bytes]) -> None:

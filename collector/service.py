@@ -10,6 +10,7 @@ import time
 from collector.alerting.service import Alerting
 from collector.config import CollectorConfig
 from collector.deadletter import DeadLetters
+from collector.feed import StreamFeed
 from collector.influx import InfluxWriter
 from collector.ingest import Ingest
 from collector.inventory import Inventory
@@ -17,6 +18,7 @@ from collector.pipeline import Pipeline
 from collector.rollup import Rollup
 from telemetry.config import load as load_config
 from telemetry.lineproto import encode
+from telemetry.mqtt import Session
 from telemetry.reload import split_changes
 from telemetry.sample import Sample
 
@@ -44,7 +46,22 @@ class Collector:
             if config.rollup
             else None
         )
-        if self.rollup is not None:
+        self.rollup_feed: StreamFeed | None = None
+        if self.rollup is not None and config.rollup and config.rollup.own_subscription:
+            self.rollup_feed = StreamFeed(
+                "roll-ups",
+                config.mqtt,
+                config.mqtt.topic,
+                f"{client_id}-rollup",
+                Session(
+                    persistent=True,
+                    expiry_s=config.mqtt.session_expiry_s,
+                    receive_maximum=config.mqtt.receive_maximum,
+                ),
+                self.rollup.prefixes,
+                self.rollup.observe,
+            )
+        elif self.rollup is not None:
             self.ingest.taps.append(self.rollup.observe)
         self.alerting = (
             Alerting(config.alerting, self.pipeline.add, config.mqtt, client_id)
@@ -191,6 +208,11 @@ class Collector:
             if self.rollup
             else None
         )
+        rollup_feed = (
+            asyncio.create_task(self.rollup_feed.run(), name="roll-up feed")
+            if self.rollup_feed
+            else None
+        )
         pipeline = asyncio.create_task(self.pipeline.run(), name="pipeline")
         alerting = (
             asyncio.create_task(self.alerting.run(), name="alerting") if self.alerting else None
@@ -199,13 +221,14 @@ class Collector:
         try:
             await stop.wait()
         finally:
-            for task in (ingest, health):
+            connections = [ingest, health, *([rollup_feed] if rollup_feed else [])]
+            for task in connections:
                 task.cancel()
             if rollup is not None:
                 rollup.cancel()
             # aiomqtt 2.5 waits for the broker's answer to DISCONNECT without a time limit:
             # a second cancel after a while keeps a silent broker from holding up shutdown.
-            _, late = await asyncio.wait([ingest, health], timeout=5.0)
+            _, late = await asyncio.wait(connections, timeout=5.0)
             for task in late:
                 task.cancel()
                 await asyncio.wait([task], timeout=5.0)

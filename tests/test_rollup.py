@@ -60,7 +60,8 @@ def inventory(**changes: object) -> Inventory:
 
 
 def rollup(inv: Inventory | None = None, **settings: float) -> Rollup:
-    return Rollup(inv or inventory(), RollupSettings(inventory=Path("unused.yaml"), **settings))
+    config = RollupSettings.model_validate({"inventory": Path("unused.yaml"), **settings})
+    return Rollup(inv or inventory(), config)
 
 
 def line(
@@ -431,3 +432,59 @@ async def test_collector_writes_rollups_to_influxdb(
     assert pct == pytest.approx(100 * 4000 / (32 * 230 * 0.8))
     site = query(influxdb, database, 'SELECT last("power_w") FROM "site_power"')
     assert site[0]["values"][0][1] == 4000.0  # type: ignore[index]
+
+
+@pytest.mark.integration
+async def test_rollups_see_the_whole_stream_through_their_own_subscription(
+    mosquitto: Running, influxdb: Running, database: str, unique: str, tmp_path: Path
+) -> None:
+    """Two collectors split the stream; the one with `own_subscription` still sums both feeds
+    of the rack, though its group share holds only some of the PDUs' messages."""
+    inventory_path = tmp_path / "inventory.yaml"
+    inventory_path.write_text(yaml.safe_dump(INVENTORY), encoding="utf-8")
+    prefix = f"rackwatch/v1-{unique}"
+
+    def collector(name: str, rollup: dict[str, object] | None) -> Collector:
+        return Collector(
+            CollectorConfig.model_validate(
+                {
+                    "name": name,
+                    "mqtt": {
+                        "host": mosquitto.host,
+                        "port": mosquitto.port,
+                        "topic": f"{prefix}/#",
+                        "group": unique,
+                        "client_id": f"{name}-{unique}",
+                    },
+                    "influxdb": {"url": influxdb.url(), "database": database},
+                    "batch": {"max_delay_s": 0.2},
+                    "dead_letter_path": str(tmp_path / f"{name}-dead.jsonl"),
+                    "health_interval_s": 3600,
+                    **({"rollup": rollup} if rollup else {}),
+                }
+            )
+        )
+
+    with_rollups = collector(
+        "one", {"inventory": str(inventory_path), "interval_s": 0.3, "own_subscription": True}
+    )
+    plain = collector("two", None)
+
+    def rack_power() -> float:
+        rows = query(influxdb, database, 'SELECT last("power_w") FROM "rack_power"')
+        return float(rows[0]["values"][0][1]) if rows else 0.0  # type: ignore[index]
+
+    async with (
+        running(with_rollups),
+        running(plain),
+        aiomqtt.Client(mosquitto.host, mosquitto.port) as client,
+    ):
+        for _ in range(60):  # one PDU per message: the group splits them between collectors
+            for device, feed, watts in (("pdu-a01-a", "A", 2100.0), ("pdu-a01-b", "B", 1900.0)):
+                reading = pdu(device, "A01", feed, watts).rsplit(b" ", 1)[0]
+                await client.publish(f"{prefix}/hub/{device}/metrics", reading, qos=1)
+            if rack_power() == 4000.0:
+                break
+            await asyncio.sleep(0.5)
+    assert rack_power() == 4000.0
+    assert plain.ingest.stats.messages > 0  # the other collector did take a share

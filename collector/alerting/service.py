@@ -18,7 +18,6 @@ from typing import Any
 
 from collector.alerting.alert import Alert, Notice
 from collector.alerting.evaluator import Evaluator, Transition
-from collector.alerting.feed import AlertFeed
 from collector.alerting.history import history_line
 from collector.alerting.notifier import Notifier
 from collector.alerting.rules import RuleFile
@@ -26,6 +25,7 @@ from collector.alerting.settings import AlertingSettings
 from collector.alerting.silences import Silences
 from collector.alerting.state import StateFile
 from collector.config import MqttSettings
+from collector.feed import StreamFeed
 from telemetry import config
 from telemetry.mqtt import Session
 
@@ -62,14 +62,16 @@ class Alerting:
                 expiry_s=mqtt.session_expiry_s,
                 receive_maximum=mqtt.receive_maximum,
             )
-            self.feed = AlertFeed(
+            self.feed = StreamFeed(
+                "alerting",
                 mqtt,
                 mqtt.topic,
                 f"{client_id}-alerting",
                 session,
-                settings.ownership,
                 self.evaluator.prefixes,
                 self.evaluator.observe,
+                shard=settings.ownership.shard,
+                shards=settings.ownership.shards,
             )
         self.history_lines = 0
         self._dirty = False

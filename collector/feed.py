@@ -1,11 +1,11 @@
-"""A subscription of alerting's own, for collectors that share the stream (docs/alerting.md).
+"""A second, non-shared subscription for work that must see whole agents' streams, for
+collectors that share the stream (alerting: docs/alerting.md; roll-ups: docs/schema.md).
 
 A shared subscription hands each message to one collector of the group, so no collector sees
-all of any agent's samples. An alerting collector therefore also subscribes to the topic
-without `$share/`, over its own persistent session, and evaluates the messages of the agents
-it owns: those whose `<site>/<agent>` topic levels hash (CRC-32) to its shard. With one shard
-per alerting collector, every agent's alerts have exactly one owner. These lines only feed
-the evaluator; the group's ingest writes them to InfluxDB.
+all of any agent's samples. Alerting and roll-ups therefore may also subscribe to the topic
+without `$share/`, over their own persistent session, and read the messages of the agents they
+own: those whose `<site>/<agent>` topic levels hash (CRC-32) to their shard (one shard: all).
+These lines only feed the reader; the group's ingest writes them to InfluxDB.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import aiomqtt
 
-from collector.alerting.settings import Ownership
 from telemetry.lineproto import check_lines
 from telemetry.mqtt import AckingClient, BrokerSettings, Reconnecting, Session
 
@@ -29,20 +28,25 @@ def owner_of(topic: str) -> str:
     return "/".join(levels[-3:-1]) if len(levels) >= 3 else topic
 
 
-class AlertFeed:
+class StreamFeed:
     def __init__(
         self,
+        role: str,
         broker: BrokerSettings,
         topic: str,
         client_id: str,
         session: Session,
-        ownership: Ownership,
         prefixes: tuple[bytes, ...],
         observe: Callable[[list[bytes]], None],
+        *,
+        shard: int = 0,
+        shards: int = 1,
     ) -> None:
+        self.role = role
         self.connection = Reconnecting(broker, client_id, session, max_backoff_s=2.0)
         self.topic = topic
-        self.ownership = ownership
+        self.shard = shard
+        self.shards = shards
         self.prefixes = prefixes
         self.observe = observe
         self.messages = 0
@@ -50,15 +54,15 @@ class AlertFeed:
         self.lines_invalid = 0
 
     def owns(self, topic: str) -> bool:
-        shards = self.ownership.shards
-        return shards == 1 or zlib.crc32(owner_of(topic).encode()) % shards == self.ownership.shard
+        shards = self.shards
+        return shards == 1 or zlib.crc32(owner_of(topic).encode()) % shards == self.shard
 
     def handle(self, topic: str, payload: bytes) -> None:
         self.messages += 1
         if not self.owns(topic):
             return
         self.owned_messages += 1
-        # Only the lines the rules read are validated: the ingest validates the rest.
+        # Only the lines the reader needs are validated: the ingest validates the rest.
         picked = [line for line in payload.split(b"\n") if line.startswith(self.prefixes)]
         if not picked:
             return
@@ -73,10 +77,7 @@ class AlertFeed:
     async def _consume(self, client: aiomqtt.Client) -> None:
         await client.subscribe(self.topic, qos=1, timeout=10)
         log.info(
-            "alerting: subscribed to %s (shard %d of %d)",
-            self.topic,
-            self.ownership.shard,
-            self.ownership.shards,
+            "%s: subscribed to %s (shard %d of %d)", self.role, self.topic, self.shard, self.shards
         )
         async for message in client.messages:
             payload = message.payload
