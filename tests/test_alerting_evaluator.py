@@ -545,6 +545,34 @@ def test_default_rules_read_a_realistic_mix() -> None:
     assert evaluator.stats.lines_parsed == 3  # not the outlet
 
 
+def test_default_rules_page_xid_and_lost_gpu_separately() -> None:
+    """The NVML source's events as it writes them (agent/accelerators/nvml*.py)."""
+    seen: list[Transition] = []
+    evaluator = Evaluator(config.load(DEFAULT_RULES, RuleFile), seen.append, clock=lambda: T0)
+    card = {"site": "s1", "host": "gpu-07", "vendor": "nvidia", "index": "3", "uuid": "GPU-1"}
+    evaluator.observe(
+        [
+            line(
+                "accelerator_event",
+                card,
+                {"event": "xid", "xid": 79, "meaning": "GPU has fallen off the bus"},
+                T0,
+            ),
+            line(
+                "accelerator_event",
+                {**card, "index": "5", "uuid": "GPU-2"},
+                {"event": "gpu_lost", "meaning": "GPU is lost", "error": "NVML_ERROR_GPU_IS_LOST"},
+                T0,
+            ),
+        ]
+    )
+    summaries = {t.alert.labels["alertname"]: t.summary for t in seen}
+    assert summaries == {
+        "GpuXidError": "gpu-07 accelerator 3: XID 79: GPU has fallen off the bus",
+        "GpuLost": "gpu-07 accelerator 5 fell off the bus (NVML_ERROR_GPU_IS_LOST)",
+    }
+
+
 # --- the fast reader agrees with the full parser ---------------------------------------------
 
 names = st.text(
