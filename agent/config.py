@@ -42,10 +42,6 @@ class MqttSettings(BrokerSettings):
     # systemd: StateDirectory=). Bounded: when full, the oldest batches are dropped, counted.
     spool_dir: Path | None = None
     spool_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=64 * 1024)
-    # After a reconnect, publish only after this long (meanwhile lines queue or spool). After
-    # a broker restart, Mosquitto 2.0 routes nothing to a collector's shared subscription until
-    # the collector has subscribed again; what arrives before is dropped (docs/reliability.md).
-    resume_delay_s: float = Field(default=5.0, ge=0)
 
 
 AuthProtocol = Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"]

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import aiomqtt
 
 from agent.config import MqttSettings
-from telemetry.mqtt import Reconnecting
+from telemetry.mqtt import NO_MATCHING_SUBSCRIBERS, ConfirmingClient, Reconnecting
 from telemetry.spool import Spool
 
 log = logging.getLogger(__name__)
 
 SPOOL_SYNC_S = 0.5  # the most a power cut can lose of what was spooled
+UNROUTED_RETRY_S = 1.0  # while no collector is subscribed, one batch is offered this often
 
 
 @dataclass(slots=True)
@@ -35,6 +36,7 @@ class PublishStats:
     dropped_lines: int = 0
     spooled_lines: int = 0
     replayed_lines: int = 0
+    unrouted_publishes: int = 0  # PUBACK "no matching subscribers": held and sent again
 
 
 class Publisher:
@@ -48,6 +50,9 @@ class Publisher:
         self._drained = asyncio.Event()
         self._drained.set()
         self._stopping = False
+        # The broker answers "no matching subscribers": no collector is subscribed (after a
+        # broker restart, until collectors subscribe again). Data waits, on disk if spooling.
+        self.unrouted = False
         self.spool = (
             Spool(settings.spool_dir, settings.spool_max_bytes) if settings.spool_dir else None
         )
@@ -106,46 +111,70 @@ class Publisher:
         assert self.spool is not None
         while True:
             await asyncio.sleep(SPOOL_SYNC_S)
-            if not self.connected and self._queue:
+            if (not self.connected or self.unrouted) and self._queue:
                 self._spool_queue()
             self.spool.sync()
 
     async def _publish_forever(self, client: aiomqtt.Client) -> None:
         limit = self.settings.max_batch_lines
-        if self.connection.reconnected and self.settings.resume_delay_s:
-            log.info(
-                "%s: holding publishes for %.1f s so collectors can subscribe again",
-                self.connection.describe(),
-                self.settings.resume_delay_s,
-            )
-            await asyncio.sleep(self.settings.resume_delay_s)
         while not self._stopping:
             if len(self._queue) < limit:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ready.wait(), self.settings.flush_interval_s)
             self._ready.clear()
-            while self._queue or (self.spool and self.spool.stats.records):
+            while not self._stopping and (self._queue or (self.spool and self.spool.stats.records)):
                 if self._queue:
                     batch = self._take_batch()
                     try:
-                        await client.publish(self.topic, _payload(batch), qos=1, timeout=30)
+                        taken = await self._publish(client, _payload(batch))
                     except BaseException:
                         self._queue.extendleft(reversed(batch))  # not acknowledged: keep it
                         raise
+                    if not taken:
+                        self._queue.extendleft(reversed(batch))
+                        await asyncio.sleep(UNROUTED_RETRY_S)
+                        continue
                     self.stats.published_lines += len(batch)
                     self.stats.published_batches += 1
-                await self._replay_one(client)  # one old batch per live one
+                if not await self._replay_one(client):  # one old batch per live one
+                    await asyncio.sleep(UNROUTED_RETRY_S)
             self._drained.set()
 
-    async def _replay_one(self, client: aiomqtt.Client) -> None:
+    async def _publish(self, client: aiomqtt.Client, payload: bytes) -> bool:
+        """Publish at QoS 1; False when the broker took it for no subscriber (thrown away)."""
+        if not isinstance(client, ConfirmingClient):
+            await client.publish(self.topic, payload, qos=1, timeout=30)
+            return True
+        code = await client.publish_confirmed(self.topic, payload, timeout_s=30)
+        if code == NO_MATCHING_SUBSCRIBERS:
+            self.stats.unrouted_publishes += 1
+            if not self.unrouted:
+                log.warning(
+                    "%s: no subscriber for %s (no collector subscribed): holding the data "
+                    "and trying again every %.0f s",
+                    self.connection.describe(),
+                    self.topic,
+                    UNROUTED_RETRY_S,
+                )
+            self.unrouted = True
+            return False
+        if self.unrouted:
+            log.info("%s: a collector is subscribed again", self.connection.describe())
+        self.unrouted = False
+        return True
+
+    async def _replay_one(self, client: aiomqtt.Client) -> bool:
+        """Publish the oldest spooled batch; False when no subscriber took it."""
         if self.spool is None or (spooled := self.spool.peek()) is None:
-            return
-        await client.publish(self.topic, spooled, qos=1, timeout=30)
+            return True
+        if not await self._publish(client, spooled):
+            return False
         self.spool.ack()  # after PUBACK: a crash before this replays it again (at least once)
         lines = spooled.count(b"\n")
         self.stats.replayed_lines += lines
         self.stats.published_lines += lines
         self.stats.published_batches += 1
+        return True
 
     async def close(self, task: asyncio.Task[None], timeout_s: float) -> None:
         """Stop `task` (running `run()`) between batches, so the broker sees a clean DISCONNECT.

@@ -220,6 +220,9 @@ class Agent:
                     "mqtt_connection_failures_total": self.publisher.connection.failures,
                     "encode_errors_total": self.encode_errors,
                     "mqtt_connected": self.publisher.connected,
+                    # The broker had no subscriber for our topic (no collector subscribed).
+                    "mqtt_unrouted": self.publisher.unrouted,
+                    "unrouted_publishes_total": published.unrouted_publishes,
                     **spool_fields,
                 },
                 now,

@@ -48,7 +48,7 @@ class Ingest:
             receive_maximum=settings.receive_maximum,
         )
         # Collectors are few and beside the broker: they retry often, so that after a broker
-        # restart they are subscribed again before agents end their hold-back (resume_delay_s).
+        # restart they are subscribed again soon (agents hold their data until then).
         self.connection = Reconnecting(
             settings, client_id, session, max_backoff_s=COLLECTOR_MAX_BACKOFF_S
         )

@@ -93,6 +93,50 @@ class AckingClient(aiomqtt.Client):
         self._paho.ack(message.mid, message.qos)
 
 
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT v5 PUBACK reason code
+
+
+class ConfirmingClient(aiomqtt.Client):
+    """An aiomqtt client whose QoS 1 publishes report the reason code of the broker's PUBACK.
+
+    aiomqtt 2.5 waits for the PUBACK but drops its reason code. In MQTT v5 the code 0x10 "No
+    matching subscribers" means the broker took the message and threw it away: Mosquitto says
+    so after a restart, until the collectors have subscribed again, and whenever no collector
+    is subscribed at all. A publisher must not count such a message as delivered. As in
+    AckingClient, paho-mqtt is reached through aiomqtt's one attribute for it: its `publish`
+    is wrapped to learn each message id, its `on_publish` to keep each reason code.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._paho = self._client
+        self._reasons: dict[int, int] = {}
+        self._mids: dict[asyncio.Task[Any] | None, int] = {}
+        forward_on_publish: Any = self._paho.on_publish  # aiomqtt's own handler
+        paho_publish = self._paho.publish
+
+        def on_publish(client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+            self._reasons[mid] = int(getattr(reason, "value", reason))
+            forward_on_publish(client, userdata, mid, reason, props)
+
+        def publish(*args: Any, **kwargs: Any) -> Any:
+            info = paho_publish(*args, **kwargs)
+            self._mids[asyncio.current_task()] = info.mid  # before aiomqtt awaits the PUBACK
+            return info
+
+        self._paho.on_publish = on_publish
+        self._paho.publish = publish  # type: ignore[method-assign]
+
+    async def publish_confirmed(self, topic: str, payload: bytes, timeout_s: float) -> int:
+        """Publish at QoS 1 and return the PUBACK's reason code (0: taken for subscribers)."""
+        task = asyncio.current_task()
+        try:
+            await self.publish(topic, payload, qos=1, timeout=timeout_s)
+        finally:
+            mid = self._mids.pop(task, None)
+        return self._reasons.pop(mid, 0) if mid is not None else 0
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """How a subscriber's session outlives its connection (MQTT v5)."""
@@ -123,18 +167,13 @@ class Reconnecting:
         self.will = will
         self._tls = broker.tls.context() if broker.tls else None
 
-    @property
-    def reconnected(self) -> bool:
-        """True when the current connection follows a lost one or failed attempts."""
-        return self.connections > 1 or self.failures > 0
-
     def describe(self) -> str:
         user = f", user {self.broker.username}" if self.broker.username else ""
         return f"MQTT broker {self.broker.host}:{self.broker.port} (client {self.client_id}{user})"
 
     def _client(self) -> aiomqtt.Client:
         options: dict[str, Any] = {}
-        kind: type[aiomqtt.Client] = aiomqtt.Client
+        kind: type[aiomqtt.Client] = ConfirmingClient
         if self.session is not None:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.ReceiveMaximum = self.session.receive_maximum

@@ -174,7 +174,6 @@ async def test_spool_on_a_full_filesystem_counts_drops_and_recovers(
         max_batch_lines=500,
         spool_dir=mount / "spool",
         spool_max_bytes=64 << 20,  # larger than the filesystem: the filesystem fills first
-        resume_delay_s=0,
     )
     publisher = Publisher(settings, f"{unique}/s/a/metrics", client_id=f"full-{unique}")
     task = asyncio.create_task(publisher.run())
