@@ -92,6 +92,8 @@ class RollupSettings(StrictModel):
     stale_after_s: float = Field(default=120.0, gt=0)  # older readings no longer count
     peak_window_s: float = Field(default=7 * 86400.0, gt=0)  # stranded = capacity - this peak
     own_subscription: bool = False
+    # Where the peaks behind stranded capacity are kept across restarts (none: in memory only).
+    state_path: Path | None = None
 
 
 class CollectorConfig(StrictModel):

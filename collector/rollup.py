@@ -15,11 +15,13 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from collector.config import RollupSettings
 from collector.inventory import Inventory, Meter, Rack, RackKey
 from telemetry.lineproto import LineProtocolError, encode, parse_line
 from telemetry.sample import FieldValue, Sample
+from telemetry.statefile import StateFile
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 POWER_SOURCES = ("pdu", "pdu_inlet", "pdu_phase")
 ACCELERATOR_HOSTS = "accelerator_host"  # per-host accelerator totals (issue 5), field power_w
 PEAK_BUCKETS = 96
+PEAKS_SAVE_S = 60.0  # at most this much of the peaks' history is lost to a crash
 
 SeriesKey = tuple[tuple[str, str], ...]
 
@@ -71,6 +74,17 @@ class WindowPeak:
         while self._maxima and self._maxima[0][0] <= bucket - self.buckets:
             self._maxima.popleft()
 
+    def snapshot(self) -> dict[str, Any]:
+        return {"bucket_ns": self.bucket_ns, "maxima": [list(m) for m in self._maxima]}
+
+    def restore(self, snapshot: Mapping[str, Any]) -> bool:
+        """Take maxima saved by `snapshot`; False (nothing taken) if the slices differ."""
+        if snapshot.get("bucket_ns") != self.bucket_ns:
+            return False  # the window changed: old slices would be misread
+        for bucket, value in snapshot.get("maxima", []):
+            self.add(int(bucket) * self.bucket_ns, float(value))
+        return True
+
 
 @dataclass(slots=True)
 class _Pdu:
@@ -108,6 +122,11 @@ class Rollup:
         self._pdus: dict[tuple[str, str], _Pdu] = {}
         self._hosts: dict[tuple[str, str, str], tuple[RackKey, Reading]] = {}
         self._peaks = {key: WindowPeak(settings.peak_window_s) for key in self._racks}
+        # The peaks behind stranded capacity span days: kept on disk across restarts.
+        self._state = (
+            StateFile(settings.state_path, "roll-up peaks") if settings.state_path else None
+        )
+        self._restore_peaks()
         # measurement -> (site, "facility" | "it", index in that list, meter)
         self._meters: dict[str, list[tuple[str, str, int, Meter]]] = defaultdict(list)
         for site, meters in inventory.sites.items():
@@ -343,9 +362,35 @@ class Rollup:
 
     async def run(self, add: Callable[[list[bytes]], None]) -> None:
         """Every interval, hand the roll-up lines to `add` (the pipeline); until cancelled."""
+        saved_at = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.interval_s)
             add(self.lines(time.time_ns()))
+            if time.monotonic() - saved_at >= PEAKS_SAVE_S:
+                self.save_peaks()
+                saved_at = time.monotonic()
+
+    def save_peaks(self) -> None:
+        """Write the stranded-capacity peaks to `state_path` (if set); errors are logged."""
+        if self._state is None:
+            return
+        snapshots = ((key, peak.snapshot()) for key, peak in self._peaks.items())
+        self._state.save({"racks": [[*key, snap] for key, snap in snapshots if snap["maxima"]]})
+
+    def _restore_peaks(self) -> None:
+        if self._state is None:
+            return
+        restored = 0
+        for entry in self._state.load().get("racks", []):
+            try:
+                site, room, rack, snapshot = entry
+                peak = self._peaks.get((site, room, rack))
+                if peak is not None and peak.restore(snapshot):
+                    restored += 1
+            except (TypeError, ValueError) as exc:
+                log.warning("roll-up peaks %s: entry %r skipped: %s", self._state.path, entry, exc)
+        if restored:
+            log.info("roll-up peaks: %d racks restored from %s", restored, self._state.path)
 
     def health_fields(self) -> dict[str, FieldValue]:
         return {

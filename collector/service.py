@@ -226,6 +226,8 @@ class Collector:
                 task.cancel()
             if rollup is not None:
                 rollup.cancel()
+            if self.rollup is not None:
+                self.rollup.save_peaks()
             # aiomqtt 2.5 waits for the broker's answer to DISCONNECT without a time limit:
             # a second cancel after a while keeps a silent broker from holding up shutdown.
             _, late = await asyncio.wait(connections, timeout=5.0)

@@ -213,7 +213,11 @@ def write_configs(
         "dead_letter_path": str(workdir / "dead-letter.jsonl"),
         "health_interval_s": 5,
         "spool": {"directory": str(workdir / "collector-spool")},
-        "rollup": {"inventory": str(workdir / "inventory.yaml"), "interval_s": 5},
+        "rollup": {
+            "inventory": str(workdir / "inventory.yaml"),
+            "interval_s": 5,
+            "state_path": str(workdir / "rollup-peaks.json"),
+        },
     }
     (workdir / "inventory.yaml").write_text(yaml.safe_dump(DEMO_INVENTORY), encoding="utf-8")
     agent_path, collector_path = workdir / "agent.yaml", workdir / "collector.yaml"

@@ -10,9 +10,9 @@ from typing import Any
 
 from collector.alerting.service import Alerting
 from collector.alerting.settings import AlertingSettings
-from collector.alerting.state import StateFile
 from telemetry.lineproto import encode, parse_line
 from telemetry.sample import Sample
+from telemetry.statefile import StateFile
 
 RULES = """
 rules:
@@ -53,7 +53,7 @@ def cooling(value: float, at: float) -> bytes:
 
 
 def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
-    state = StateFile(tmp_path / "sub" / "state.json")
+    state = StateFile(tmp_path / "sub" / "state.json", "alert state")
     assert state.load() == {}
     assert state.save({"evaluator": {"alerts": []}})
     assert state.load() == {"version": 1, "evaluator": {"alerts": []}}
@@ -63,7 +63,7 @@ def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
 def test_an_unreadable_state_file_is_set_aside(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text("{ half a file")
-    assert StateFile(path).load() == {}
+    assert StateFile(path, "alert state").load() == {}
     (aside,) = tmp_path.glob("state.json.corrupt-*")
     assert aside.read_text() == "{ half a file"
     assert not path.exists()
@@ -72,7 +72,7 @@ def test_an_unreadable_state_file_is_set_aside(tmp_path: Path) -> None:
 def test_a_disk_that_refuses_is_counted(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    state = StateFile(blocker / "state.json")
+    state = StateFile(blocker / "state.json", "alert state")
     assert not state.save({})
     assert state.errors == 1
 

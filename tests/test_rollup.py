@@ -59,7 +59,7 @@ def inventory(**changes: object) -> Inventory:
     return Inventory.model_validate({**INVENTORY, **changes})
 
 
-def rollup(inv: Inventory | None = None, **settings: float) -> Rollup:
+def rollup(inv: Inventory | None = None, **settings: float | str) -> Rollup:
     config = RollupSettings.model_validate({"inventory": Path("unused.yaml"), **settings})
     return Rollup(inv or inventory(), config)
 
@@ -242,6 +242,34 @@ def test_stranded_capacity_is_capacity_minus_the_peak_over_the_window() -> None:
     r.observe([pdu("a", "B01", "A", 1500.0, later)])
     rack = points(r.compute(later), "rack_power")["B01"]
     assert rack["peak_w"] == 1500.0
+
+
+def test_peaks_survive_a_restart_through_the_state_file(tmp_path: Path) -> None:
+    state = str(tmp_path / "peaks.json")
+    first = rollup(peak_window_s=3600, state_path=state)
+    for minutes, power in ((0, 1000.0), (10, 4000.0)):
+        t = NOW + minutes * 60 * S
+        first.observe([pdu("a", "B01", "A", power, t)])
+        first.compute(t)
+    first.save_peaks()
+
+    again = rollup(peak_window_s=3600, state_path=state)  # a new collector process
+    t = NOW + 20 * 60 * S
+    again.observe([pdu("a", "B01", "A", 2000.0, t)])
+    assert points(again.compute(t), "rack_power")["B01"]["peak_w"] == 4000.0
+
+    other_window = rollup(peak_window_s=7200, state_path=state)  # slices of another width
+    other_window.observe([pdu("a", "B01", "A", 2000.0, t)])
+    assert points(other_window.compute(t), "rack_power")["B01"]["peak_w"] == 2000.0
+
+
+def test_an_unreadable_peaks_file_is_set_aside(tmp_path: Path) -> None:
+    state = tmp_path / "peaks.json"
+    state.write_text("{not json")
+    r = rollup(peak_window_s=3600, state_path=str(state))
+    r.observe([pdu("a", "B01", "A", 1000.0)])
+    assert points(r.compute(NOW), "rack_power")["B01"]["peak_w"] == 1000.0
+    assert [p.name.startswith("peaks.json.corrupt-") for p in tmp_path.iterdir()] == [True]
 
 
 def test_window_peak_keeps_fixed_memory() -> None:

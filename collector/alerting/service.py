@@ -23,11 +23,11 @@ from collector.alerting.notifier import Notifier
 from collector.alerting.rules import RuleFile
 from collector.alerting.settings import AlertingSettings
 from collector.alerting.silences import Silences
-from collector.alerting.state import StateFile
 from collector.config import MqttSettings
 from collector.feed import StreamFeed
 from telemetry import config
 from telemetry.mqtt import Session
+from telemetry.statefile import StateFile
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Alerting:
         self.rules = config.load(settings.rules_file, RuleFile)
         self.add_lines = add_lines
         self.clock = clock
-        self.state = StateFile(settings.state_path)
+        self.state = StateFile(settings.state_path, "alert state")
         self.silences = Silences(settings.silences, settings.silences_file)
         self.evaluator = Evaluator(
             self.rules, self._transition, max_age_s=settings.max_sample_age, clock=clock

@@ -27,7 +27,7 @@ from typing import Any
 from collector.alerting.durations import format_duration, parse_duration
 from collector.alerting.matchers import Matcher, matches_all
 from collector.alerting.settings import SilenceSettings
-from collector.alerting.state import write_atomically
+from telemetry.statefile import write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,9 @@
-"""Alert state on disk, so a collector restart neither pages again nor forgets a firing alert.
+"""State a service keeps across restarts in one JSON file: alert state (so a collector restart
+neither pages again nor forgets a firing alert), roll-up peaks.
 
-One JSON file holds the evaluator's pending and firing alerts (with the keys the absence rules
-watch and the agent of each device) and the notifier's groups with what each receiver was last
-told. It is replaced atomically (write a temporary file, fsync, rename, fsync the directory):
-after a crash the file is the old one or the new one, never a mix. A file that cannot be read
-is moved aside (`.corrupt`) and the collector starts empty rather than not at all.
+The file is replaced atomically (write a temporary file, fsync, rename, fsync the directory):
+after a crash it is the old one or the new one, never a mix. A file that cannot be read is
+moved aside (`.corrupt-<time>`) and the service starts empty rather than not at all.
 """
 
 from __future__ import annotations
@@ -37,8 +36,9 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 class StateFile:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, what: str) -> None:
         self.path = path
+        self.what = what  # for messages: "alert state", "roll-up peaks"
         self.saves = 0
         self.errors = 0
 
@@ -48,16 +48,16 @@ class StateFile:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            log.error("alert state %s: cannot read: %s; starting empty", self.path, exc.strerror)
+            log.error("%s %s: cannot read: %s; starting empty", self.what, self.path, exc.strerror)
             return {}
         try:
             data = json.loads(text)
             if not isinstance(data, dict) or data.get("version") != VERSION:
-                raise ValueError(f"not a version {VERSION} alert state")
+                raise ValueError(f"not a version {VERSION} {self.what}")
         except ValueError as exc:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
             os.replace(self.path, aside)
-            log.error("alert state %s: %s; moved to %s, starting empty", self.path, exc, aside)
+            log.error("%s %s: %s; moved to %s, starting empty", self.what, self.path, exc, aside)
             return {}
         return data
 
@@ -70,7 +70,7 @@ class StateFile:
             self.errors += 1
             if self.errors == 1 or self.errors % 100 == 0:
                 log.error(
-                    "alert state %s: cannot write: %s (%d so far)", self.path, exc, self.errors
+                    "%s %s: cannot write: %s (%d so far)", self.what, self.path, exc, self.errors
                 )
             return False
         self.saves += 1
