@@ -156,6 +156,8 @@ class Collector:
         if config.influxdb != old.influxdb:
             log.info("reload: writing to %s", self.writer.describe())
             await self._ensure_database()
+        if self.alerting is not None:
+            self.alerting.reload_rules()  # the rules file is read again on every reload
         return held
 
     async def leave_group(self, quiet_s: float = 3.0) -> None:

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from collector.alerting.service import Alerting
 from collector.alerting.settings import AlertingSettings
 from telemetry.lineproto import encode, parse_line
@@ -21,6 +23,12 @@ rules:
     field: rack_inlet_c
     above: 27
     summary: "{device}: {value} C"
+"""
+HUMID = """
+  - alert: Humid
+    measurement: cooling
+    field: humidity_pct
+    above: 80
 """
 T0 = 1_800_000_000.0
 
@@ -50,6 +58,11 @@ def alerting(tmp_path: Path, clock: Clock, lines: list[bytes]) -> Alerting:
 def cooling(value: float, at: float) -> bytes:
     tags = {"site": "s1", "device": "inrow-1"}
     return encode(Sample("cooling", tags, {"rack_inlet_c": value}, int(at * 1e9))).encode()
+
+
+def humidity(value: float, at: float) -> bytes:
+    tags = {"site": "s1", "device": "inrow-1"}
+    return encode(Sample("cooling", tags, {"humidity_pct": value}, int(at * 1e9))).encode()
 
 
 def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -113,3 +126,37 @@ async def test_a_corrupt_state_costs_the_state_not_the_start(tmp_path: Path) -> 
     await asyncio.sleep(0)
     await started.close(task, 1.0)
     assert json.loads((tmp_path / "state.json").read_text())["evaluator"]["alerts"] == []
+
+
+def test_reload_reads_the_rules_again_and_keeps_what_fires(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGHUP: a firing alert whose rule stays keeps firing (no second page); a new rule works
+    at once; a rule taken out resolves its alerts; a broken file leaves the rules in use."""
+    clock = Clock()
+    lines: list[bytes] = []
+    service = alerting(tmp_path, clock, lines)
+    service.observe([cooling(30.0, T0)])
+    assert [parse_line(line).fields["state"] for line in lines] == ["firing"]
+    rules = tmp_path / "rules.yaml"
+
+    rules.write_text(RULES + HUMID)  # Hot stays, Humid is new
+    assert service.reload_rules()
+    lines.clear()
+    service.observe([cooling(30.5, T0 + 1), humidity(85.0, T0 + 1)])
+    assert [(parse_line(x).tags["alertname"], parse_line(x).fields["state"]) for x in lines] == [
+        ("Humid", "firing")
+    ]
+
+    rules.write_text("rules: [{alert: Broken, measurement: cooling}]")  # no condition
+    assert not service.reload_rules()
+    assert "alert rules not reloaded, the old ones stay in use" in caplog.text
+    assert "rules[0]" in caplog.text  # the file's own error, with where
+
+    rules.write_text("rules:" + HUMID.split("rules:", 1)[-1])  # Hot is gone
+    lines.clear()
+    assert service.reload_rules()
+    assert [(parse_line(x).tags["alertname"], parse_line(x).fields["state"]) for x in lines] == [
+        ("Hot", "resolved")
+    ]
+    assert [a.labels["alertname"] for a in service.evaluator.alerts.values()] == ["Humid"]

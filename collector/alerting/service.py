@@ -26,6 +26,7 @@ from collector.alerting.silences import Silences
 from collector.config import MqttSettings
 from collector.feed import StreamFeed
 from telemetry import config
+from telemetry.config import ConfigError
 from telemetry.mqtt import Session
 from telemetry.statefile import StateFile
 
@@ -95,6 +96,31 @@ class Alerting:
                 len(self.evaluator.alerts),
                 self.state.path,
             )
+
+    def reload_rules(self) -> bool:
+        """Read the rules file again (SIGHUP). Alerts of rules that remain carry over, with
+        their state; alerts of rules that are gone are resolved. A file that does not load is
+        refused with its errors, and the rules in use stay. True if the new rules are in use."""
+        try:
+            rules = config.load(self.settings.rules_file, RuleFile)
+        except ConfigError as exc:
+            log.error("alert rules not reloaded, the old ones stay in use: %s", exc)
+            return False
+        old = self.evaluator
+        evaluator = Evaluator(
+            rules, self._transition, max_age_s=self.settings.max_sample_age, clock=self.clock
+        )
+        self.evaluator = evaluator  # before restore: resolutions of dropped rules go through it
+        evaluator.restore(old.snapshot(), self.clock())
+        self.rules = rules
+        if self.feed is not None:
+            self.feed.prefixes = evaluator.prefixes
+            self.feed.observe = evaluator.observe
+        self._dirty = True
+        log.info(
+            "alert rules reloaded from %s: %d rules", self.settings.rules_file, len(rules.rules)
+        )
+        return True
 
     # --- the ingest side -------------------------------------------------------------------------
 
