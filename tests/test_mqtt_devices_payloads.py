@@ -254,3 +254,59 @@ def test_the_schema_example_round_trips_through_yaml() -> None:
     loaded = MqttDevicesConfig.model_validate(yaml.safe_load(text))
     assert loaded.problems() == []
     assert loaded.subscriptions[0] == Subscription.model_validate(CRAH)
+
+
+GATEWAY = {
+    "topic": "bms/{building}/gateway/{gateway}/batch",
+    "format": "json",
+    "measurement": "cooling",
+    "records": {"path": "units", "device": "id"},
+    "devices": {"crah-07": {"row": "B", "rack": "B00"}},
+    "fields": {
+        "supply_air_c": {"path": "supply"},
+        "return_air_c": {"path": "return"},
+    },
+    "timestamp": {"path": "ts", "format": "unix_s"},
+}
+
+
+def test_a_gateway_batch_becomes_one_sample_per_unit() -> None:
+    gateway = SubscriptionDecoder(Subscription.model_validate(GATEWAY), "qiyang-a1")
+    payload = (
+        b'{"units": [{"id": "crah-07", "ts": 1790000000, "supply": 18.5, "return": 29.0},'
+        b' {"id": "crah-08", "supply": 19.0, "return": 30.5}]}'
+    )
+    captures = {"building": "a1", "gateway": "gw-1"}
+    first, second = gateway.decode(captures, payload, NOW_NS)
+    assert (first.tags["device"], first.tags["row"], first.tags["gateway"]) == (
+        "crah-07",
+        "B",
+        "gw-1",
+    )
+    assert dict(first.fields) == {"supply_air_c": 18.5, "return_air_c": 29.0}
+    assert first.time_ns == 1790000000 * 10**9
+    assert second.tags["device"] == "crah-08"
+    assert second.time_ns == NOW_NS  # no ts in that record: the time it arrived
+
+
+def test_a_bad_record_costs_only_itself() -> None:
+    gateway = SubscriptionDecoder(Subscription.model_validate(GATEWAY), "qiyang-a1")
+    payload = (
+        b'{"units": [{"id": "crah-07", "supply": 18.5}, "garbage", {"supply": 20.0},'
+        b' {"id": "crah-09", "supply": "hot"}, {"id": "crah-10", "return": 28.0}]}'
+    )
+    with pytest.raises(BadPayload) as caught:
+        gateway.decode({"building": "a1", "gateway": "gw-1"}, payload, NOW_NS)
+    reason = str(caught.value)
+    assert "record 1: expected an object, got str" in reason
+    assert "record 2: no device name at 'id'" in reason
+    assert [s.tags["device"] for s in caught.value.kept] == ["crah-07", "crah-10"]
+    with pytest.raises(BadPayload, match="records: expected a list at 'units'"):
+        gateway.decode({"building": "a1", "gateway": "gw-1"}, b'{"units": 5}', NOW_NS)
+
+
+def test_records_are_checked_at_load() -> None:
+    bad = GATEWAY | {"format": "number", "device": "x"}
+    problems = dict(Subscription.model_validate(bad).problems())
+    assert problems[("records",)] == "records are for format json"
+    assert problems[("device",)] == "with records, each record names its device"

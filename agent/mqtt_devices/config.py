@@ -88,6 +88,15 @@ class TimestampSpec(StrictModel):
 Tags = dict[str, str]
 
 
+class RecordsSpec(StrictModel):
+    """A JSON payload that carries a list of readings, one per device (a BMS gateway's batch):
+    `path` is where the list is ("" for the whole payload), `device` the path, inside each
+    record, of the device's name. Field and timestamp paths are then read inside each record."""
+
+    path: str = ""
+    device: str
+
+
 class Subscription(StrictModel):
     topic: str
     format: Literal["json", "number", "line_protocol"]
@@ -97,6 +106,7 @@ class Subscription(StrictModel):
     devices: dict[str, Tags] = {}  # devices expected here (stale until heard), with their tags
     fields: dict[str, PayloadField] = {}  # schema field -> where its value comes from
     timestamp: TimestampSpec | None = None  # json: the reading's own time; else when received
+    records: RecordsSpec | None = None  # json: a list of readings of several devices
     qos: Literal[0, 1, 2] = 1
     stale_after_s: float | None = Field(default=None, gt=0)
 
@@ -115,6 +125,8 @@ class Subscription(StrictModel):
         return TopicPattern.parse(self.topic)
 
     def device_template(self) -> str | None:
+        if self.records is not None:
+            return None  # each record names its device
         if self.device is not None:
             return self.device
         return "{device}" if "device" in self.pattern.names else None
@@ -136,10 +148,14 @@ class Subscription(StrictModel):
                 found.append((("measurement",), f"format {self.format} needs a measurement"))
             if not self.fields:
                 found.append((("fields",), f"format {self.format} needs at least one field"))
-            if self.device_template() is None:
+            if self.device_template() is None and self.records is None:
                 found.append(
                     (("device",), "name the device: a {device} level in topic, or device:")
                 )
+        if self.records is not None and self.format != "json":
+            found.append((("records",), "records are for format json"))
+        if self.records is not None and self.device is not None:
+            found.append((("device",), "with records, each record names its device"))
         if "field" in names and self.format != "number":
             found.append((("topic",), "{field} is for format number"))
         template = self.device_template()

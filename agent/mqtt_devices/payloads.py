@@ -53,14 +53,46 @@ class SubscriptionDecoder:
         if self.subscription.format == "line_protocol":
             return _line_protocol(payload, tags, now_ns)
         assert self.subscription.measurement is not None  # checked at config load
+        if self.subscription.records is not None:
+            return self._records(captures, _json_document(payload), now_ns)
         if self.subscription.format == "number":
             fields = self._number(captures, payload)
             time_ns = now_ns
         else:
-            fields, time_ns = self._json(payload, now_ns)
+            document = _json_document(payload)
+            if not isinstance(document, dict):
+                raise BadPayload(f"expected a JSON object, got {type(document).__name__}")
+            fields, time_ns = self._read(document, now_ns)
         if not fields:
             return []
         return [Sample(self.subscription.measurement, tags, fields, time_ns)]
+
+    def _records(self, captures: Mapping[str, str], document: object, now_ns: int) -> list[Sample]:
+        """One sample per record; a record that cannot be read costs only itself."""
+        spec = self.subscription.records
+        assert spec is not None
+        assert self.subscription.measurement is not None
+        found, records = _lookup(document, _split_path(spec.path))
+        if not found or not isinstance(records, list):
+            raise BadPayload(f"records: expected a list at {spec.path or 'the top'!r}")
+        samples, problems = [], []
+        for i, record in enumerate(records):
+            try:
+                if not isinstance(record, dict):
+                    raise BadPayload(f"expected an object, got {type(record).__name__}")
+                named, device = _lookup(record, _split_path(spec.device))
+                if not named or not isinstance(device, str | int) or device == "":
+                    raise BadPayload(f"no device name at {spec.device!r}")
+                fields, time_ns = self._read(record, now_ns)
+            except BadPayload as exc:
+                problems.append(f"record {i}: {exc}")
+                continue
+            if fields:
+                tags = self.tags(captures, str(device))
+                samples.append(Sample(self.subscription.measurement, tags, fields, time_ns))
+        if problems:  # the good records are kept; the bad ones are reported
+            raise BadPayload("; ".join(problems[:3]), kept=samples)
+        return samples
 
     def _number(self, captures: Mapping[str, str], payload: bytes) -> dict[str, FieldValue]:
         level = captures.get("field", "")
@@ -70,15 +102,8 @@ class SubscriptionDecoder:
                 return {} if value is None else {field: value}
         return {}
 
-    def _json(self, payload: bytes, now_ns: int) -> tuple[dict[str, FieldValue], int]:
-        try:
-            document = json.loads(payload.decode("utf-8-sig"))
-        except UnicodeDecodeError as exc:
-            raise BadPayload(f"invalid UTF-8 at byte {exc.start}") from None
-        except json.JSONDecodeError as exc:
-            raise BadPayload(f"invalid JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise BadPayload(f"expected a JSON object, got {type(document).__name__}")
+    def _read(self, document: dict[str, object], now_ns: int) -> tuple[dict[str, FieldValue], int]:
+        """The mapped fields of one JSON object, and its time."""
         fields: dict[str, FieldValue] = {}
         present = 0
         for field, spec in self.subscription.fields.items():
@@ -95,6 +120,15 @@ class SubscriptionDecoder:
         if self.subscription.timestamp is not None:
             time_ns = _timestamp(document, self.subscription.timestamp, now_ns)
         return fields, time_ns
+
+
+def _json_document(payload: bytes) -> object:
+    try:
+        return json.loads(payload.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise BadPayload(f"invalid UTF-8 at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise BadPayload(f"invalid JSON: {exc}") from None
 
 
 def _line_protocol(payload: bytes, tags: dict[str, str], now_ns: int) -> list[Sample]:
