@@ -72,6 +72,7 @@ class Agent:
         self.pollers: dict[str, PeriodicPoller] = {}
         self.ready = asyncio.Event()  # set once run() has started everything
         self._poll_tasks: dict[str, asyncio.Task[None]] = {}
+        self._sources: dict[str, SnmpDevice] = {}  # by device name, for their kind
         self._traps: TrapReceiver | None = None
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
         for device in config.devices:
@@ -105,6 +106,7 @@ class Agent:
 
     def _device_poller(self, config: AgentConfig, device: Device) -> PeriodicPoller:
         source = build_device(config, device)
+        self._sources[device.name] = source
         interval_s = device.interval_s or config.defaults.interval_s
         return PeriodicPoller(
             device.name,
@@ -169,10 +171,13 @@ class Agent:
         now = time.time_ns()
         base = {"site": self.config.agent.site, "agent": self.config.agent.name}
         # One health sample per poller: which device (or accelerator vendor) and where.
-        places: dict[str, dict[str, str]] = {
-            device.name: {"room": device.room, "row": device.row, "rack": device.rack}
-            for device in self.config.devices
-        }
+        places: dict[str, dict[str, str]] = {}
+        for device in self.config.devices:
+            places[device.name] = {"room": device.room, "row": device.row, "rack": device.rack}
+            # What the device is (its profile's kind), once known: alert dependencies use it.
+            kind = self._sources[device.name].kind if device.name in self._sources else None
+            if kind:
+                places[device.name]["kind"] = kind
         if self.config.accelerators is not None:
             for name in self.accelerator_pollers:
                 places[name] = {"host": self.config.accelerators.host}
@@ -256,6 +261,7 @@ class Agent:
             task.cancel()
         for name in stale:
             del self.pollers[name]
+            self._sources.pop(name, None)
         self.config = config
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
         for device in config.devices:

@@ -161,6 +161,12 @@ class SnmpDevice:
         """What the last successful identification found, if any."""
         return self._identity
 
+    @property
+    def kind(self) -> str | None:
+        """pdu, cooling, ups or env_sensor: from the configured profile, else once detected."""
+        profile = self._forced_profile or (self._identity.profile if self._identity else None)
+        return profile.kind if profile is not None else None
+
     def _where(self) -> str:
         return f"{self.name} ({self.target.describe()})"
 
