@@ -95,8 +95,10 @@ async def test_sigterm_with_influxdb_down_leaves_messages_with_the_broker(
     localservices.influx_create_database(influx, "term")
     config = write_collector_config(tmp_path, mosquitto, influx, "term", unique)
     log = tmp_path / "collector.log"
+    processes: list[asyncio.subprocess.Process] = []
     try:
         first = await rackwatch_process("collector", config, log)
+        processes.append(first)
         await eventually(lambda: b"subscribed to" in log.read_bytes(), 20)
         localservices.stop(influx)
         await publish_load(mosquitto, unique)
@@ -105,10 +107,15 @@ async def test_sigterm_with_influxdb_down_leaves_messages_with_the_broker(
         assert b"not written to InfluxDB" in log.read_bytes()
         influx = await asyncio.to_thread(localservices.restart, influx)
         second = await rackwatch_process("collector", config, log)
+        processes.append(second)
         await asyncio.sleep(3)  # redelivered to it
         await terminate(second, COLLECTOR_BOUND_S)  # its shutdown flush writes them
         assert count_stored(influx, "term") == MESSAGES * LINES
     finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
         localservices.stop(influx)
     print(f"\ncollector SIGTERM with InfluxDB down: exit in {took_s:.1f} s, nothing lost")
 
