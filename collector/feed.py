@@ -17,7 +17,7 @@ from collections.abc import Callable
 import aiomqtt
 
 from telemetry.lineproto import check_lines
-from telemetry.mqtt import AckingClient, BrokerSettings, Reconnecting, Session
+from telemetry.mqtt import AckingClient, BrokerSettings, Reconnecting, Session, payload_bytes
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,6 @@ class StreamFeed:
             "%s: subscribed to %s (shard %d of %d)", self.role, self.topic, self.shard, self.shards
         )
         async for message in client.messages:
-            payload = message.payload
-            if isinstance(payload, str):
-                payload = payload.encode()
-            elif not isinstance(payload, bytes | bytearray):
-                payload = str(payload).encode()
-            self.handle(str(message.topic), bytes(payload))
+            self.handle(str(message.topic), payload_bytes(message))
             if isinstance(client, AckingClient) and message.qos > 0:
                 client.ack(message)  # evaluated (or not ours): nothing to redeliver

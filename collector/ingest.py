@@ -18,7 +18,7 @@ from collector.deadletter import DeadLetters
 from collector.pipeline import Pipeline
 from collector.receipts import Acknowledger, Receipt
 from telemetry.lineproto import check_lines
-from telemetry.mqtt import AckingClient, Reconnecting, Session
+from telemetry.mqtt import AckingClient, Reconnecting, Session, payload_bytes
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,7 @@ class Ingest:
             await self._subscribe(client)
             log.info("subscribed to %s on %s", self.subscription, self.connection.describe())
         async for message in client.messages:
-            payload = message.payload
-            if isinstance(payload, str):
-                payload = payload.encode()
-            elif not isinstance(payload, bytes | bytearray):
-                payload = str(payload).encode()
-            payload = bytes(payload)
+            payload = payload_bytes(message)
             receipt = None
             if isinstance(client, AckingClient) and message.qos > 0:
                 receipt = self.acknowledger.receive(client, message)

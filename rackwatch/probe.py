@@ -13,10 +13,7 @@ import sys
 from agent.config import Device
 from agent.profile import builtin_profiles
 from agent.snmp import DeviceError, SnmpDevice, SnmpTarget
-from telemetry.lineproto import encode
-from telemetry.sample import Sample
-
-LOCATION_TAGS = {"site", "room", "row", "rack", "device", "vendor", "model"}
+from rackwatch.probe_output import print_samples
 
 
 async def probe(args: argparse.Namespace) -> int:
@@ -62,21 +59,5 @@ async def probe(args: argparse.Namespace) -> int:
         f"sysObjectID {identity.sys_object_id}, {len(samples)} samples"
     )
     print(header)
-    if args.output == "table":
-        print(format_table(samples))
-    else:
-        for sample in samples:
-            print(encode(sample))
+    print_samples(samples, args.output)
     return 0
-
-
-def format_table(samples: list[Sample]) -> str:
-    rows = [("MEASUREMENT", "ELEMENT", "FIELDS")]
-    for sample in samples:
-        element = " ".join(
-            f"{k}={v}" for k, v in sorted(sample.tags.items()) if k not in LOCATION_TAGS and v
-        )
-        fields = " ".join(f"{k}={v}" for k, v in sample.fields.items())
-        rows.append((sample.measurement, element, fields))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
-    return "\n".join(f"{m:<{widths[0]}}  {e:<{widths[1]}}  {f}" for m, e, f in rows)

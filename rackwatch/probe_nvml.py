@@ -14,7 +14,7 @@ import sys
 import pynvml
 
 from agent.accelerators.nvml import Nvml, NvmlSource, NvmlUnavailable
-from telemetry.lineproto import encode
+from rackwatch.probe_output import print_samples
 
 
 async def probe_nvml(args: argparse.Namespace, nvml: Nvml = pynvml) -> int:
@@ -28,11 +28,5 @@ async def probe_nvml(args: argparse.Namespace, nvml: Nvml = pynvml) -> int:
     finally:
         await source.close()
     print(f"# nvml: driver {source.driver_version}, {gpus} GPUs, {len(samples)} samples")
-    if args.output == "table":
-        from rackwatch.probe import format_table  # the SNMP probe's; imported only for tables
-
-        print(format_table(samples))
-    else:
-        for sample in samples:
-            print(encode(sample))
+    print_samples(samples, args.output)
     return 0

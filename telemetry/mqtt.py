@@ -96,6 +96,16 @@ class AckingClient(aiomqtt.Client):
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT v5 PUBACK reason code
 
 
+def payload_bytes(message: aiomqtt.Message) -> bytes:
+    """A received message's payload as bytes (aiomqtt types it loosely)."""
+    payload = message.payload
+    if isinstance(payload, str):
+        return payload.encode()
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload).encode()
+
+
 class ConfirmingClient(aiomqtt.Client):
     """An aiomqtt client whose QoS 1 publishes report the reason code of the broker's PUBACK.
 

@@ -29,7 +29,7 @@ from agent.mqtt_devices.sparkplug import (
     state_payload,
     state_topic,
 )
-from telemetry.mqtt import Reconnecting
+from telemetry.mqtt import Reconnecting, payload_bytes
 from telemetry.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -207,8 +207,7 @@ class DeviceSubscriber:
         self.subscribed.set()
         try:
             async for message in client.messages:
-                payload = message.payload
-                data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+                data = payload_bytes(message)
                 topic = message.topic.value
                 if self.host_id is not None and topic == state_topic(self.host_id):
                     await self._on_own_state(client, data)
