@@ -142,9 +142,7 @@ class Publisher:
 
     async def _publish(self, client: aiomqtt.Client, payload: bytes) -> bool:
         """Publish at QoS 1; False when the broker took it for no subscriber (thrown away)."""
-        if not isinstance(client, ConfirmingClient):
-            await client.publish(self.topic, payload, qos=1, timeout=30)
-            return True
+        assert isinstance(client, ConfirmingClient)  # what Reconnecting makes for publishers
         code = await client.publish_confirmed(self.topic, payload, timeout_s=30)
         if code == NO_MATCHING_SUBSCRIBERS:
             self.stats.unrouted_publishes += 1
