@@ -6,9 +6,13 @@
 #   3. bench.gpu_compare on the two: identity equal; memory, clocks, temperature, power within
 #      tolerances (exit status 1 if not);
 #   4. the XID event listener started and stopped (registration on the real driver);
-#   5. bench/bench_nvml.py: the agent's poll per GPU against the raw NVML calls and nvidia-smi.
-# Results under $OUT (or ./gpu-check-out): log.txt, nvidia-smi-q.txt, probe.lp, nvidia-smi.csv,
-# compare.txt, bench.txt, bench.json. Takes about a minute.
+#   5. bench/bench_nvml.py, 3 runs: the agent's poll per GPU against the raw NVML calls and
+#      nvidia-smi, and each NVML call of a first poll with its answer and cost (nvml-calls.json);
+#   6. steps 2-3 again while PyTorch multiplies matrices on GPU 0 (readings that move; reported,
+#      not judged).
+# Results under $OUT (or ./gpu-check-out): log.txt (every step's output), nvidia-smi-q.txt,
+# probe.lp, nvidia-smi.csv, bench.json, nvml-calls.json, probe-load.lp, nvidia-smi-load.csv.
+# Takes about a minute.
 #
 # Python: .whl/ present -> those wheels into /tmp/site on top of the machine's python3 (for a GPU
 # machine that reaches no package index; make them here first with `bash bench/gpu_check.sh
@@ -64,9 +68,8 @@ head -c 3000 "$OUT/probe.lp" | tee -a "$LOG"
 cat "$OUT/nvidia-smi.csv" | tee -a "$LOG"
 
 say "comparison"
-$PY -m bench.gpu_compare "$OUT/probe.lp" "$OUT/nvidia-smi.csv" >"$OUT/compare.txt" 2>&1
-compared=$?
-tee -a "$LOG" <"$OUT/compare.txt"
+$PY -m bench.gpu_compare "$OUT/probe.lp" "$OUT/nvidia-smi.csv" 2>&1 | tee -a "$LOG"
+compared=${PIPESTATUS[0]}
 
 say "XID event listener: start, 2 s, stop"
 $PY - >>"$LOG" 2>&1 <<'EOF'
@@ -86,9 +89,37 @@ asyncio.run(main())
 EOF
 tail -3 "$LOG"
 
-say "bench_nvml"
-$PY bench/bench_nvml.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" | tee -a "$LOG"
-benched=${PIPESTATUS[0]}
+benched=0
+for run in 1 2 3; do
+    say "bench_nvml, run $run of 3"
+    calls=()
+    [ $run = 1 ] && calls=(--calls "$OUT/nvml-calls.json")
+    $PY bench/bench_nvml.py --json "/tmp/bench-$run.json" "${calls[@]}" 2>&1 | tee -a "$LOG"
+    [ "${PIPESTATUS[0]}" = 0 ] || benched=1
+done
+$PY -c 'import json, sys; print(json.dumps([json.load(open(f)) for f in sys.argv[1:]], indent=1))' \
+    /tmp/bench-[123].json >"$OUT/bench.json"
+
+say "under load: PyTorch bf16 matrix products on GPU 0 for 15 s, probe and nvidia-smi at 6 s"
+env -u PYTHONPATH python3 - >>"$LOG" 2>&1 <<'EOF' &
+import time
+import torch
+
+a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+started = time.time()
+while time.time() - started < 15:
+    a @ a
+    torch.cuda.synchronize()
+print("load done")
+EOF
+load=$!
+sleep 6
+$PY -m rackwatch probe --nvml --output line-protocol >"$OUT/probe-load.lp" 2>>"$LOG"
+nvidia-smi --query-gpu="$QUERY" --format=csv >"$OUT/nvidia-smi-load.csv" 2>>"$LOG"
+tr ' ,' '\n\n' <"$OUT/probe-load.lp" | grep -E '^(util_pct|power_w|sm_clock_mhz|temp_c|throttle_[a-z_]*)=' | tee -a "$LOG"
+tee -a "$LOG" <"$OUT/nvidia-smi-load.csv"
+$PY -m bench.gpu_compare "$OUT/probe-load.lp" "$OUT/nvidia-smi-load.csv" 2>&1 | tee -a "$LOG"
+wait $load
 
 say "probe exit $probe, comparison exit $compared, bench exit $benched"
 [ "$probe" = 0 ] && [ "$compared" = 0 ] && [ "$benched" = 0 ]

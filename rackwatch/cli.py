@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from telemetry.config import ConfigError
 
@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from rackwatch.daemon import C, Service
 
 log = logging.getLogger("rackwatch")
+T = TypeVar("T")
 
 
-def run_async(main: Coroutine[Any, Any, int]) -> int:
+def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop where it is installed, else on asyncio's own loop."""
     try:
         import uvloop

@@ -1,10 +1,11 @@
 """A stand-in for pynvml at the NVML function boundary, answering from a real capture.
 
-`FakeNvml(text)` takes the text of a real `nvidia-smi -q` (tests/data/nvml/) and implements only
-the NVML functions the agent calls, with pynvml's names, pynvml's own return structures and
-pynvml's own errors. nvidia-smi prints what NVML answers; where it prints "N/A", or prints
-nothing for a call at all (total energy, NVLink, supported event types), the fake raises
-NVMLError(NOT_SUPPORTED): no value here is made up. Tests can make a GPU lost
+`FakeNvml(text)` takes the text of a real `nvidia-smi -q` (tests/data/nvml/) and implements only the
+NVML functions the agent calls, with pynvml's names, pynvml's own return structures and pynvml's own
+errors. nvidia-smi prints what NVML answers; where it prints "N/A", the fake raises
+NVMLError(NOT_SUPPORTED). nvidia-smi prints nothing at all for the energy counter and NVLink state:
+those come from `nvml_calls`, a capture of the same card's real NVML answers (`bench/bench_nvml.py
+--calls`), and are NOT_SUPPORTED without one. No value here is made up. Tests can make a GPU lost
 (`lose(index, code)`), make nvmlInit fail (`init_error`), and deliver XID events (`xid(...)`).
 """
 
@@ -90,6 +91,18 @@ def parse_smi_q(text: str) -> tuple[dict[Path, str], list[dict[Path, str]]]:
     return header, gpus
 
 
+# Labels of later nvidia-smi versions (driver 580) -> the labels this fake reads (driver 565).
+# nvmlDeviceGetPowerUsage answers the one-second average on Ampere and newer: what 580 prints
+# as "Average Power Draw" (and --query-gpu=power.draw).
+NEWER_LABELS: dict[Path, Path] = {
+    ("Utilization", "GPU"): ("Utilization", "Gpu"),
+    ("GPU Power Readings", "Average Power Draw"): ("GPU Power Readings", "Power Draw"),
+}
+
+# pynvml's error class names (as bench_nvml.py --calls writes them) -> NVML return codes.
+ERROR_CODES = {kind.__name__: code for code, kind in pynvml.NVMLError._valClassMapping.items()}
+
+
 def not_supported() -> pynvml.NVMLError:
     return pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
@@ -106,6 +119,7 @@ class _Card:
 @dataclass
 class FakeNvml:
     text: str
+    nvml_calls: Sequence[dict[str, Any]] = ()  # bench_nvml.py --calls: {call, args, answer|error}
     init_error: int | None = None
     calls: Counter[tuple[str, int]] = field(default_factory=Counter)  # (function, GPU index)
     initialized: int = 0
@@ -117,6 +131,9 @@ class FakeNvml:
         self.all_registered = threading.Event()  # every GPU registered for events
         self.header, gpus = parse_smi_q(self.text)
         for values in gpus:
+            for newer, older in NEWER_LABELS.items():
+                if newer in values:
+                    values.setdefault(older, values[newer])
             buffer = ctypes.create_string_buffer(1)  # gives each handle its own address
             self._cards.append(_Card(values, buffer, ctypes.cast(buffer, pynvml.c_nvmlDevice_t)))
         self._set_buffer = ctypes.create_string_buffer(1)
@@ -174,6 +191,17 @@ class FakeNvml:
                     raise pynvml.NVMLError(card.lost)
                 return card
         raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+
+    def _captured(self, card: _Card, function: str, *args: Any) -> Any:
+        """The answer the real NVML gave to this call, or the error it raised; NOT_SUPPORTED
+        where the capture lacks the call (nvidia-smi -q does not print it either)."""
+        asked = [f"gpu{self._cards.index(card)}", *args]
+        for entry in self.nvml_calls:
+            if entry["call"] == function and entry["args"] == asked:
+                if "error" in entry:
+                    raise pynvml.NVMLError(ERROR_CODES[entry["error"]])
+                return entry["answer"]
+        raise not_supported()
 
     @staticmethod
     def _text(card: _Card, *path: str) -> str:
@@ -234,8 +262,8 @@ class FakeNvml:
         return round(self._number(card, "GPU Power Readings", "Current Power Limit") * 1000)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
-        self._card(handle, "nvmlDeviceGetTotalEnergyConsumption")
-        raise not_supported()  # nvidia-smi -q does not print the energy counter
+        card = self._card(handle, "nvmlDeviceGetTotalEnergyConsumption")
+        return int(self._captured(card, "nvmlDeviceGetTotalEnergyConsumption"))
 
     def nvmlDeviceGetTemperatureV(self, handle: Any, sensor: int) -> int:
         assert sensor == pynvml.NVML_TEMPERATURE_GPU
@@ -318,8 +346,8 @@ class FakeNvml:
         return answers
 
     def nvmlDeviceGetNvLinkState(self, handle: Any, link: int) -> int:
-        self._card(handle, "nvmlDeviceGetNvLinkState")
-        raise not_supported()  # nvidia-smi -q does not show NVLinks
+        card = self._card(handle, "nvmlDeviceGetNvLinkState")
+        return int(self._captured(card, "nvmlDeviceGetNvLinkState", link))
 
     def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:
         card = self._card(handle, "nvmlDeviceGetMigMode")

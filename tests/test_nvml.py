@@ -3,13 +3,17 @@ values come from a real H100 capture (tests/data/nvml/h100-nvidia-smi-q.txt, see
 
 The capture is `nvidia-smi -q`, which prints what NVML answers. It shows no total-energy counter,
 no NVLink and no supported event types, so the fake answers those NOT_SUPPORTED and the tests
-below check that such fields are absent rather than check values nobody captured.
+below check that such fields are absent rather than check values nobody captured. The last tests
+use our own capture of one H100 (tests/data/nvml/h100-single.source), which adds the real NVML
+answers for those, and the agent's real probe output from the same run to hold the fake against.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import json
 import logging
 import threading
 from pathlib import Path
@@ -18,6 +22,8 @@ from typing import Any
 import pynvml
 import pytest
 
+import agent.accelerators.nvml as nvml_module
+from agent.accelerators.config import AcceleratorSettings
 from agent.accelerators.nvml import (
     EVENT_MEASUREMENT,
     HOST_MEASUREMENT,
@@ -26,6 +32,7 @@ from agent.accelerators.nvml import (
     NvmlUnavailable,
 )
 from agent.accelerators.nvml_events import NvmlEvents, XidFileError, load_xids
+from agent.accelerators.sources import Accelerators
 from agent.scheduler import PeriodicPoller
 from bench.gpu_compare import QUERY, compare, smi_rows
 from rackwatch.probe_nvml import probe_nvml
@@ -494,3 +501,69 @@ async def test_gpu_check_comparison_flags_a_difference(fake: FakeNvml) -> None:
     lines, bad = compare(samples, smi_rows(smi_csv(fake, **{"temperature.gpu": "45"})))
     assert bad == 2
     assert all("temperature.gpu: 30 | 45" in line for line in lines if line.startswith("DIFF"))
+
+
+# --- our own capture: the fake against what the real NVML answered in the same run ----------
+
+SINGLE = Path(__file__).parent / "data" / "nvml"
+
+
+@pytest.fixture
+def single() -> FakeNvml:
+    """The H100 (driver 580) of the GPU machine: nvidia-smi -q plus its real NVML answers."""
+    calls = json.loads((SINGLE / "h100-single-nvml-calls.json").read_text(encoding="utf-8"))
+    return FakeNvml((SINGLE / "h100-single-nvidia-smi-q.txt").read_text(), nvml_calls=calls)
+
+
+async def test_the_fake_reads_what_the_real_nvml_read_on_the_same_card(single: FakeNvml) -> None:
+    real = parse_lines((SINGLE / "h100-single-probe.lp").read_text(encoding="utf-8"))
+    faked = await NvmlSource({"host": "vm"}, nvml=single, slow_interval_s=0).collect()
+    assert [s.measurement for s in faked] == [s.measurement for s in real]
+    for fake_sample, real_sample in zip(faked, real, strict=True):
+        assert fake_sample.tags == real_sample.tags
+        assert fake_sample.fields.keys() == real_sample.fields.keys()  # what the card supports
+    # Read seconds apart: what moves may differ, the rest may not.
+    moving = {"power_w", "energy_j", "mem_temp_c", "temp_c", "pcie_tx_bytes_per_s"}
+    moving |= {"pcie_rx_bytes_per_s", "util_pct", "mem_util_pct", "sm_clock_mhz"}
+    fake_gpu, real_gpu = gpu_samples(faked)["0"].fields, gpu_samples(real)["0"].fields
+    assert {k: v for k, v in fake_gpu.items() if k not in moving} == {
+        k: v for k, v in real_gpu.items() if k not in moving
+    }
+    assert fake_gpu["power_w"] == pytest.approx(real_gpu["power_w"], abs=1.0)
+
+
+async def test_the_energy_counter_is_read_on_its_own_interval(single: FakeNvml) -> None:
+    clock = Clock()
+    source = NvmlSource(HOST, nvml=single, energy_interval_s=60.0, clock=clock)
+    seen = []
+    for step in (0, 10, 50, 10):
+        clock.now += step
+        seen.append(fields_of(await source.collect()).get("energy_j"))
+    # The driver's answer, 2907236 mJ, when due; nothing in between (a running total: no loss).
+    assert seen == [2907.236, None, 2907.236, None]
+    assert single.calls[("nvmlDeviceGetTotalEnergyConsumption", 0)] == 2
+    every_poll = NvmlSource(HOST, nvml=single, energy_interval_s=0)
+    for _ in range(2):
+        assert fields_of(await every_poll.collect())["energy_j"] == 2907.236
+    assert single.calls[("nvmlDeviceGetTotalEnergyConsumption", 0)] == 4
+
+
+@pytest.mark.parametrize(("configured", "energy_reads"), [({}, 1), ({"energy_interval_s": 0}, 3)])
+async def test_the_configured_energy_interval_reaches_the_source(
+    single: FakeNvml,
+    monkeypatch: pytest.MonkeyPatch,
+    configured: dict[str, float],
+    energy_reads: int,
+) -> None:
+    monkeypatch.setattr(nvml_module, "NvmlSource", functools.partial(NvmlSource, nvml=single))
+    nvidia = {"events": False, **configured}
+    settings = AcceleratorSettings.model_validate({"host": "n1", "nvidia": nvidia})
+    accelerators = Accelerators(settings, "qiyang", lambda samples: None)
+    for _ in range(3):
+        await accelerators.polls["nvidia"]()
+    assert single.calls[("nvmlDeviceGetTotalEnergyConsumption", 0)] == energy_reads
+
+
+def test_a_negative_energy_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="energy_interval_s"):
+        AcceleratorSettings.model_validate({"nvidia": {"energy_interval_s": -1}})

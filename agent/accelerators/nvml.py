@@ -2,15 +2,19 @@
 `accelerator_host` total, `accelerator_mig` samples for MIG instances, and an `accelerator_event`
 when a GPU stops answering.
 
-NVML calls are blocking C calls (most take 5-60 us; on an H100 utilization takes about 3.8 ms and
-the energy counter about 3.3 ms), so a poll makes them all in one worker thread and the event loop
-never waits on them. A call a GPU answers NOT_SUPPORTED, or that the installed driver lacks
-(FUNCTION_NOT_FOUND), is remembered for that GPU and never made again: fan speed on an H100 SXM or
-NVLink on a lone PCIe card costs one call, once. A GPU that answers GPU_IS_LOST (fallen off the
-bus) or UNKNOWN gives one `accelerator_event` and is left out of later polls (asked again every
-`lost_retry_s`); the other GPUs go on. When NVML itself cannot start (no driver, driver not
-loaded, version mismatch) `collect()` raises `NvmlUnavailable` naming the problem; the poller
-counts the failed poll and the next poll tries again.
+NVML calls are blocking C calls, so a poll makes them all in one worker thread and the event loop
+never waits on them. On an H100 (driver 580) most take 1-30 us, the PCIe replay counter and MIG
+mode about 140 us, and the energy counter 3 ms however it is asked for: more than all the other
+readings together. The energy counter is a running total, so reading it at most once per
+`energy_interval_s` (60 s by default) loses nothing but resolution.
+
+A call a GPU answers NOT_SUPPORTED, or that the installed driver lacks (FUNCTION_NOT_FOUND), is
+remembered for that GPU and never made again: fan speed on an H100 SXM or NVLink on a lone PCIe card
+costs one call, once. A GPU that answers GPU_IS_LOST (fallen off the bus) or UNKNOWN gives one
+`accelerator_event` and is left out of later polls (asked again every `lost_retry_s`); the other
+GPUs go on. When NVML itself cannot start (no driver, driver not loaded, version mismatch)
+`collect()` raises `NvmlUnavailable` naming the problem; the poller counts the failed poll and the
+next poll tries again.
 
 Slow calls (PCIe throughput: about 21 ms per direction; the process list) run only when
 `slow_interval_s` is set, at most once per that interval. docs/accelerators-nvidia.md maps every
@@ -178,6 +182,7 @@ class NvmlSource:
     `tags` (host, site, room, row, rack, cluster...) go on every sample. `nvml` is the NVML
     binding: pynvml from nvidia-ml-py, or anything with the same functions and errors.
     `slow_interval_s`: how often the slow calls run (PCIe throughput, process count); None: never.
+    `energy_interval_s`: how often the energy counter is read (0: every poll).
     """
 
     vendor = VENDOR
@@ -188,17 +193,18 @@ class NvmlSource:
         *,
         nvml: Nvml = pynvml,
         slow_interval_s: float | None = None,
+        energy_interval_s: float = 60.0,
         lost_retry_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tags = {key: value for key, value in tags.items() if value}
         self._nvml = nvml
-        self.slow_interval_s = slow_interval_s
+        self._slow = Every(slow_interval_s, clock)
+        self._energy = Every(energy_interval_s, clock)
         self.lost_retry_s = lost_retry_s
         self._clock = clock
         self._gpus: list[_Gpu] | None = None  # None until NVML has started
         self.driver_version = ""
-        self._last_slow: float | None = None
         self._warnings = RepeatedWarnings()
         # A poll cancelled by its deadline leaves its thread running; the next must not overlap.
         self._busy = threading.Lock()
@@ -237,7 +243,7 @@ class NvmlSource:
     def poll(self, time_ns: int) -> list[Sample]:
         """One poll, blocking: every GPU's sample, the host total, and events for lost GPUs."""
         gpus = self._gpus if self._gpus is not None else self._start()
-        slow = self._slow_due()
+        slow, energy = self._slow.due(), self._energy.due()
         samples: list[Sample] = []
         power: list[float] = []
         for position, gpu in enumerate(gpus):
@@ -248,7 +254,7 @@ class NvmlSource:
                     continue
                 gpus[position] = gpu = back
             try:
-                fields = self._read(gpu, slow)
+                fields = self._read(gpu, slow=slow, energy=energy)
                 instances = self._mig(gpu, fields.get("mig_enabled") is True, time_ns)
             except _GpuLost as exc:
                 self._mark_lost(gpu, exc.code)
@@ -354,15 +360,6 @@ class NvmlSource:
         }
         return [Sample(EVENT_MEASUREMENT, {**self._tags, **gpu.tags}, fields, time_ns)]
 
-    def _slow_due(self) -> bool:
-        if self.slow_interval_s is None:
-            return False
-        now = self._clock()
-        if self._last_slow is not None and now - self._last_slow < self.slow_interval_s:
-            return False
-        self._last_slow = now
-        return True
-
     def _call(self, gpu: _Gpu, name: str, function: str, *args: Any) -> Any:
         """One NVML call about `gpu`; None where it gave no answer. NOT_SUPPORTED is remembered
         under `name`; a lost GPU raises _GpuLost; anything else is logged once and retried."""
@@ -390,7 +387,7 @@ class NvmlSource:
                 return value
         return None
 
-    def _read(self, gpu: _Gpu, slow: bool) -> dict[str, FieldValue]:
+    def _read(self, gpu: _Gpu, *, slow: bool, energy: bool) -> dict[str, FieldValue]:
         call = self._call
         fields: dict[str, FieldValue] = {}
         utilization = call(gpu, "utilization", "nvmlDeviceGetUtilizationRates")
@@ -409,6 +406,10 @@ class NvmlSource:
             value = self._first(gpu, name, functions, *args)
             if value is not None:
                 fields[name] = convert(value)
+        if energy:
+            millijoules = call(gpu, "energy_j", "nvmlDeviceGetTotalEnergyConsumption")
+            if millijoules is not None:
+                fields["energy_j"] = millijoules / 1000.0  # since the driver loaded
         pstate = call(gpu, "pstate", "nvmlDeviceGetPerformanceState")
         if pstate is not None and pstate != pynvml.NVML_PSTATE_UNKNOWN:
             fields["pstate"] = int(pstate)
@@ -430,7 +431,7 @@ class NvmlSource:
         if mig is not None:
             fields["mig_enabled"] = mig[0] == pynvml.NVML_DEVICE_MIG_ENABLE
         if slow:
-            fields.update(self._slow(gpu))
+            fields.update(self._slow_readings(gpu))
         return fields
 
     def _throttle(self, gpu: _Gpu) -> dict[str, FieldValue]:
@@ -474,7 +475,7 @@ class NvmlSource:
             active += state == pynvml.NVML_FEATURE_ENABLED
         return {"nvlink_links": len(gpu.nvlinks), "nvlink_links_active": active}
 
-    def _slow(self, gpu: _Gpu) -> dict[str, FieldValue]:
+    def _slow_readings(self, gpu: _Gpu) -> dict[str, FieldValue]:
         fields: dict[str, FieldValue] = {}
         for name, counter in (
             ("pcie_tx_bytes_per_s", pynvml.NVML_PCIE_UTIL_TX_BYTES),
@@ -521,6 +522,25 @@ class NvmlSource:
         self._warnings.note(key, message)
 
 
+class Every:
+    """Says a reading is due at most once per `interval_s` (None: never; 0: always); the first
+    time it is asked, it is due."""
+
+    def __init__(self, interval_s: float | None, clock: Callable[[], float]) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        if self.interval_s is None:
+            return False
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval_s:
+            return False
+        self._last = now
+        return True
+
+
 def _thousandths(value: int) -> float:
     return value / 1000.0
 
@@ -530,7 +550,6 @@ def _thousandths(value: int) -> float:
 READINGS: tuple[tuple[Any, ...], ...] = (
     ("power_w", ("nvmlDeviceGetPowerUsage",), _thousandths),  # mW
     ("power_limit_w", ("nvmlDeviceGetEnforcedPowerLimit",), _thousandths),  # mW
-    ("energy_j", ("nvmlDeviceGetTotalEnergyConsumption",), _thousandths),  # mJ since driver load
     (
         "temp_c",
         ("nvmlDeviceGetTemperatureV", "nvmlDeviceGetTemperature"),  # the latter deprecated

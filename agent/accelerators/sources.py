@@ -63,7 +63,11 @@ class Accelerators:
             from agent.accelerators.nvml import NvmlSource
             from agent.accelerators.nvml_events import NvmlEvents
 
-            nvml = NvmlSource(tags, slow_interval_s=settings.nvidia.slow_interval_s)
+            nvml = NvmlSource(
+                tags,
+                slow_interval_s=settings.nvidia.slow_interval_s,
+                energy_interval_s=settings.nvidia.energy_interval_s,
+            )
             self.polls["nvidia"] = with_host_totals(nvml.collect, tags | {"vendor": "nvidia"})
             self._closers.append(nvml.close)
             if settings.nvidia.events:
