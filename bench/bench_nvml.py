@@ -79,12 +79,15 @@ SMI_FIELDS = (
 )
 
 
+Calls = list[tuple[Callable[..., Any], tuple[Any, ...]]]  # NVML functions and their arguments
+
+
 class Recorder:
     """Passes every NVML call through and writes down the function and its arguments."""
 
     def __init__(self, nvml: Nvml) -> None:
         self._nvml = nvml
-        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self.calls: Calls = []
         self.recording = True
 
     def __getattr__(self, name: str) -> Any:
@@ -119,9 +122,7 @@ def plain(value: Any, handles: dict[int, str]) -> Any:
     return repr(value)
 
 
-def answers(
-    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]], nvml: Nvml, gpus: int, loops: int
-) -> list[dict[str, Any]]:
+def answers(calls: Calls, nvml: Nvml, gpus: int, loops: int) -> list[dict[str, Any]]:
     """Each call once more with its answer, then timed alone over `loops` runs."""
     handles = {
         ctypes.addressof(nvml.nvmlDeviceGetHandleByIndex(index).contents): f"gpu{index}"
@@ -129,9 +130,10 @@ def answers(
     }
     captured = []
     for function, args in calls:
-        if call_name(function).startswith(("nvmlInit", "nvmlShutdown")):
+        name = call_name(function)
+        if name.startswith(("nvmlInit", "nvmlShutdown")):
             continue
-        entry: dict[str, Any] = {"call": call_name(function), "args": plain(args, handles)}
+        entry: dict[str, Any] = {"call": name, "args": plain(args, handles)}
         try:
             entry["answer"] = plain(function(*args), handles)
         except pynvml.NVMLError as exc:
@@ -145,7 +147,7 @@ def answers(
     return captured
 
 
-def raw_once(calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+def raw_once(calls: Calls) -> None:
     for function, args in calls:
         with contextlib.suppress(pynvml.NVMLError):  # an error costs the agent no more
             function(*args)
@@ -181,13 +183,10 @@ def smi_runs(smi: str, fields: list[str], runs: int) -> float:
     return (time.perf_counter() - started) / runs
 
 
-Calls = list[tuple[Callable[..., Any], tuple[Any, ...]]]
 POLL_S, ENERGY_S = 10.0, 60.0  # the agent's default intervals (agent/accelerators/config.py)
 
 
-def measure(
-    nvml: Nvml, energy_interval_s: float, polls: int
-) -> tuple[NvmlSource, Calls, dict[str, Any]]:
+def measure(nvml: Nvml, energy_interval_s: float, polls: int) -> tuple[Calls, dict[str, Any]]:
     """A source that reads the energy counter every `energy_interval_s`: the calls of its first
     poll and of a steady one (through a Recorder), then, with a second source on the bare NVML,
     that steady poll made `polls` times three ways: the raw calls alone, the agent's poll in this
@@ -216,10 +215,10 @@ def measure(
     asyncio.run(source.close())
     asyncio.run(recorded.close())
     return (
-        recorded,
         first_calls,
         {
             "gpus": gpus,
+            "driver": recorded.driver_version,
             "nvml_calls_per_poll": len(calls),
             "agent_poll_per_gpu_ms": agent_s / gpus * 1e3,
             "agent_poll_in_thread_per_gpu_ms": in_thread_s / gpus * 1e3,
@@ -253,11 +252,11 @@ def main() -> int:
         calls_json = json.loads((data / "h100-single-nvml-calls.json").read_text())
         nvml = FakeNvml((data / "h100-single-nvidia-smi-q.txt").read_text(), nvml_calls=calls_json)
     try:
-        source, first_calls, usual = measure(nvml, ENERGY_S, args.polls)
+        first_calls, usual = measure(nvml, ENERGY_S, args.polls)
     except NvmlUnavailable as exc:
         print(f"bench_nvml: no NVIDIA GPU to measure: {exc}", file=sys.stderr)
         return 2
-    _, _, with_energy = measure(nvml, 0.0, args.polls)
+    _, with_energy = measure(nvml, 0.0, args.polls)
     gpus = usual["gpus"]
     share = POLL_S / ENERGY_S  # of polls that read the energy counter
     mean_ms = (1 - share) * usual["agent_poll_per_gpu_ms"] + share * with_energy[
@@ -268,7 +267,7 @@ def main() -> int:
     results: dict[str, Any] = {
         "gpus": gpus,
         "model": model,
-        "driver": source.driver_version,
+        "driver": usual["driver"],
         "usual_poll": usual,
         "poll_with_energy": with_energy,
         "mean_poll_per_gpu_ms_at_defaults": mean_ms,
@@ -292,7 +291,7 @@ def main() -> int:
             "nvidia_smi_unknown_fields": unknown,
         }
 
-    print(f"{gpus} x {model}, driver {source.driver_version}")
+    print(f"{gpus} x {model}, driver {results['driver']}")
     for label, poll in (("usual poll", usual), ("poll with energy", with_energy)):
         calls = poll["nvml_calls_per_poll"]
         print(
