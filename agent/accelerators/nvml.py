@@ -277,10 +277,7 @@ class NvmlSource:
 
     def _start(self) -> list[_Gpu]:
         nvml = self._nvml
-        try:
-            nvml.nvmlInit()
-        except pynvml.NVMLError as exc:
-            raise NvmlUnavailable(init_problem(exc)) from None
+        start_nvml(nvml)
         try:
             self.driver_version = nvml.nvmlSystemGetDriverVersion()
             gpus = [self._setup(index) for index in range(nvml.nvmlDeviceGetCount())]
@@ -580,7 +577,10 @@ def _named(exc: pynvml.NVMLError) -> str:
     return f"{exc} ({error_name(exc)})"
 
 
-def init_problem(exc: pynvml.NVMLError) -> str:
-    """Why nvmlInit failed, for an operator."""
-    problem = INIT_PROBLEMS.get(exc.value, str(exc))
-    return f"NVML unavailable: {problem} ({error_name(exc)})"
+def start_nvml(nvml: Nvml) -> None:
+    """nvmlInit, or NvmlUnavailable saying why it failed, for an operator."""
+    try:
+        nvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        problem = INIT_PROBLEMS.get(exc.value, str(exc))
+        raise NvmlUnavailable(f"NVML unavailable: {problem} ({error_name(exc)})") from None

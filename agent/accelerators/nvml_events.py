@@ -31,7 +31,7 @@ from agent.accelerators.nvml import (
     error_name,
     handle_address,
     identity_tags,
-    init_problem,
+    start_nvml,
 )
 from agent.accelerators.repeated_warnings import RepeatedWarnings
 from telemetry.sample import FieldValue, Sample
@@ -150,10 +150,7 @@ class NvmlEvents:
 
     def _open(self) -> None:
         nvml = self._nvml
-        try:
-            nvml.nvmlInit()
-        except pynvml.NVMLError as exc:
-            raise NvmlUnavailable(init_problem(exc)) from None
+        start_nvml(nvml)
         try:
             self._set = nvml.nvmlEventSetCreate()
             driver = nvml.nvmlSystemGetDriverVersion()
