@@ -64,6 +64,16 @@ class DeviceError(Exception):
     """A poll of one device failed; the message names the device and what failed."""
 
 
+class UnsupportedDevice(DeviceError):
+    """The device answers SNMP, but no profile (vendor or generic) understands it: its own
+    health state ("unsupported"), never "unreachable". Carries what the NOC needs to add one."""
+
+    def __init__(self, message: str, sys_object_id: str, sys_descr: str) -> None:
+        super().__init__(message)
+        self.sys_object_id = sys_object_id
+        self.sys_descr = sys_descr
+
+
 AUTH_KEYS: dict[str, type[BaseAuthKey]] = {
     "md5": Md5Key,
     "sha": Sha1Key,
@@ -223,9 +233,11 @@ class SnmpDevice:
         sys_descr = text(system.get(SYS_DESCR))
         profile = self._forced_profile or detect(sys_object_id, sys_descr)
         if profile is None:
-            raise DeviceError(
+            raise UnsupportedDevice(
                 f"{self._where()}: no profile matches sysObjectID {sys_object_id or '(none)'} "
-                f"/ sysDescr {sys_descr[:60]!r}"
+                f"/ sysDescr {sys_descr[:60]!r}",
+                sys_object_id,
+                sys_descr,
             )
         model = ""
         for source in profile.identity.get("model", []):
