@@ -175,7 +175,7 @@ class AgentConfig(StrictModel):
     devices: list[Device] = []
 
     def problems(self) -> list[tuple[KeyPath, str]]:
-        from agent.profile import builtin_profiles
+        from agent.registry import builtin_profiles
 
         found: list[tuple[KeyPath, str]] = []
         names = Counter(device.name for device in self.devices)

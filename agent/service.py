@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from agent.accelerators.sources import Accelerators
 from agent.config import AgentConfig, Device
 from agent.mqtt_devices.subscriber import DeviceSubscriber
-from agent.profile import builtin_profiles
 from agent.publisher import Publisher
+from agent.registry import builtin_profiles
 from agent.scheduler import PeriodicPoller
 from agent.snmp import SnmpDevice, SnmpTarget
 from agent.traps import Notification, TrapReceiver

@@ -45,7 +45,8 @@ from agent.mapping import (
     text,
     unit_oid,
 )
-from agent.profile import Profile, TableSpec, detect, with_includes
+from agent.profile import Profile, TableSpec
+from agent.registry import detect, with_includes
 from telemetry.sample import Sample
 
 log = logging.getLogger(__name__)

@@ -58,7 +58,7 @@ from gufo.snmp.aio import SnmpSession as AsyncSession
 from gufo.snmp.sync import SnmpSession as SyncSession
 
 from agent.mapping import Value
-from agent.profile import with_includes
+from agent.registry import with_includes
 from agent.snmp import GET_BATCH, SYS_DESCR, SYS_OBJECT_ID, DeviceError, SnmpDevice, SnmpTarget
 from rackwatch import localservices
 from rackwatch.localservices import Running

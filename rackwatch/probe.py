@@ -11,7 +11,7 @@ import os
 import sys
 
 from agent.config import Device
-from agent.profile import builtin_profiles
+from agent.registry import builtin_profiles
 from agent.snmp import DeviceError, SnmpDevice, SnmpTarget
 from rackwatch.probe_output import print_samples
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig
-from agent.profile import Profile, builtin_profiles, load_profile
+from agent.profile import Profile, load_profile
+from agent.registry import builtin_profiles
 from collector.config import CollectorConfig
 from telemetry import config
 from telemetry.config import ConfigError

@@ -14,7 +14,7 @@ from agent.mqtt_devices.config import MqttDevicesConfig, Subscription
 from agent.mqtt_devices.fields import BadPayload
 from agent.mqtt_devices.payloads import SubscriptionDecoder
 from agent.mqtt_devices.topics import TopicPattern
-from agent.profile import builtin_profiles
+from agent.registry import builtin_profiles
 from telemetry import config
 from telemetry.config import ConfigError
 

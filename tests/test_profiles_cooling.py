@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.profile import builtin_profiles
+from agent.registry import builtin_profiles
 from agent.snmp import SnmpDevice, SnmpTarget
 from rackwatch.localservices import Running
 from telemetry.sample import FieldValue, Sample

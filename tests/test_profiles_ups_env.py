@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.profile import builtin_profiles, detect
+from agent.registry import builtin_profiles, detect
 from agent.snmp import SnmpDevice, SnmpTarget
 from rackwatch import localservices
 from rackwatch.localservices import Running

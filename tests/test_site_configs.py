@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.profile import builtin_profiles
+from agent.registry import builtin_profiles
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

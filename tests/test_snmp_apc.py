@@ -12,7 +12,8 @@ import time
 import pytest
 
 from agent.mapping import convert
-from agent.profile import FieldSpec, builtin_profiles
+from agent.profile import FieldSpec
+from agent.registry import builtin_profiles
 from agent.snmp import DeviceError, SnmpDevice, SnmpTarget
 from rackwatch.localservices import Running, free_port
 from telemetry.sample import Sample
@@ -139,7 +140,7 @@ def test_sentinels_enums_and_scaling() -> None:
 
 
 def test_profile_detection_by_sys_object_id() -> None:
-    from agent.profile import detect
+    from agent.registry import detect
 
     assert detect("1.3.6.1.4.1.318.1.3.4.6", "") is builtin_profiles()["apc_rpdu2"]
     assert detect(".1.3.6.1.4.1.318.1.3.4.5", "") is builtin_profiles()["apc_rpdu2"]

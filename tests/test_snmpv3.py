@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from agent.config import SnmpCredentials
-from agent.profile import builtin_profiles
+from agent.registry import builtin_profiles
 from agent.snmp import DeviceError, SnmpDevice, SnmpTarget
 from rackwatch import localservices
 from rackwatch.localservices import Running, SnmpV3User
