@@ -1,21 +1,30 @@
 """Writes batches of line protocol to InfluxDB over the v1 or v2 write API, gzip-compressed.
 
-Every batch ends one of two ways: written, or set aside in the dead-letter file with the
+Every line ends one of two ways: written, or set aside in the dead-letter file with the
 server's reason. Transient failures (network errors, 429, 5xx, and also 401/403/404, which an
 operator can fix without data loss) are retried with capped, fully jittered exponential backoff
-that honours `Retry-After`. A 400 (bad lines) or 413 (too large) is answered by splitting the
-batch in halves until the offending lines are isolated, so one bad line never blocks the rest.
-Rewriting the good half is harmless: InfluxDB stores a point once per series and timestamp.
+that honours `Retry-After`.
+
+A partial write (InfluxDB 1.x: 400, 2.x: 422, "partial write: ... dropped=N") has stored every
+acceptable point already, so `write` returns at once: the refused lines are picked out from
+the reason (collector/refusal.py) when it names them, else by a background sorter that sends
+parts of the batch again (harmless: InfluxDB stores a point once per series and timestamp) on
+its own, one request at a time, never holding a write slot. Series refused for a cardinality
+limit are remembered for a while and their next lines set aside without a request. A 400 that
+refused the whole batch, or a 413 (too large), is split in halves until the offending lines are
+isolated, so one bad line never blocks the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,10 +32,17 @@ import httpx
 
 from collector.config import InfluxSettings, RetrySettings
 from collector.deadletter import DeadLetters
+from collector.refusal import Refusal, RefusedSeries, parse_refusal, shape_of
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_CAP_S = 300.0
+# Series refused for a cardinality limit are set aside without a request for this long, then
+# tried again (a raised limit or dropped series take effect); at most this many remembered.
+REFUSED_SERIES_TTL_S = 600.0
+REFUSED_SERIES_MAX = 200_000
+# Lines of partial writes waiting to be sorted out; beyond this they are set aside unsorted.
+SORT_BACKLOG_LINES = 500_000
 
 
 class WriteAbandoned(Exception):
@@ -39,6 +55,14 @@ class WriteStats:
     lines_written: int = 0
     lines_rejected: int = 0
     partial_writes: int = 0
+    # of lines_rejected: refused for a series or tag-value limit, a field type conflict; set
+    # aside without a request (series refused lately); set aside without being sorted out
+    lines_rejected_cardinality: int = 0
+    lines_rejected_type_conflict: int = 0
+    lines_set_aside_known: int = 0
+    lines_unsorted: int = 0
+    requests: int = 0  # write requests sent, sorting included
+    sort_requests: int = 0
     retries: int = 0
     last_write_s: float = 0.0
     failing: bool = False
@@ -89,6 +113,12 @@ class InfluxWriter:
         self.stats = WriteStats()
         self._client = client or httpx.AsyncClient(timeout=settings.timeout_s)
         self._url, self._params, self._headers = self._endpoint()
+        self._refused = RefusedSeries(REFUSED_SERIES_TTL_S, REFUSED_SERIES_MAX)
+        self._backlog: deque[tuple[list[bytes], Refusal]] = deque()
+        self._backlog_lines = 0
+        self._sorted = asyncio.Event()
+        self._sorted.set()
+        self._sorter: asyncio.Task[None] | None = None
 
     def _endpoint(self) -> tuple[str, dict[str, str], dict[str, str]]:
         s = self.settings
@@ -125,11 +155,41 @@ class InfluxWriter:
         return f"InfluxDB {s.url} ({s.api}, {target})"
 
     async def aclose(self) -> None:
+        """Stop sorting (what is left is set aside unsorted) and close the connections."""
+        if self._sorter is not None:
+            self._sorter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sorter
+        while self._backlog:
+            lines, refusal = self._backlog.popleft()
+            self._unsorted(lines, refusal, "collector stopping")
+        self._backlog_lines = 0
+        self._sorted.set()
         await self._client.aclose()
+
+    @property
+    def sorting_lines(self) -> int:
+        """Lines of partial writes still being sorted out (stored or refused)."""
+        return self._backlog_lines
+
+    async def settled(self) -> None:
+        """Wait until every partial write is sorted out."""
+        await self._sorted.wait()
 
     async def write(self, lines: list[bytes], give_up: Callable[[], bool] | None = None) -> None:
         """Deliver `lines` or dead-letter the ones the server refuses; retries until done, or
-        until `give_up()` says so after a failed attempt (then raises `WriteAbandoned`)."""
+        until `give_up()` says so after a failed attempt (then raises `WriteAbandoned`).
+
+        Returns once each line is stored, set aside, or (partial writes) stored or refused
+        for sure and left to the sorter to tell which."""
+        lines, known = self._refused.split(lines)
+        if known:
+            self.stats.lines_set_aside_known += len(known)
+            self._reject(
+                known,
+                "series refused by InfluxDB lately (cardinality limit); "
+                f"set aside without sending for up to {REFUSED_SERIES_TTL_S:.0f} s",
+            )
         if lines:
             await self._write_or_split(lines, give_up)
 
@@ -141,20 +201,86 @@ class InfluxWriter:
             self.stats.batches_written += 1
             self.stats.lines_written += len(lines)
             return
-        if status == 400 and "partial write" in reason:
+        if "partial write" in reason:
             self.stats.partial_writes += 1
+            refusal = parse_refusal(f"HTTP {status}: {reason}")
+            if refusal.dropped is not None:
+                self.stats.lines_written += max(len(lines) - refusal.dropped, 0)
+            self._sort_out(lines, refusal)
+            return
         if len(lines) == 1:
-            self.stats.lines_rejected += 1
-            self.dead_letters.add(lines, f"HTTP {status}: {reason}", self.describe())
+            self._reject(lines, f"HTTP {status}: {reason}")
             return
         middle = len(lines) // 2
         await self._write_or_split(lines[:middle], give_up)
         await self._write_or_split(lines[middle:], give_up)
 
+    def _sort_out(self, lines: list[bytes], refusal: Refusal) -> None:
+        """InfluxDB stored all it could of `lines`: set aside the ones it refused, at once
+        when the reason tells which, else through the sorter."""
+        dropped = refusal.dropped
+        if dropped == 0:
+            return
+        if len(lines) == 1 or (dropped is not None and dropped >= len(lines)):
+            self._refuse(lines, refusal)
+            return
+        candidates = refusal.candidates(lines)
+        if candidates is not None and len(candidates) == dropped:
+            self._refuse(candidates, refusal)
+            return
+        if self._backlog_lines + len(lines) > SORT_BACKLOG_LINES:
+            self._unsorted(lines, refusal, "sorting backlog full")
+            return
+        self._backlog.append((lines, refusal))
+        self._backlog_lines += len(lines)
+        self._sorted.clear()
+        if self._sorter is None or self._sorter.done():
+            self._sorter = asyncio.create_task(self._sort_forever(), name="sort partial writes")
+
+    async def _sort_forever(self) -> None:
+        """Send parts of partially written batches again, one request at a time, until each
+        part is all stored or all refused."""
+        while self._backlog:
+            lines = self._backlog[0][0]  # left there if cancelled: set aside unsorted
+            for part in _parts(lines):
+                status, reason = await self._post_until_answered(part, None)
+                self.stats.sort_requests += 1
+                if status < 300:
+                    continue
+                answer = f"HTTP {status}: {reason}"
+                if "partial write" in reason:
+                    self._sort_out(part, parse_refusal(answer))
+                else:  # the whole part refused (413, or a server that refuses all): split it
+                    self._sort_out(part, Refusal("other", answer, None))
+            self._backlog.popleft()
+            self._backlog_lines -= len(lines)
+        self._sorted.set()
+
+    def _refuse(self, lines: list[bytes], refusal: Refusal) -> None:
+        if refusal.cardinality:
+            self.stats.lines_rejected_cardinality += len(lines)
+            self._refused.remember(lines)
+        elif refusal.kind == "type_conflict":
+            self.stats.lines_rejected_type_conflict += len(lines)
+        self._reject(lines, refusal.text)
+
+    def _unsorted(self, lines: list[bytes], refusal: Refusal, why: str) -> None:
+        self.stats.lines_unsorted += len(lines)
+        self._reject(
+            lines,
+            f"{refusal.text} ({why}: these {len(lines)} lines were not sorted out, and "
+            f"{refusal.dropped if refusal.dropped is not None else 'some'} of them were refused; "
+            "the others are stored)",
+        )
+
+    def _reject(self, lines: list[bytes], reason: str) -> None:
+        self.stats.lines_rejected += len(lines)
+        self.dead_letters.add(lines, reason, self.describe())
+
     async def _post_until_answered(
         self, lines: list[bytes], give_up: Callable[[], bool] | None
     ) -> tuple[int, str]:
-        """POST until the server answers 2xx, 400 or 413; everything else is retried."""
+        """POST until the server answers 2xx, 400, 413 or 422; everything else is retried."""
         body = b"\n".join(lines)
         if self.settings.gzip:
             body = _gzip(body)
@@ -162,6 +288,7 @@ class InfluxWriter:
         while True:
             started = time.perf_counter()
             delay: float | None = None
+            self.stats.requests += 1
             try:
                 response = await self._client.post(
                     self._url, params=self._params, headers=self._headers, content=body
@@ -170,7 +297,7 @@ class InfluxWriter:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
                 self.stats.last_write_s = time.perf_counter() - started
-                if response.status_code < 300 or response.status_code in (400, 413):
+                if response.status_code < 300 or response.status_code in (400, 413, 422):
                     if self.stats.failing:
                         log.info("%s: writing again", self.describe())
                         self.stats.failing = False
@@ -189,3 +316,17 @@ class InfluxWriter:
             if give_up is not None and give_up():
                 raise WriteAbandoned(problem)
             await asyncio.sleep(delay)
+
+
+def _parts(lines: list[bytes]) -> list[list[bytes]]:
+    """Split lines to sort out: by measurement and tag keys when they differ (a burst of new
+    series is usually one such shape), else in halves of the sorted lines (so the series of a
+    burst, new values of one tag, stay together)."""
+    groups: dict[bytes, list[bytes]] = {}
+    for line in lines:
+        groups.setdefault(shape_of(line), []).append(line)
+    if len(groups) > 1:
+        return list(groups.values())
+    ordered = sorted(lines)
+    middle = len(ordered) // 2
+    return [ordered[:middle], ordered[middle:]]
