@@ -3,13 +3,20 @@ collectors that share the stream (alerting: docs/alerting.md; roll-ups: docs/sch
 
 A shared subscription hands each message to one collector of the group, so no collector sees
 all of any agent's samples. Alerting and roll-ups therefore may also subscribe to the topic
-without `$share/`, over their own persistent session, and read the messages of the agents they
-own: those whose `<site>/<agent>` topic levels hash (CRC-32) to their shard (one shard: all).
+without `$share/`, over their own connection, and read the messages of the agents they own:
+those whose `<site>/<agent>` topic levels hash (CRC-32) to their shard (one shard: all).
 These lines only feed the reader; the group's ingest writes them to InfluxDB.
+
+A feed must never be the reason the broker takes a message: a publisher counts a message the
+broker took as delivered. Its session is therefore clean (nothing outlives the connection, so a
+broker restart does not restore it), and it subscribes only while the ingest holds the write
+path's subscription (`gate`). Samples published while the collector is away are not replayed to
+the readers; the ingest still writes them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 from collections.abc import Callable
@@ -42,6 +49,8 @@ class StreamFeed:
         shard: int = 0,
         shards: int = 1,
     ) -> None:
+        if session.persistent:
+            raise ValueError("a stream feed's session must not outlive its connection")
         self.role = role
         self.connection = Reconnecting(broker, client_id, session, max_backoff_s=2.0)
         self.topic = topic
@@ -52,6 +61,7 @@ class StreamFeed:
         self.messages = 0
         self.owned_messages = 0
         self.lines_invalid = 0
+        self.gate: asyncio.Event | None = None  # set while the write path is subscribed
 
     def owns(self, topic: str) -> bool:
         shards = self.shards
@@ -75,6 +85,9 @@ class StreamFeed:
         await self.connection.run(self._consume)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
+        if self.gate is not None and not self.gate.is_set():
+            log.info("%s: waiting for the ingest to subscribe first", self.role)
+            await self.gate.wait()
         await client.subscribe(self.topic, qos=1, timeout=10)
         log.info(
             "%s: subscribed to %s (shard %d of %d)", self.role, self.topic, self.shard, self.shards

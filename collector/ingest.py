@@ -7,6 +7,7 @@ good lines in the same message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,10 @@ class Ingest:
         self.subscription = (
             f"$share/{settings.group}/{settings.topic}" if settings.group else settings.topic
         )
+        # Set while this connection holds the write path's subscription: the stream feeds
+        # (collector/feed.py) subscribe only then, so the broker never takes a message for them
+        # alone (after a broker restart, before this subscription is back).
+        self.subscribed = asyncio.Event()
 
     def handle(self, topic: str, payload: bytes, receipt: Receipt | None = None) -> None:
         """Validate one message; `receipt` (if any) is told as its lines become safe."""
@@ -100,19 +105,23 @@ class Ingest:
     async def _consume(self, client: aiomqtt.Client) -> None:
         # Receipts of an earlier connection are void: the broker redelivers those messages.
         self.acknowledger.forget()
-        if self.leaving:
-            # Leaving the group: the broker sends what it queued for this session; nothing new.
-            await client.unsubscribe(self.subscription, timeout=10)
-            log.info("leaving: unsubscribed from %s", self.subscription)
-        else:
-            await self._subscribe(client)
-            log.info("subscribed to %s on %s", self.subscription, self.connection.describe())
-        async for message in client.messages:
-            payload = payload_bytes(message)
-            receipt = None
-            if isinstance(client, AckingClient) and message.qos > 0:
-                receipt = self.acknowledger.receive(client, message)
-            self.handle(str(message.topic), payload, receipt)
+        try:
+            if self.leaving:
+                # Leaving the group: the broker sends what it queued for this session only.
+                await client.unsubscribe(self.subscription, timeout=10)
+                log.info("leaving: unsubscribed from %s", self.subscription)
+            else:
+                await self._subscribe(client)
+                log.info("subscribed to %s on %s", self.subscription, self.connection.describe())
+                self.subscribed.set()
+            async for message in client.messages:
+                payload = payload_bytes(message)
+                receipt = None
+                if isinstance(client, AckingClient) and message.qos > 0:
+                    receipt = self.acknowledger.receive(client, message)
+                self.handle(str(message.topic), payload, receipt)
+        finally:
+            self.subscribed.clear()
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         granted = await client.subscribe(self.subscription, qos=1, timeout=10)

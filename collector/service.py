@@ -53,11 +53,7 @@ class Collector:
                 config.mqtt,
                 config.mqtt.topic,
                 f"{client_id}-rollup",
-                Session(
-                    persistent=True,
-                    expiry_s=config.mqtt.session_expiry_s,
-                    receive_maximum=config.mqtt.receive_maximum,
-                ),
+                Session(receive_maximum=config.mqtt.receive_maximum),
                 self.rollup.prefixes,
                 self.rollup.observe,
             )
@@ -70,6 +66,10 @@ class Collector:
         )
         if self.alerting is not None and self.alerting.feed is None:
             self.ingest.taps.append(self.alerting.observe)
+        alert_feed = self.alerting.feed if self.alerting is not None else None
+        for feed in (self.rollup_feed, alert_feed):
+            if feed is not None:
+                feed.gate = self.ingest.subscribed  # never subscribed without the write path
 
     def health_sample(self) -> Sample:
         ingest, write = self.ingest.stats, self.writer.stats

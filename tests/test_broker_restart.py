@@ -5,7 +5,9 @@ shared ones: until the collector subscribes again, the broker answers the agent'
 with the MQTT v5 PUBACK reason "no matching subscribers" and throws the message away. The
 agent takes that answer as "not delivered" and holds the data until a collector is back.
 Tested for collectors in a share group and for a single collector on a plain subscription
-(which the broker restores, and queues for while the collector is still away).
+(which the broker restores, and queues for while the collector is still away), and for a group
+member that also reads the whole stream for alerting (`ownership: {source: subscription}`): that
+second subscription must not make the broker take messages that no writer will get.
 """
 
 from __future__ import annotations
@@ -36,8 +38,24 @@ def lines(batch: int) -> list[str]:
     return [f"restart,b={batch} v={i}i {first + i}" for i in range(LINES)]
 
 
+def alerting_by_subscription(home: Path) -> dict[str, object]:
+    """Alerting that reads the whole stream through its own subscription (no rule fires)."""
+    return {
+        "rules_file": str(Path(__file__).parent.parent / "configs" / "alert-rules.yaml"),
+        "state_path": str(home / "alert-state.json"),
+        "receivers": [{"name": "noc", "kind": "webhook", "url": "http://127.0.0.1:9/hook"}],
+        "route": {"receiver": "noc"},
+        "ownership": {"source": "subscription"},
+    }
+
+
 @pytest.mark.parametrize(
-    "group", [pytest.param("shared", id="shared"), pytest.param(None, id="plain")]
+    ("group", "feed"),
+    [
+        pytest.param("shared", False, id="shared"),
+        pytest.param(None, False, id="plain"),
+        pytest.param("shared", True, id="shared-with-feed"),
+    ],
 )
 async def test_broker_restart_under_load_loses_nothing(
     influxdb: Running,
@@ -45,6 +63,7 @@ async def test_broker_restart_under_load_loses_nothing(
     unique: str,
     tmp_path: Path,
     group: str | None,
+    feed: bool,
 ) -> None:
     broker = localservices.start_mosquitto(tmp_path / "mosquitto", persistent=True)
     config = tmp_path / "collector.yaml"
@@ -62,6 +81,7 @@ async def test_broker_restart_under_load_loses_nothing(
                 "batch": {"max_lines": 5000, "max_delay_s": 0.5},
                 "dead_letter_path": str(tmp_path / "dead.jsonl"),
                 "health_interval_s": 3600,
+                **({"alerting": alerting_by_subscription(tmp_path)} if feed else {}),
             }
         )
     )
@@ -81,7 +101,8 @@ async def test_broker_restart_under_load_loses_nothing(
         return int(rows[0]["values"][0][1]) if rows else 0  # type: ignore[index]
 
     try:
-        await eventually(lambda: b"subscribed to" in log.read_bytes(), 20)
+        subscriptions = 2 if feed else 1
+        await eventually(lambda: log.read_bytes().count(b"subscribed to") == subscriptions, 20)
         for batch in range(BATCHES):
             publisher.submit(lines(batch))
             if batch == BATCHES // 3:

@@ -58,11 +58,7 @@ class Alerting:
         self.feed = None
         if settings.ownership.source == "subscription":
             mqtt = mqtt or MqttSettings()
-            session = Session(
-                persistent=True,
-                expiry_s=mqtt.session_expiry_s,
-                receive_maximum=mqtt.receive_maximum,
-            )
+            session = Session(receive_maximum=mqtt.receive_maximum)  # clean: collector/feed.py
             self.feed = StreamFeed(
                 "alerting",
                 mqtt,
