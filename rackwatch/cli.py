@@ -37,23 +37,21 @@ async def until_signalled(service: Service[C], load: Callable[[], C]) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from agent.config import AgentConfig
     from agent.service import Agent
-    from telemetry import config
+    from rackwatch.loader import load_agent
 
-    agent = Agent(config.load(args.config, AgentConfig))
-    return run_async(until_signalled(agent, lambda: config.load(args.config, AgentConfig)))
+    agent = Agent(load_agent(args.config))
+    return run_async(until_signalled(agent, lambda: load_agent(args.config)))
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
-    from collector.config import CollectorConfig
     from collector.service import Collector
-    from telemetry import config
+    from rackwatch.loader import load_collector
 
-    collector = Collector(config.load(args.config, CollectorConfig))
+    collector = Collector(load_collector(args.config))
     if args.leave_group:
         return run_async(_leave_group(collector))
-    return run_async(until_signalled(collector, lambda: config.load(args.config, CollectorConfig)))
+    return run_async(until_signalled(collector, lambda: load_collector(args.config)))
 
 
 async def _leave_group(collector: Collector) -> int:
@@ -68,33 +66,17 @@ async def _leave_group(collector: Collector) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from agent.config import AgentConfig
-    from collector.alerting.rules import RuleFile
-    from collector.config import CollectorConfig
-    from collector.inventory import Inventory
-    from telemetry import config
+    from rackwatch import loader
 
     failed = False
     for path in args.config:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
-            failed = True
-            continue
-        try:
-            data, lines = config.parse_yaml(text, str(path))
-            is_agent = isinstance(data, dict) and "agent" in data
-            is_inventory = isinstance(data, dict) and "racks" in data
-            is_rules = isinstance(data, dict) and "rules" in data
-            model = AgentConfig if is_agent else Inventory if is_inventory else CollectorConfig
-            config.validate(data, RuleFile if is_rules else model, str(path), lines)
+            kind = loader.check(path, skip_secrets=args.skip_secrets)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             failed = True
         else:
-            kind = "agent" if is_agent else "rack inventory" if is_inventory else "collector"
-            print(f"{path}: ok ({'alert rules' if is_rules else f'{kind} config'})")
+            print(f"{path}: ok ({kind}{'; secrets not read' if args.skip_secrets else ''})")
     return 1 if failed else 0
 
 
@@ -149,8 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     collector.set_defaults(func=cmd_collector)
 
-    check = commands.add_parser("check", help="validate config files without running")
+    check = commands.add_parser(
+        "check",
+        help="validate config files, and the files they name, as the service would load them",
+    )
     check.add_argument("-c", "--config", type=Path, required=True, action="append")
+    check.add_argument(
+        "--skip-secrets",
+        action="store_true",
+        help="check {env: ...}, {file: ...} and {credential: ...} secrets by form only, "
+        "without reading them (their values are not at hand)",
+    )
     check.set_defaults(func=cmd_check)
 
     probe = commands.add_parser("probe", help="poll one device once and print its samples")

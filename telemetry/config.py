@@ -4,7 +4,9 @@ Configs are parsed with PyYAML (safe loader) and validated by pydantic models th
 unknown keys. YAML positions are kept beside the data so pydantic's error locations can be
 turned back into line numbers. Secrets (passwords, tokens, SNMP communities) may be written
 inline or as `{env: NAME}`, `{file: /path}` or `{credential: NAME}`; the last reads systemd's
-`$CREDENTIALS_DIRECTORY/NAME` (LoadCredential=).
+`$CREDENTIALS_DIRECTORY/NAME` (LoadCredential=). Validated with `skip_secrets`, a secret's
+reference is checked but not read (`rackwatch check --skip-secrets`, where the values are not
+at hand).
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+)
 
 KeyPath = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -31,7 +39,14 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _resolve_secret(value: Any) -> Any:
+SKIP_SECRETS_HINT = "or check without reading secrets: rackwatch check --skip-secrets"
+
+
+def _context(info: ValidationInfo) -> Mapping[str, Any]:
+    return info.context if isinstance(info.context, Mapping) else {}
+
+
+def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
     if not isinstance(value, Mapping):
         return value
     if len(value) != 1:
@@ -39,21 +54,26 @@ def _resolve_secret(value: Any) -> Any:
             "a secret is a string or exactly one of {env: NAME}, {file: PATH}, {credential: NAME}"
         )
     ((kind, ref),) = value.items()
+    if kind not in ("env", "file", "credential"):
+        raise ValueError(f"unknown secret source {kind!r}; use env, file or credential")
+    if not isinstance(ref, str) or not ref:
+        raise ValueError(f"{{{kind}: ...}} needs a name or path")
+    if _context(info).get("skip_secrets"):
+        # Long enough for every length rule (SNMPv3 passwords), obviously not a real value.
+        return f"<secret {kind} {ref} not read>"
     if kind == "env":
         if ref not in os.environ:
-            raise ValueError(f"environment variable {ref!r} is not set")
+            raise ValueError(f"environment variable {ref!r} is not set ({SKIP_SECRETS_HINT})")
         return os.environ[ref]
     if kind == "credential":
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             raise ValueError(
                 f"credential {ref!r}: CREDENTIALS_DIRECTORY is not set "
-                "(use LoadCredential= in the unit)"
+                f"(use LoadCredential= in the unit, {SKIP_SECRETS_HINT})"
             )
-        return _read_secret_file(Path(directory) / str(ref))
-    if kind == "file":
-        return _read_secret_file(Path(str(ref)))
-    raise ValueError(f"unknown secret source {kind!r}; use env, file or credential")
+        return _read_secret_file(Path(directory) / ref)
+    return _read_secret_file(Path(ref))
 
 
 def _read_secret_file(path: Path) -> str:
@@ -109,15 +129,23 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[KeyPath, int]]:
     return data, lines
 
 
-def validate(data: Any, model: type[M], source: str, lines: Mapping[KeyPath, int]) -> M:
+def validate(
+    data: Any,
+    model: type[M],
+    source: str,
+    lines: Mapping[KeyPath, int],
+    *,
+    skip_secrets: bool = False,
+) -> M:
     """Validate parsed data against a model; errors carry `source:line: key: problem`.
 
     After type validation, a model may report cross-field problems (a reference to an
     undefined name, a duplicate device) through a `problems()` method returning
     `(key path, message)` pairs, so those get line numbers too.
     """
+    context = {"skip_secrets": skip_secrets}
     try:
-        config = model.model_validate(data if data is not None else {})
+        config = model.model_validate(data if data is not None else {}, context=context)
     except ValidationError as exc:
         found = []
         for error in exc.errors(include_url=False):
@@ -146,12 +174,36 @@ def _nearest_line(loc: KeyPath, lines: Mapping[KeyPath, int]) -> int:
     return 1
 
 
-def load(path: Path | str, model: type[M]) -> M:
-    """Read, parse and validate a YAML config file."""
-    path = Path(path)
+def position(source: str, lines: Mapping[KeyPath, int], key: KeyPath) -> str:
+    """`source:line: key` for a message about `key`."""
+    return f"{source}:{_nearest_line(key, lines)}: {_dotted(key)}"
+
+
+def read(path: Path) -> str:
+    """A config file's text; ConfigError naming the file (and line) if it cannot be used."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    data, lines = parse_yaml(text, str(path))
-    return validate(data, model, str(path), lines)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8"
+        ) from None
+
+
+def parse_file(path: Path) -> tuple[Any, dict[KeyPath, int]]:
+    """Read and parse a YAML config file; a file with nothing in it is an error, not defaults."""
+    data, lines = parse_yaml(read(path), str(path))
+    if data is None:
+        raise ConfigError(f"{path}:1: (top level): the file is empty (only comments or nothing)")
+    return data, lines
+
+
+def load(path: Path | str, model: type[M], *, skip_secrets: bool = False) -> M:
+    """Read, parse and validate a YAML config file."""
+    path = Path(path)
+    data, lines = parse_file(path)
+    return validate(data, model, str(path), lines, skip_secrets=skip_secrets)

@@ -94,7 +94,8 @@ def test_missing_environment_variable_is_named(
     path = write(tmp_path, GOOD_AGENT)
     assert load_error(path) == (
         f"{path}:9: credentials.default.community: environment "
-        "variable 'RW_TEST_COMMUNITY' is not set"
+        "variable 'RW_TEST_COMMUNITY' is not set "
+        "(or check without reading secrets: rackwatch check --skip-secrets)"
     )
 
 
