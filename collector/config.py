@@ -75,6 +75,17 @@ class SpoolSettings(StrictModel):
     after_s: float = Field(default=30.0, ge=0)
 
 
+class TimestampSettings(StrictModel):
+    """Line timestamps the collector takes: read in ns, us, ms or s, whichever puts them from
+    `max_age_s` before to `max_future_s` after its clock, and rewritten in ns; a line that no
+    precision puts there goes to the dead-letter file (telemetry/lineproto.py Timestamps)."""
+
+    # The defaults catch clocks that are wrong (a reset RTC, another precision, a time zone
+    # taken for UTC), not late deliveries: tighten max_age_s to refuse old backfills.
+    max_age_s: float = Field(default=5 * 365 * 86400.0, gt=0, le=10 * 365 * 86400.0)
+    max_future_s: float = Field(default=600.0, ge=0, le=365 * 86400.0)
+
+
 class RetrySettings(StrictModel):
     initial_s: float = Field(default=0.5, gt=0)
     max_s: float = Field(default=30.0, gt=0)
@@ -104,6 +115,10 @@ class CollectorConfig(StrictModel):
     retry: RetrySettings = RetrySettings()
     spool: SpoolSettings | None = None
     dead_letter_path: Path = Path("rackwatch-dead-letter.jsonl")
+    # Rotated past this size, keeping this many old files (.1 the newest); the oldest goes.
+    dead_letter_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    dead_letter_keep: int = Field(default=4, ge=0, le=100)
+    timestamps: TimestampSettings | None = TimestampSettings()  # null: taken as they come
     health_interval_s: float = Field(default=10.0, gt=0)
     rollup: RollupSettings | None = None
     metrics: MetricsSettings | None = None  # Prometheus endpoint; off unless set

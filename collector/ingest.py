@@ -18,7 +18,7 @@ from collector.config import MqttSettings
 from collector.deadletter import DeadLetters
 from collector.pipeline import Pipeline
 from collector.receipts import Acknowledger, Receipt
-from telemetry.lineproto import check_lines
+from telemetry.lineproto import Timestamps, check_lines
 from telemetry.mqtt import AckingClient, Reconnecting, Session, payload_bytes
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,15 @@ class SubscribeRefused(aiomqtt.MqttError):
 
 class Ingest:
     def __init__(
-        self, settings: MqttSettings, client_id: str, pipeline: Pipeline, dead_letters: DeadLetters
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        pipeline: Pipeline,
+        dead_letters: DeadLetters,
+        timestamps: Timestamps | None = None,
     ) -> None:
         self.settings = settings
+        self.timestamps = timestamps  # lines stamped in s/ms/us rewritten, wrong clocks refused
         session = Session(
             persistent=settings.persistent_session,
             expiry_s=settings.session_expiry_s,
@@ -84,7 +90,7 @@ class Ingest:
             if receipt is not None:
                 receipt.done(0)  # set aside: safe
             return
-        good, bad = check_lines(payload)
+        good, bad = check_lines(payload, self.timestamps)
         stats.lines_received += len(good) + len(bad)
         if receipt is not None:
             receipt.pending = len(good)  # the invalid ones are safe in the dead-letter file

@@ -17,7 +17,7 @@ from collector.inventory import Inventory
 from collector.pipeline import Pipeline
 from collector.rollup import Rollup
 from telemetry.config import load as load_config
-from telemetry.lineproto import encode
+from telemetry.lineproto import Timestamps, encode
 from telemetry.mqtt import Session
 from telemetry.reload import split_changes
 from telemetry.sample import Sample
@@ -36,11 +36,20 @@ class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.ready = asyncio.Event()  # set once run() has started everything
-        self.dead_letters = DeadLetters(config.dead_letter_path)
+        self.dead_letters = DeadLetters(
+            config.dead_letter_path, config.dead_letter_max_bytes, config.dead_letter_keep
+        )
         self.writer = InfluxWriter(config.influxdb, config.retry, self.dead_letters)
         self.pipeline = Pipeline(config.batch, self.writer, config.spool)
         client_id = config.mqtt.client_id or f"rackwatch-collector-{config.name}"
-        self.ingest = Ingest(config.mqtt, client_id, self.pipeline, self.dead_letters)
+        times = config.timestamps
+        self.ingest = Ingest(
+            config.mqtt,
+            client_id,
+            self.pipeline,
+            self.dead_letters,
+            Timestamps(times.max_age_s, times.max_future_s) if times else None,
+        )
         self.rollup = (
             Rollup(load_config(config.rollup.inventory, Inventory), config.rollup)
             if config.rollup
@@ -73,6 +82,7 @@ class Collector:
 
     def health_sample(self) -> Sample:
         ingest, write = self.ingest.stats, self.writer.stats
+        times, dead = self.ingest.timestamps, self.dead_letters
         return Sample(
             "rackwatch_collector",
             {"collector": self.config.name},
@@ -88,8 +98,18 @@ class Collector:
                 "partial_writes_total": write.partial_writes,
                 "write_retries_total": write.retries,
                 "write_duration_s": write.last_write_s,
+                "lines_rejected_cardinality_total": write.lines_rejected_cardinality,
+                "lines_rejected_type_conflict_total": write.lines_rejected_type_conflict,
+                "lines_set_aside_known_total": write.lines_set_aside_known,
+                "lines_unsorted_total": write.lines_unsorted,
+                "write_requests_total": write.requests,
+                "sorting_lines": self.writer.sorting_lines,
+                "lines_time_rescaled_total": times.rescaled if times else 0,
+                "lines_time_refused_total": times.refused if times else 0,
                 "lines_dropped_total": self.pipeline.dropped_lines,
-                "dead_letters_total": self.dead_letters.count,
+                "dead_letters_total": dead.count,
+                "dead_letters_dropped_total": dead.dropped,
+                "dead_letter_rotations_total": dead.rotations,
                 "pending_lines": self.pipeline.pending_lines,
                 **(
                     {

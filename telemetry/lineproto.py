@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from telemetry.sample import FieldValue, Sample
@@ -345,7 +347,7 @@ _TAG_RE = rb",%s=%s" % (_KEY_RE, _KEY_RE)
 _FIELD_RE = rb"%s=(?:%s)" % (_KEY_RE, _VALUE_RE)
 _TIMESTAMP_RE = rb"-?(?:[0-9]{1,18}|[1-8][0-9]{18})"  # inside InfluxDB's range until 2255
 _FAST_LINE = re.compile(
-    rb"%s(?P<tags>(?:%s)*+) %s(?:,%s)*+(?: %s)?"
+    rb"%s(?P<tags>(?:%s)*+) %s(?:,%s)*+(?: (?P<time>%s))?"
     % (_MEASUREMENT_RE, _TAG_RE, _FIELD_RE, _FIELD_RE, _TIMESTAMP_RE)
 )
 # The same without the multi-byte alternatives, for all-ASCII payloads (nearly all of them):
@@ -362,17 +364,84 @@ def _tag_keys_unique(tags: bytes) -> bool:
     return len(set(keys)) == len(keys)
 
 
-def check_lines(payload: bytes) -> tuple[list[bytes], list[tuple[int, bytes, str]]]:
+class Timestamps:
+    """Which line timestamps check_lines takes, and counts of what it did with the others.
+
+    Devices and gateways often stamp lines in seconds or milliseconds, which InfluxDB would
+    read as nanoseconds in 1970. A timestamp is read in ns, us, ms or s, whichever puts it
+    between `max_age_s` before and `max_future_s` after the clock (the ranges lie a factor
+    of 1000 apart, so at most one does while `max_age_s` is under 50 years), and rewritten
+    in ns; a timestamp that no precision puts there is refused.
+    """
+
+    def __init__(self, max_age_s: float, max_future_s: float) -> None:
+        self.max_age_ns = int(max_age_s * 1e9)
+        self.max_future_ns = int(max_future_s * 1e9)
+        self.rescaled = 0  # lines whose timestamp was rewritten in ns
+        self.refused = 0  # lines refused for their timestamp
+
+    def window(self, now_ns: int) -> tuple[int, int]:
+        return now_ns - self.max_age_ns, now_ns + self.max_future_ns
+
+    def check(self, line: bytes, token: bytes, low: int, high: int) -> bytes:
+        """`line` with its timestamp `token` in ns; raises LineProtocolError when no
+        precision puts it between `low` and `high`."""
+        stamp = int(token)
+        for _, factor in _PRECISIONS:
+            if low <= stamp * factor <= high:
+                if factor == 1:
+                    return line
+                self.rescaled += 1
+                return b"%s%d" % (line[: len(line) - len(token)], stamp * factor)
+        self.refused += 1
+        unit, factor = min(_PRECISIONS, key=lambda p: abs(stamp * p[1] - (low + high) // 2))
+        when = _describe_time(stamp * factor)
+        raise LineProtocolError(
+            f"timestamp {stamp} is out of range in ns, us, ms and s (read in {unit}: {when}); "
+            f"accepted: from {_describe_span(self.max_age_ns)} before to "
+            f"{_describe_span(self.max_future_ns)} after the collector's clock"
+        )
+
+
+_PRECISIONS = (("ns", 1), ("us", 10**3), ("ms", 10**6), ("s", 10**9))
+_NO_TIME = _INT64_MIN  # parse_line's default time when a line has none: never a valid one
+
+
+def _describe_time(ns: int) -> str:
+    try:
+        return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return "beyond any date"
+
+
+def _describe_span(ns: int) -> str:
+    seconds = ns / 1e9
+    if seconds >= 86400:
+        return f"{seconds / 86400:g} d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds:g} s"
+
+
+def check_lines(
+    payload: bytes, timestamps: Timestamps | None = None
+) -> tuple[list[bytes], list[tuple[int, bytes, str]]]:
     """Split a payload into valid lines and rejects, for the collector's hot path.
 
     Blank lines and '#' comments are dropped. Returns the valid lines as they are, and for each
     invalid one its 1-based line number, the line, and parse_line's reason. Accepts exactly what
     parse_line accepts, lines without a timestamp included (InfluxDB stamps those on arrival);
-    only lines the fast regex refuses pay for a full parse.
+    only lines the fast regex refuses pay for a full parse. With `timestamps`, a line's
+    timestamp is also checked against the clock, and rewritten in ns or refused (Timestamps).
     """
     good = []
     bad = []
     fast = _FAST_ASCII_LINE if payload.isascii() else _FAST_LINE
+    if timestamps is not None:
+        low, high = timestamps.window(time.time_ns())
+        # Nanoseconds in the window, as 19-digit strings: compared as bytes, no int() needed.
+        low_token, high_token = b"%d" % low, b"%d" % high
+        fast_time = len(low_token) == len(high_token) == 19
     for number, line in enumerate(payload.split(b"\n"), start=1):
         if _is_blank_or_comment(line):
             continue
@@ -381,10 +450,22 @@ def check_lines(payload: bytes) -> tuple[list[bytes], list[tuple[int, bytes, str
             tags = match["tags"]
             # fewer than two tags, so none can repeat
             if tags.count(b",") < 2 or _tag_keys_unique(tags):
+                if timestamps is not None:
+                    token = match["time"]
+                    if token is not None and not (
+                        fast_time and len(token) == 19 and low_token <= token <= high_token
+                    ):
+                        try:
+                            line = timestamps.check(line, token, low, high)
+                        except LineProtocolError as exc:
+                            bad.append((number, line, str(exc)))
+                            continue
                 good.append(line)
                 continue
         try:
-            parse_line(line, default_time_ns=0)
+            sample = parse_line(line, default_time_ns=_NO_TIME)
+            if timestamps is not None and sample.time_ns != _NO_TIME:
+                line = timestamps.check(line, line.rpartition(b" ")[2], low, high)
         except LineProtocolError as exc:
             bad.append((number, line, str(exc)))
         else:
