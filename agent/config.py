@@ -172,14 +172,19 @@ class AgentConfig(StrictModel):
     mqtt_devices: MqttDevicesConfig | None = None  # devices that publish (docs/mqtt-devices.md)
     metrics: MetricsSettings | None = None  # Prometheus endpoint; off unless set
     accelerators: AcceleratorSettings | None = None  # GPUs/NPUs in this host
+    # The site's own profiles (docs/devices.md; relative: to the config's folder); a site
+    # profile with a built-in's name replaces it.
+    profiles_dir: Path | None = None
     devices: list[Device] = []
 
     def problems(self) -> list[tuple[KeyPath, str]]:
-        from agent.registry import builtin_profiles
+        from agent.registry import load_registry
 
         found: list[tuple[KeyPath, str]] = []
         names = Counter(device.name for device in self.devices)
-        profiles = builtin_profiles()
+        if self.profiles_dir is not None and not self.profiles_dir.is_dir():
+            return [(("profiles_dir",), f"{self.profiles_dir} is not a directory")]
+        profiles = load_registry(self.profiles_dir).profiles  # a bad profile: its file and line
         for i, device in enumerate(self.devices):
             if names[device.name] > 1:
                 found.append((("devices", i, "name"), f"duplicate device name {device.name!r}"))

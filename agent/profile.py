@@ -255,12 +255,23 @@ class IdentitySource(StrictModel):
 class Detect(StrictModel):
     sys_object_id: tuple[str, ...] = ()  # prefixes, e.g. "1.3.6.1.4.1.318.1.3.4"
     sys_descr: tuple[str, ...] = ()  # substrings, tried only when no sysObjectID matches
+    # Fallback when nothing matches by sysObjectID or sysDescr: a device that has objects under
+    # one of `answers` gets this profile; with `enterprise`, only a device whose sysObjectID is
+    # under one of those subtrees (a vendor family), tried before the generic (MIB) profiles.
+    answers: tuple[Oid, ...] = ()
+    enterprise: tuple[str, ...] = ()
 
-    @field_validator("sys_object_id")
+    @field_validator("sys_object_id", "enterprise")
     @classmethod
     def _prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         # Compare whole arcs: "1.3.6.1.2.1.33" must not match "1.3.6.1.2.1.330".
         return tuple(_check_oid(prefix) + "." for prefix in value)
+
+    @model_validator(mode="after")
+    def _enterprise_needs_answers(self) -> Detect:
+        if self.enterprise and not self.answers:
+            raise ValueError("enterprise needs answers (the subtrees the family's tables are in)")
+        return self
 
 
 class Profile(StrictModel):

@@ -11,7 +11,7 @@ from agent.accelerators.sources import Accelerators
 from agent.config import AgentConfig, Device
 from agent.mqtt_devices.subscriber import DeviceSubscriber
 from agent.publisher import Publisher
-from agent.registry import builtin_profiles
+from agent.registry import load_registry
 from agent.scheduler import PeriodicPoller
 from agent.snmp import SnmpDevice, SnmpTarget
 from agent.traps import Notification, TrapReceiver
@@ -53,8 +53,9 @@ def build_device(config: AgentConfig, device: Device) -> SnmpDevice:
         retries=defaults.retries if device.retries is None else device.retries,
         max_repetitions=device.max_repetitions or defaults.max_repetitions,
     )
-    profile = builtin_profiles()[device.profile] if device.profile else None
-    return SnmpDevice(device.name, target, location_tags(config, device), profile)
+    registry = load_registry(config.profiles_dir)  # read once, kept until a file changes
+    profile = registry.profiles[device.profile] if device.profile else None
+    return SnmpDevice(device.name, target, location_tags(config, device), profile, registry)
 
 
 def _poll_setup(config: AgentConfig, device: Device) -> tuple[object, ...]:

@@ -46,7 +46,7 @@ from agent.mapping import (
     unit_oid,
 )
 from agent.profile import Profile, TableSpec
-from agent.registry import detect, with_includes
+from agent.registry import Registry, load_registry
 from telemetry.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class Identity:
     profile: Profile
     model: str
     sys_object_id: str
+    matched_by: str = "configured"  # how the profile was chosen, for probe and logs
 
 
 @dataclass(slots=True)
@@ -152,12 +153,18 @@ class SnmpDevice:
     """One device polled with its profiles. `collect()` is the whole poll."""
 
     def __init__(
-        self, name: str, target: SnmpTarget, tags: Mapping[str, str], profile: Profile | None = None
+        self,
+        name: str,
+        target: SnmpTarget,
+        tags: Mapping[str, str],
+        profile: Profile | None = None,
+        registry: Registry | None = None,  # default: the built-in profiles
     ) -> None:
         self.name = name
         self.target = target
         self._tags = dict(tags)
         self._forced_profile = profile
+        self._registry = registry or load_registry()
         self._identity: Identity | None = None
         self._session: SnmpSession | None = None
         self._counters = Counters()
@@ -232,14 +239,9 @@ class SnmpDevice:
         system = await self.get([SYS_OBJECT_ID, SYS_DESCR], "system group GET")
         sys_object_id = text(system.get(SYS_OBJECT_ID)).strip(".")
         sys_descr = text(system.get(SYS_DESCR))
-        profile = self._forced_profile or detect(sys_object_id, sys_descr)
+        profile, matched_by = self._forced_profile, "configured"
         if profile is None:
-            raise UnsupportedDevice(
-                f"{self._where()}: no profile matches sysObjectID {sys_object_id or '(none)'} "
-                f"/ sysDescr {sys_descr[:60]!r}",
-                sys_object_id,
-                sys_descr,
-            )
+            profile, matched_by = await self._choose(sys_object_id, sys_descr)
         model = ""
         for source in profile.identity.get("model", []):
             found = text((await self.get([source.oid])).get(source.oid))
@@ -249,7 +251,35 @@ class SnmpDevice:
             if found:
                 model = found
                 break
-        return Identity(profile=profile, model=model, sys_object_id=sys_object_id)
+        return Identity(profile, model, sys_object_id, matched_by)
+
+    async def _choose(self, sys_object_id: str, sys_descr: str) -> tuple[Profile, str]:
+        """The detected profile, else the first fallback (vendor family, then standard MIB)
+        whose objects the device has; UnsupportedDevice when nothing understands it."""
+        profile = self._registry.detect(sys_object_id, sys_descr)
+        if profile is not None:
+            return profile, "sysObjectID/sysDescr"
+        for candidate in self._registry.fallbacks(sys_object_id):
+            for oid in candidate.detect.answers:
+                if await self._has_objects(oid):
+                    return candidate, f"fallback: the device answers {oid}"
+        raise UnsupportedDevice(
+            f"{self._where()}: no profile matches sysObjectID {sys_object_id or '(none)'} "
+            f"/ sysDescr {sys_descr[:60]!r}, and it answers none of the standard MIBs "
+            "rackwatch reads (UPS-MIB, ENTITY-SENSOR-MIB)",
+            sys_object_id,
+            sys_descr,
+        )
+
+    async def _has_objects(self, base: str) -> bool:
+        """Whether the device has any object under `base` (one GETNEXT/GETBULK)."""
+
+        async def first() -> bool:
+            async for _ in (await self._open()).fetch(base):
+                return True
+            return False
+
+        return await self._retrying(f"probe of {base}", first)
 
     async def collect(self) -> list[Sample]:
         """Poll every scalar and table of the profile once; one timestamp for the whole poll."""
@@ -269,7 +299,7 @@ class SnmpDevice:
     async def _collect(self, identity: Identity, time_ns: int) -> list[Sample]:
         if self.trace is not None:
             self.trace.clear()
-        profiles = with_includes(identity.profile)
+        profiles = self._registry.with_includes(identity.profile)
         base = {**self._tags, "vendor": identity.profile.vendor, "model": identity.model}
         scalar_oids = [SYS_UPTIME] + [oid for p in profiles for oid in p.scalar_oids()]
         scalars = await self.get(scalar_oids)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rackwatch")
 T = TypeVar("T")
+PROFILES_DIR_HELP = "the site's own profiles (docs/devices.md); overrides the config's profiles_dir"
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -37,11 +38,14 @@ async def until_signalled(service: Service[C], load: Callable[[], C]) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from agent.config import AgentConfig
     from agent.service import Agent
     from rackwatch.loader import load_agent
 
-    agent = Agent(load_agent(args.config))
-    return run_async(until_signalled(agent, lambda: load_agent(args.config)))
+    def load() -> AgentConfig:
+        return load_agent(args.config, profiles_dir=args.profiles_dir)
+
+    return run_async(until_signalled(Agent(load()), load))
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
@@ -71,7 +75,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     failed = False
     for path in args.config:
         try:
-            kind = loader.check(path, skip_secrets=args.skip_secrets)
+            kind = loader.check(
+                path, skip_secrets=args.skip_secrets, profiles_dir=args.profiles_dir
+            )
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             failed = True
@@ -119,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = commands.add_parser("agent", help="poll devices and ship samples over MQTT")
     agent.add_argument("-c", "--config", type=Path, required=True)
+    agent.add_argument("--profiles-dir", type=Path, help=PROFILES_DIR_HELP)
     agent.set_defaults(func=cmd_agent)
 
     collector = commands.add_parser("collector", help="take samples from MQTT into InfluxDB")
@@ -142,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check {env: ...}, {file: ...} and {credential: ...} secrets by form only, "
         "without reading them (their values are not at hand)",
     )
+    check.add_argument("--profiles-dir", type=Path, help=PROFILES_DIR_HELP)
     check.set_defaults(func=cmd_check)
 
     probe = commands.add_parser("probe", help="poll one device once and print its samples")
@@ -161,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         "SNMPv3 passwords are read from RACKWATCH_SNMP_AUTH_PASSWORD and "
         "RACKWATCH_SNMP_PRIV_PASSWORD."
     )
-    probe.add_argument("--profile", help="profile name (default: detect by sysObjectID)")
+    probe.add_argument(
+        "--profile", help="profile name or file (default: detect by sysObjectID, then fallbacks)"
+    )
+    probe.add_argument("--profiles-dir", type=Path, help=PROFILES_DIR_HELP)
     probe.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
     probe.add_argument("--retries", type=int, default=1)
     probe.add_argument("--output", choices=["line-protocol", "table"], default="line-protocol")

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from agent.config import AgentConfig
+from agent.registry import check_profile, is_profile
 from collector.alerting.rules import RuleFile
 from collector.alerting.silences import SilenceFile
 from collector.config import CollectorConfig
@@ -38,27 +39,40 @@ KINDS: tuple[tuple[str, type[BaseModel], str], ...] = (
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_agent(path: Path, *, skip_secrets: bool = False) -> AgentConfig:
-    return _load(path, AgentConfig, skip_secrets)
+def load_agent(
+    path: Path, *, skip_secrets: bool = False, profiles_dir: Path | None = None
+) -> AgentConfig:
+    """`profiles_dir` (`--profiles-dir`) replaces the config's own key."""
+    return _load(path, AgentConfig, skip_secrets, profiles_dir)
 
 
 def load_collector(path: Path, *, skip_secrets: bool = False) -> CollectorConfig:
     return _load(path, CollectorConfig, skip_secrets)
 
 
-def check(path: Path, *, skip_secrets: bool = False) -> str:
+def check(path: Path, *, skip_secrets: bool = False, profiles_dir: Path | None = None) -> str:
     """Load `path` as what its top-level keys say it is; what it is (for the report)."""
-    data, _ = config.parse_file(path)
+    data, lines = config.parse_file(path)
+    if is_profile(data):
+        check_profile(data, str(path), lines, profiles_dir)
+        return "device profile"
     model: type[BaseModel] = CollectorConfig
     kind = "collector config"
     if isinstance(data, Mapping):
         model, kind = next(((m, k) for key, m, k in KINDS if key in data), (model, kind))
-    _load(path, model, skip_secrets)
+    _load(path, model, skip_secrets, profiles_dir)
     return kind
 
 
-def _load(path: Path, model: type[M], skip_secrets: bool) -> M:
+def _load(path: Path, model: type[M], skip_secrets: bool, profiles_dir: Path | None = None) -> M:
     data, lines = config.parse_file(path)
+    if model is AgentConfig and isinstance(data, dict):
+        # The site's profile folder is relative to the config's folder, like the files a
+        # config names; --profiles-dir (relative to the working directory) replaces it.
+        if profiles_dir is not None:
+            data["profiles_dir"] = str(profiles_dir.absolute())
+        elif isinstance(data.get("profiles_dir"), str):
+            data["profiles_dir"] = str(path.parent / data["profiles_dir"])
     loaded = config.validate(data, model, str(path), lines, skip_secrets=skip_secrets)
     for key, named, _ in named_files(loaded):
         if not named.is_absolute():

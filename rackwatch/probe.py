@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from agent.config import Device
-from agent.registry import builtin_profiles
+from agent.profile import Profile, load_profile
+from agent.registry import Registry, load_registry
 from agent.snmp import DeviceError, SnmpDevice, SnmpTarget
 from rackwatch.probe_output import print_samples
+from telemetry.config import ConfigError
 
 
 async def probe(args: argparse.Namespace) -> int:
@@ -22,16 +25,12 @@ async def probe(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"rackwatch probe: {exc}", file=sys.stderr)
         return 2
-    profile = None
-    if args.profile:
-        profile = builtin_profiles().get(args.profile)
-        if profile is None:
-            print(
-                f"rackwatch probe: unknown profile {args.profile!r}; known: "
-                f"{', '.join(sorted(builtin_profiles()))}",
-                file=sys.stderr,
-            )
-            return 2
+    try:
+        registry = load_registry(args.profiles_dir)
+        profile = _forced_profile(args.profile, registry)
+    except ConfigError as exc:
+        print(f"rackwatch probe: {exc}", file=sys.stderr)
+        return 2
     target = SnmpTarget(
         host,
         port,
@@ -45,7 +44,7 @@ async def probe(args: argparse.Namespace) -> int:
         priv_protocol=args.priv_protocol,
         priv_password=os.environ.get("RACKWATCH_SNMP_PRIV_PASSWORD"),
     )
-    device = SnmpDevice(args.address, target, {"device": args.address}, profile)
+    device = SnmpDevice(args.address, target, {"device": args.address}, profile, registry)
     try:
         samples = await device.collect()
     except DeviceError as exc:
@@ -56,8 +55,26 @@ async def probe(args: argparse.Namespace) -> int:
     header = (
         f"# {args.address}: profile {identity.profile.name}, vendor "
         f"{identity.profile.vendor}, model {identity.model or '?'}, "
-        f"sysObjectID {identity.sys_object_id}, {len(samples)} samples"
+        f"sysObjectID {identity.sys_object_id}, {len(samples)} samples "
+        f"(profile chosen by {identity.matched_by})"
     )
     print(header)
     print_samples(samples, args.output)
     return 0
+
+
+def _forced_profile(wanted: str | None, registry: Registry) -> Profile | None:
+    """`--profile`: a profile file (a path, as a site writes one), or a known profile's name."""
+    if not wanted:
+        return None
+    if wanted.endswith((".yaml", ".yml")) or os.sep in wanted:
+        profile = load_profile(Path(wanted))
+        unknown = [name for name in profile.include if registry.get(name) is None]
+        if unknown:
+            raise ConfigError(f"{wanted}: include: unknown profile {unknown[0]!r}")
+        return profile
+    found = registry.get(wanted)
+    if found is None:
+        known = ", ".join(sorted(registry.profiles))
+        raise ConfigError(f"unknown profile {wanted!r}; known: {known}")
+    return found

@@ -1,0 +1,97 @@
+"""Generic fallbacks: a device no vendor profile knows by sysObjectID is read through the
+standard MIBs it answers (UPS-MIB by its tables, ENTITY-SENSOR-MIB) or its vendor family's
+tables (a known enterprise subtree); one understood by nothing is UnsupportedDevice.
+
+Real recordings from the shared set served by snmpsim; expected values are LibreNMS's
+(ground-truth.csv) in our schema's units.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.registry import load_registry
+from agent.snmp import SnmpDevice, SnmpTarget, UnsupportedDevice
+from rackwatch.localservices import Running
+from telemetry.sample import Sample
+
+pytestmark = pytest.mark.integration
+
+
+def device(snmpsim: Running, community: str) -> SnmpDevice:
+    return SnmpDevice(community, SnmpTarget(snmpsim.host, snmpsim.port, community), {})
+
+
+def merged(samples: list[Sample], measurement: str) -> dict[str, object]:
+    fields: dict[str, object] = {}
+    for sample in samples:
+        if sample.measurement == measurement:
+            fields.update(sample.fields)
+    return fields
+
+
+async def test_delta_ups_read_through_ups_mib_tables(snmpsim: Running) -> None:
+    # sysObjectID 1.3.6.1.4.1.2254.2.4 (Delta) is no profile's; it has 17 UPS-MIB objects.
+    delta = device(snmpsim, "deltaups")
+    samples = await delta.collect()
+    assert delta.identity is not None
+    assert delta.identity.profile.name == "ups_rfc1628"
+    assert delta.identity.matched_by.startswith("fallback")
+    assert delta.kind == "ups"
+    ups = merged(samples, "ups")
+    assert ups["battery_status"] == "normal"
+    assert ups["battery_charge_pct"] == 100
+    assert ups["runtime_s"] == 22 * 60
+    assert ups["battery_voltage_v"] == pytest.approx(41.2)
+    assert ups["battery_temperature_c"] == 23
+    assert ups["output_source"] == "normal"
+    assert ups["output_frequency_hz"] == pytest.approx(60.0)
+    assert merged(samples, "ups_input") == {"frequency_hz": pytest.approx(59.9), "voltage_v": 121}
+    assert merged(samples, "ups_output") == {
+        "voltage_v": 121,
+        "current_a": pytest.approx(8.1),
+        "power_w": 951,
+        "load_pct": 79,
+    }
+
+
+async def test_unknown_apc_product_gets_the_family_profile_its_tables_answer(
+    snmpsim: Running,
+) -> None:
+    # PowerChute reports 1.3.6.1.4.1.318.1.3.33.1, which no APC profile lists, but answers
+    # the PowerNet UPS tables (upsBattery, upsOutput).
+    chute = device(snmpsim, "apc_powerchute")
+    samples = await chute.collect()
+    assert chute.identity is not None
+    assert chute.identity.profile.name == "apc_ups"
+    ups = merged(samples, "ups")
+    assert ups["battery_charge_pct"] == 100
+    assert ups["runtime_s"] == 126 * 60
+    assert ups["output_voltage_v"] == 244
+    assert ups["load_pct"] == 31
+
+
+async def test_a_device_understood_by_nothing_is_unsupported(snmpsim: Running) -> None:
+    room_alert = device(snmpsim, "avtech_roomalert4e")
+    with pytest.raises(UnsupportedDevice) as raised:
+        await room_alert.collect()
+    assert raised.value.sys_object_id == "1.3.6.1.4.1.20916.1.6"
+    assert raised.value.sys_descr
+    assert "1.3.6.1.4.1.20916.1.6" in str(raised.value)
+
+
+async def test_ups_mib_identity_alone_is_not_enough(snmpsim: Running) -> None:
+    # CyberPower's card answers upsIdentManufacturer only: nothing to read, so unsupported
+    # rather than a UPS that reports nothing.
+    with pytest.raises(UnsupportedDevice):
+        await device(snmpsim, "cyberpower").collect()
+
+
+def test_fallback_order_families_before_generic_mibs() -> None:
+    registry = load_registry()
+    apc = [p.name for p in registry.fallbacks("1.3.6.1.4.1.318.1.3.33.1")]
+    assert apc[-1] == "ups_rfc1628"
+    assert {"apc_ups", "apc_rpdu2", "apc_inrow", "apc_emu"} == set(apc[:-1])
+    assert [p.name for p in registry.fallbacks("1.3.6.1.4.1.2254.2.4")] == ["ups_rfc1628"]
+    # Whole arcs: enterprise 3180 is not APC's 318.
+    assert [p.name for p in registry.fallbacks("1.3.6.1.4.1.3180.1")] == ["ups_rfc1628"]
