@@ -123,6 +123,8 @@ def test_a_pending_alert_that_clears_before_for_never_fires() -> None:
 def test_the_clock_promotes_a_pending_alert_between_samples() -> None:
     h = Harness(INLET)
     inlet(h, 30.0)
+    h.at(20)
+    inlet(h, 30.0)  # two samples: the series' cadence is known
     h.tick(59)
     assert h.states() == [("RackInletHot", "pending")]
     h.tick(61)
@@ -383,8 +385,10 @@ def test_old_and_out_of_order_samples_are_not_evaluated() -> None:
     assert h.seen == []
     assert h.evaluator.stats.samples_stale == 1
     inlet(h, 30.0)
+    h.at(1050)
+    inlet(h, 30.0)
     h.at(1100)
-    h.feed(line("cooling", TAGS, {"rack_inlet_c": 20.0}, T0 + 999))  # older than the last
+    h.feed(line("cooling", TAGS, {"rack_inlet_c": 20.0}, T0 + 1049))  # older than the last
     h.tick(1100)
     assert h.states() == [("RackInletHot", "pending"), ("RackInletHot", "firing")]
 
@@ -498,6 +502,8 @@ def test_an_unreachable_pdu_mutes_the_accelerator_alerts_of_its_rack() -> None:
 
 def test_state_survives_a_restart_without_new_transitions() -> None:
     h = Harness(INLET)
+    inlet(h, 30.0)
+    h.at(30)
     inlet(h, 30.0)
     h.tick(61)
     assert h.states()[-1] == ("RackInletHot", "firing")

@@ -58,6 +58,9 @@ class Alert:
     last_seen: float = 0.0  # wall clock of the last sample for which the condition held
     clear_since: float | None = None  # keep_firing_for: the condition cleared at
     extra: dict[str, str] = field(default_factory=dict)  # absent: what fell silent, since
+    # Threshold alerts end when their series goes stale (docs/alerting.md, "Stale series"):
+    last_sample: float = 0.0  # wall clock of the series' last sample that carried the field
+    interval: float | None = None  # the series' observed sampling interval, seconds
 
     def values(self) -> dict[str, Any]:
         return {
@@ -82,6 +85,8 @@ class Alert:
             "last_seen": self.last_seen,
             "clear_since": self.clear_since,
             "extra": self.extra,
+            "last_sample": self.last_sample,
+            "interval": self.interval,
         }
 
     @classmethod
@@ -103,6 +108,10 @@ class Alert:
             last_seen=float(data.get("last_seen", 0.0)),
             clear_since=None if data.get("clear_since") is None else float(data["clear_since"]),
             extra={str(k): str(v) for k, v in data.get("extra", {}).items()},
+            # A state file from before staleness: the last sample is unknown, so "now" (the
+            # restore gives every threshold alert a fresh grace period anyway).
+            last_sample=float(data.get("last_sample", 0.0)),
+            interval=None if data.get("interval") is None else float(data["interval"]),
         )
 
 
@@ -117,6 +126,7 @@ class Notice:
     ends_at: float | None
     summary: str
     value: FieldValue | None
+    end_reason: str = ""  # why a resolved alert ended ("stale: ...", "cleared", ...)
 
     @property
     def alertname(self) -> str:
@@ -135,6 +145,7 @@ class Notice:
             "ends_at": self.ends_at,
             "summary": self.summary,
             "value": self.value,
+            "end_reason": self.end_reason,
         }
 
     @classmethod
@@ -150,4 +161,5 @@ class Notice:
             ends_at=None if data.get("ends_at") is None else float(data["ends_at"]),
             summary=str(data.get("summary", "")),
             value=data.get("value"),
+            end_reason=str(data.get("end_reason", "")),
         )

@@ -5,7 +5,8 @@
 lines that remain are read by `points` (tags once per series, only the compared fields). The
 state machine runs on the collector's wall clock; sample timestamps only order samples and
 time rates. `tick` (every second) promotes pending alerts whose `for` has passed, resolves
-events and `keep_firing_for` holds, and finds what fell silent.
+events and `keep_firing_for` holds, ends threshold alerts whose series went stale
+(staleness.py), and finds what fell silent.
 
 Samples older than `max_age_s` (a spool replayed after an outage) are not evaluated: the
 present state arrives with the live samples beside them, and paging for an hour-old
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from collector.alerting.alert import Alert, fingerprint, render
+from collector.alerting.durations import format_duration
 from collector.alerting.matchers import matches_all
 from collector.alerting.points import (
     decode_value,
@@ -30,6 +32,7 @@ from collector.alerting.points import (
     split_fields,
 )
 from collector.alerting.rules import Dependency, Rule, RuleFile
+from collector.alerting.staleness import stale_bound, stale_reason
 from telemetry.lineproto import LineProtocolError
 from telemetry.sample import FieldValue
 
@@ -52,6 +55,7 @@ class Transition:
     state: str
     at: float
     summary: str
+    end_reason: str = ""  # why it ended (resolved or inactive): "cleared", "stale: ...", ...
 
 
 def rule_key(rule: Rule) -> str:
@@ -79,6 +83,7 @@ class _Compiled:
         "relative",
         "rule",
         "series_matchable",
+        "summary_fields",
         "wanted",
     )
 
@@ -98,7 +103,8 @@ class _Compiled:
         limit = rule.above if rule.above is not None else rule.below
         self.limit = 0.0 if limit is None else limit
         names = [rule.field] if rule.field else []
-        self.wanted = tuple(dict.fromkeys([*names, *rule.label_fields]))
+        self.summary_fields = tuple(rule.summary_fields)
+        self.wanted = tuple(dict.fromkeys([*names, *rule.label_fields, *rule.summary_fields]))
         # Matchers over tags alone can be decided once per series.
         self.series_matchable = not rule.label_fields
 
@@ -148,7 +154,7 @@ class _Entry:
 class _Series:
     """One measurement + tag set, and the rules that apply to it."""
 
-    __slots__ = ("entries", "keys", "learn", "measurement", "tags", "wanted")
+    __slots__ = ("entries", "interval", "keys", "last_ns", "learn", "measurement", "tags", "wanted")
 
     def __init__(
         self, measurement: str, tags: dict[str, str], entries: list[_Entry], learn: bool
@@ -160,6 +166,8 @@ class _Series:
         names = dict.fromkeys(name for entry in entries for name in entry.compiled.wanted)
         self.wanted = frozenset(name.encode() for name in names)
         self.keys = tuple((name, name.encode() + b"=") for name in names)
+        self.last_ns = 0  # newest sample's time
+        self.interval: float | None = None  # between its last two samples, seconds
 
 
 @dataclass(slots=True)
@@ -167,6 +175,7 @@ class EvaluatorStats:
     lines_seen: int = 0  # lines offered
     lines_parsed: int = 0  # lines of a measurement some rule names
     samples_stale: int = 0  # older than max_age_s: not evaluated
+    alerts_stale: int = 0  # threshold alerts ended because their series stopped reporting
     errors: int = 0  # lines that could not be read (only with an unvalidated feed)
 
 
@@ -177,11 +186,13 @@ class Evaluator:
         emit: Callable[[Transition], None],
         *,
         max_age_s: float = 300.0,
+        stale_after: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.rules = rules
         self.emit = emit
         self.max_age_s = max_age_s
+        self.stale_after = stale_after  # None: derived from each series' interval
         self.clock = clock
         self.compiled = [_Compiled(i, rule) for i, rule in enumerate(rules.rules)]
         self._by_key = {c.key: c for c in self.compiled}
@@ -292,6 +303,10 @@ class Evaluator:
             return
         if series.learn:
             self._learn_agent(series.tags)
+        if time_ns > series.last_ns:
+            if series.last_ns:
+                series.interval = (time_ns - series.last_ns) / 1e9
+            series.last_ns = time_ns
         alerts = self.alerts
         for entry in series.entries:
             compiled = entry.compiled
@@ -319,9 +334,19 @@ class Evaluator:
                     value = changed
                 alert = alerts.get(print_)
                 if alert is not None:
+                    if time_ns >= alert.last_point_ns:  # the series still reports: not stale
+                        alert.last_sample = now
+                        alert.interval = series.interval or alert.interval
+                        if compiled.summary_fields:
+                            _note_fields(alert, compiled.summary_fields, fields)
                     self._advance(alert, compiled, value, reading, entry.rating, time_ns, now)
                 elif compiled.fires(value):
-                    self._open(compiled, print_, labels, value, reading, entry.rating, time_ns, now)
+                    alert = Alert(
+                        print_, compiled.key, labels, "pending", now, interval=series.interval
+                    )
+                    if compiled.summary_fields:
+                        _note_fields(alert, compiled.summary_fields, fields)
+                    self._open(alert, compiled.rule, value, reading, entry.rating, time_ns, now)
             elif kind == "event":
                 point_labels = self._point_labels(entry, fields)
                 if point_labels is not None:
@@ -371,7 +396,7 @@ class Evaluator:
         rule = compiled.rule
         if alert.state == "pending":
             if not compiled.fires(value):
-                self._drop(alert, "inactive", now)
+                self._drop(alert, "inactive", now, "cleared")
                 return
             alert.last_seen = now
             if now - alert.active_since >= rule.for_:
@@ -379,7 +404,7 @@ class Evaluator:
         elif compiled.clears(value):
             alert.clear_since = alert.clear_since if alert.clear_since is not None else now
             if now - alert.clear_since >= rule.keep_firing_for:
-                self._drop(alert, "resolved", now)
+                self._drop(alert, "resolved", now, "cleared")
         else:
             alert.clear_since = None
             alert.last_seen = now
@@ -406,19 +431,18 @@ class Evaluator:
 
     def _open(
         self,
-        compiled: _Compiled,
-        print_: str,
-        labels: dict[str, str],
+        alert: Alert,
+        rule: Rule,
         value: FieldValue,
         reading: FieldValue,
         rating: float | None,
         time_ns: int,
         now: float,
     ) -> None:
-        alert = Alert(print_, compiled.key, labels, "pending", now, last_seen=now)
+        alert.last_seen = alert.last_sample = now
         self._update(alert, value, reading, rating, time_ns)
-        self.alerts[print_] = alert
-        if compiled.rule.for_ <= 0:
+        self.alerts[alert.fingerprint] = alert
+        if rule.for_ <= 0:
             self._fire(alert, now, "inactive")
         else:
             self._move(alert, "inactive", "pending", now)
@@ -451,7 +475,7 @@ class Evaluator:
         self._seen[slot] = now
         print_ = self._absent.pop(slot, None) if self._absent else None
         if print_ is not None and print_ in self.alerts:
-            self._drop(self.alerts[print_], "resolved", now)
+            self._drop(self.alerts[print_], "resolved", now, "reporting again")
 
     def _update(
         self,
@@ -482,17 +506,19 @@ class Evaluator:
         alert.clear_since = None
         self._move(alert, previous, "firing", now)
 
-    def _drop(self, alert: Alert, state: str, now: float) -> None:
+    def _drop(self, alert: Alert, state: str, now: float, reason: str) -> None:
         del self.alerts[alert.fingerprint]
         self._previous.pop(alert.fingerprint, None)
-        self._move(alert, alert.state, state, now)
+        self._move(alert, alert.state, state, now, reason)
 
-    def _move(self, alert: Alert, previous: str, state: str, now: float) -> None:
+    def _move(self, alert: Alert, previous: str, state: str, now: float, reason: str = "") -> None:
         self.changed = True
         self._sources = None
         summary = self.summary(alert)
         self.emit(
-            Transition(replace(alert, labels=dict(alert.labels)), previous, state, now, summary)
+            Transition(
+                replace(alert, labels=dict(alert.labels)), previous, state, now, summary, reason
+            )
         )
 
     def summary(self, alert: Alert) -> str:
@@ -503,7 +529,8 @@ class Evaluator:
     # --- the clock ----------------------------------------------------------------------------
 
     def tick(self, now: float | None = None) -> None:
-        """Time-driven changes: `for` passed, holds and events run out, keys fall silent."""
+        """Time-driven changes: `for` passed, holds and events run out, series go stale, keys
+        fall silent."""
         now = self.clock() if now is None else now
         for alert in list(self.alerts.values()):
             compiled = self._by_key.get(alert.rule_key)
@@ -513,16 +540,30 @@ class Evaluator:
             if rule.kind == "event":
                 assert rule.event is not None
                 if now - alert.last_seen >= rule.event.resolve_after:
-                    self._drop(alert, "resolved", now)
+                    quiet = f"quiet: no new event for {format_duration(rule.event.resolve_after)}"
+                    self._drop(alert, "resolved", now, quiet)
             elif rule.kind == "threshold":
-                if alert.state == "pending" and now - alert.active_since >= rule.for_:
+                # Before `for` promotes it: a series that stopped proves nothing any more.
+                silent = now - alert.last_sample
+                bound = stale_bound(alert.interval, self.stale_after)
+                if silent > bound:
+                    self.stats.alerts_stale += 1
+                    state = "resolved" if alert.state == "firing" else "inactive"
+                    self._drop(alert, state, now, stale_reason(silent, bound))
+                elif (
+                    alert.state == "pending"
+                    and now - alert.active_since >= rule.for_
+                    # Only a series with a known cadence (two samples seen) is trusted to
+                    # still hold between samples; one seen once must confirm with a second.
+                    and alert.interval is not None
+                ):
                     self._fire(alert, now)
                 elif (
                     alert.state == "firing"
                     and alert.clear_since is not None
                     and now - alert.clear_since >= rule.keep_firing_for
                 ):
-                    self._drop(alert, "resolved", now)
+                    self._drop(alert, "resolved", now, "cleared")
         for (index, key), seen in self._seen.items():
             rule = self.compiled[index].rule
             assert rule.absent is not None
@@ -588,9 +629,12 @@ class Evaluator:
             "agents": [[site, device, agent] for (site, device), agent in self.agent_of.items()],
         }
 
-    def restore(self, data: Mapping[str, Any], now: float | None = None) -> list[Alert]:
+    def restore(
+        self, data: Mapping[str, Any], now: float | None = None, *, restart: bool = True
+    ) -> list[Alert]:
         """Take back a snapshot. Keys that were reporting get a fresh grace period from `now`
-        (the collector was away, not they). Returns alerts whose rule is gone; they are
+        (the collector was away, not they), and after a `restart` so do the series of
+        threshold alerts, before they can go stale. Returns alerts whose rule is gone; they are
         resolved, through `emit`, so receivers hear of it."""
         now = self.clock() if now is None else now
         gone = []
@@ -601,6 +645,8 @@ class Evaluator:
                 gone.append(alert)
                 continue
             self.alerts[alert.fingerprint] = alert
+            if restart or not alert.last_sample:
+                alert.last_sample = now
             if compiled.rule.absent is not None:
                 key = tuple(alert.labels.get(tag, "") for tag in compiled.rule.absent.by)
                 self._absent[(compiled.index, key)] = alert.fingerprint
@@ -613,7 +659,7 @@ class Evaluator:
             self.agent_of[(site, device)] = agent
         for alert in gone:
             self.alerts[alert.fingerprint] = alert
-            self._drop(alert, "resolved", now)
+            self._drop(alert, "resolved", now, "rule removed")
         self._sources = None
         return gone
 
@@ -626,6 +672,13 @@ def _rating(tag: str | None) -> float | None:
     except ValueError:
         return None
     return value if value > 0 else None
+
+
+def _note_fields(alert: Alert, names: tuple[str, ...], fields: Mapping[str, FieldValue]) -> None:
+    """The latest values of a rule's summary_fields, for its summary."""
+    for name in names:
+        if name in fields:
+            alert.extra[name] = _label_text(fields[name])
 
 
 def _label_text(value: FieldValue) -> str:

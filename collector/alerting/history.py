@@ -11,6 +11,8 @@ from telemetry.sample import FieldValue, Sample
 def history_sample(transition: Transition) -> Sample:
     alert = transition.alert
     fields: dict[str, FieldValue] = {"state": transition.state, "summary": transition.summary}
+    if transition.end_reason:
+        fields["end_reason"] = transition.end_reason
     value = alert.value
     # One type per field forever: `value` is a float, and left out when not a number.
     if isinstance(value, bool):

@@ -153,6 +153,7 @@ def _webhook(receiver: WebhookReceiver, n: Notification, now: float) -> Request:
                     "value": a.value,
                     "starts_at": rfc3339(a.starts_at),
                     "ends_at": rfc3339(a.ends_at) if a.ends_at is not None else None,
+                    "end_reason": a.end_reason,  # "" while firing
                 }
                 for a in n.alerts
             ],
@@ -162,6 +163,12 @@ def _webhook(receiver: WebhookReceiver, n: Notification, now: float) -> Request:
     if receiver.secret:
         headers[SIGNATURE_HEADER] = sign_body(receiver.secret, body)
     return Request(receiver.url, body, headers=headers)
+
+
+def _annotations(alert: Notice) -> dict[str, str]:
+    if alert.end_reason:
+        return {"summary": alert.summary, "end_reason": alert.end_reason}
+    return {"summary": alert.summary}
 
 
 def _alertmanager(receiver: AlertmanagerReceiver, n: Notification) -> Request:
@@ -183,7 +190,7 @@ def _alertmanager(receiver: AlertmanagerReceiver, n: Notification) -> Request:
                 {
                     "status": a.status,
                     "labels": dict(a.labels),
-                    "annotations": {"summary": a.summary},
+                    "annotations": _annotations(a),
                     "startsAt": rfc3339(a.starts_at),
                     # Alertmanager's zero time for "not ended".
                     "endsAt": rfc3339(a.ends_at) if a.ends_at else "0001-01-01T00:00:00Z",
@@ -309,7 +316,8 @@ def _title(n: Notification) -> str:
 
 def _lines(alerts: tuple[Notice, ...]) -> list[str]:
     shown = [
-        f"{a.summary} ({a.severity}, since {rfc3339(a.starts_at)[:19].replace('T', ' ')} UTC)"
+        f"{a.summary} ({a.severity}, since {rfc3339(a.starts_at)[:19].replace('T', ' ')} UTC"
+        + (f"; {a.end_reason})" if a.end_reason else ")")
         for a in alerts[:MAX_LISTED_ALERTS]
     ]
     if len(alerts) > MAX_LISTED_ALERTS:

@@ -14,8 +14,10 @@ One rule watches one measurement and is one of four kinds, told apart by its key
   resolved once none has come for `resolve_after`.
 
 `matchers` select series by tag (`rack=~"A0[1-4]"`); `label_fields` copy fields into the
-labels (an XID number, so each XID is its own alert). `dependencies` mute alerts behind a
-firing one (an agent down, a PDU unreachable): see docs/alerting.md.
+labels (an XID number, so each XID is its own alert); `summary_fields` only lend their latest
+values to the summary (a sysObjectID to name), leaving the alert's identity alone.
+`dependencies` mute alerts behind a firing one (an agent down, a PDU unreachable): see
+docs/alerting.md.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Rule(StrictModel):
     measurement: str = Field(min_length=1)
     matchers: list[MatcherField] = []
     label_fields: list[str] = []
+    summary_fields: list[str] = []  # threshold: fields the summary may name, not labels
 
     # threshold
     field: str | None = None
@@ -109,6 +112,10 @@ class Rule(StrictModel):
             for key, value in (("for", self.for_), ("keep_firing_for", self.keep_firing_for)):
                 if value:
                     found.append(((key,), f"{key} is for threshold rules (with field:)"))
+            if self.summary_fields:
+                found.append(
+                    (("summary_fields",), "summary_fields is for threshold rules (with field:)")
+                )
         else:
             found += self._threshold_problems()
         try:

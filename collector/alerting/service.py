@@ -52,7 +52,11 @@ class Alerting:
         self.state = StateFile(settings.state_path, "alert state")
         self.silences = Silences(settings.silences, settings.silences_file)
         self.evaluator = Evaluator(
-            self.rules, self._transition, max_age_s=settings.max_sample_age, clock=clock
+            self.rules,
+            self._transition,
+            max_age_s=settings.max_sample_age,
+            stale_after=settings.stale_after,
+            clock=clock,
         )
         self.notifier = Notifier(settings, self.muted, self._delivered, clock)
         self.feed = None
@@ -104,10 +108,14 @@ class Alerting:
             return False
         old = self.evaluator
         evaluator = Evaluator(
-            rules, self._transition, max_age_s=self.settings.max_sample_age, clock=self.clock
+            rules,
+            self._transition,
+            max_age_s=self.settings.max_sample_age,
+            stale_after=self.settings.stale_after,
+            clock=self.clock,
         )
         self.evaluator = evaluator  # before restore: resolutions of dropped rules go through it
-        evaluator.restore(old.snapshot(), self.clock())
+        evaluator.restore(old.snapshot(), self.clock(), restart=False)
         self.rules = rules
         if self.feed is not None:
             self.feed.prefixes = evaluator.prefixes
@@ -134,13 +142,21 @@ class Alerting:
         if transition.state == "firing":
             notice = self._notice(transition.alert, "firing", None, transition.summary)
         elif transition.state == "resolved" and transition.previous == "firing":
-            notice = self._notice(transition.alert, "resolved", transition.at, transition.summary)
+            notice = self._notice(
+                transition.alert,
+                "resolved",
+                transition.at,
+                transition.summary,
+                transition.end_reason,
+            )
         else:
             return
         self.notifier.submit(notice)
 
     @staticmethod
-    def _notice(alert: Alert, status: str, ends_at: float | None, summary: str) -> Notice:
+    def _notice(
+        alert: Alert, status: str, ends_at: float | None, summary: str, end_reason: str = ""
+    ) -> Notice:
         return Notice(
             alert.fingerprint,
             dict(alert.labels),
@@ -149,6 +165,7 @@ class Alerting:
             ends_at,
             summary,
             alert.value,
+            end_reason,
         )
 
     def muted(self, labels: Mapping[str, str], now: float) -> str | None:
@@ -218,6 +235,7 @@ class Alerting:
             "alerts_pending": sum(1 for a in alerts if a.state == "pending"),
             "alert_lines_parsed_total": stats.lines_parsed,
             "alert_stale_samples_total": stats.samples_stale,
+            "alerts_stale_total": stats.alerts_stale,
             "alert_history_lines_total": self.history_lines,
             "notifications_sent_total": sent.sent,
             "notifications_failed_total": sent.failed,

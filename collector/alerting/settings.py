@@ -150,6 +150,9 @@ class AlertingSettings(StrictModel):
     route: RootRoute
     ownership: Ownership = Ownership()
     max_sample_age: Duration = 300.0  # older samples (replayed spools) are not evaluated
+    # A threshold alert whose series has not reported for this long ends (resolved, "stale");
+    # unset: derived from each series' interval (collector/alerting/staleness.py).
+    stale_after: Duration | None = None
     evaluation_interval: Duration = Field(default=1.0, gt=0)  # the clock for `for`, absence
     queue_size: int = Field(default=10_000, ge=1)  # changes waiting for the notifier
     history: bool = True  # every transition as an `alert` point in InfluxDB
@@ -177,6 +180,8 @@ class AlertingSettings(StrictModel):
         for i, silence in enumerate(self.silences):
             if silence.ends_at <= silence.starts_at:
                 found.append((("silences", i, "ends_at"), "ends_at must be after starts_at"))
+        if self.stale_after is not None and self.stale_after <= 0:
+            found.append((("stale_after",), "stale_after must be over 0 (unset: derived)"))
         if self.ownership.shard >= self.ownership.shards:
             found.append(
                 (
