@@ -271,8 +271,11 @@ async def test_a_receiver_that_is_down_costs_retries_not_data(
             await asyncio.sleep(0.6)
         await server.wait_for(lambda: len(server.to("/hook")) >= 1, "a first attempt")
         # While the receiver is retried, data keeps flowing.
+        now_ns = time.time_ns()  # a real time: the ingest refuses 1970
         batch = [
-            Sample("pdu_phase", {"device": f"pdu-{i}", "phase": "1"}, {"current_a": 1.0}, i)
+            Sample(
+                "pdu_phase", {"device": f"pdu-{i}", "phase": "1"}, {"current_a": 1.0}, now_ns + i
+            )
             for i in range(1, 201)
         ]
         await publish(mosquitto, topic, batch)
