@@ -10,10 +10,12 @@ import pytest
 import yaml
 
 from agent.config import AgentConfig
+from agent.mapping import in_celsius
 from agent.mqtt_devices.config import MqttDevicesConfig, Subscription
 from agent.mqtt_devices.fields import BadPayload
 from agent.mqtt_devices.payloads import SubscriptionDecoder
 from agent.mqtt_devices.topics import TopicPattern
+from agent.profile import TemperatureUnit
 from agent.registry import builtin_profiles
 from telemetry import config
 from telemetry.config import ConfigError
@@ -153,6 +155,99 @@ def test_numeric_strings_are_read_as_numbers() -> None:
     assert sample.fields["water_flow_lpm"] == 25.0
 
 
+# --- the rules of a polled device (agent/mapping.py) -------------------------------------------
+
+
+def test_fahrenheit_is_rounded_as_a_polled_device_rounds_it() -> None:
+    (sample,) = decoder().decode({}, b'{"temperatures": {"supply": 70.1}}', NOW_NS)
+    polled = in_celsius(70.1, TemperatureUnit(oid="1.3.6.1", fahrenheit=(2,)), 2)
+    assert sample.fields["supply_air_c"] == polled == 21.167
+
+
+@pytest.mark.parametrize("raw", [b"1", b"1.0", b'"1"', b'"1.0"'])
+def test_an_enum_value_is_a_number_whatever_json_type_carries_it(raw: bytes) -> None:
+    (sample,) = decoder().decode({}, b'{"mode": ' + raw + b"}", NOW_NS)
+    assert dict(sample.fields) == {"operating_state": "on"}
+
+
+def test_an_enum_value_that_is_not_a_whole_number_is_a_bad_payload() -> None:
+    (sample,) = decoder().decode({}, b'{"mode": 7}', NOW_NS)
+    assert dict(sample.fields) == {"operating_state": "unknown_7"}
+    with pytest.raises(BadPayload, match="operating_state: an enum value is a whole number"):
+        decoder().decode({}, b'{"mode": 1.5}', NOW_NS)
+    with pytest.raises(BadPayload, match="operating_state: expected a number, got 'cooling'"):
+        decoder().decode({}, b'{"mode": "cooling"}', NOW_NS)
+
+
+@pytest.mark.parametrize("raw", [b"-1", b"-1.0", b'"-1"'])
+def test_a_sentinel_is_absent_whatever_json_type_carries_it(raw: bytes) -> None:
+    (sample,) = decoder().decode({}, b'{"flow": 5, "filter_hours": ' + raw + b"}", NOW_NS)
+    assert "filter_runtime_s" not in sample.fields
+
+
+def test_sentinels_and_enum_keys_are_whole_numbers_as_in_the_profiles() -> None:
+    with pytest.raises(ValueError, match="absent"):
+        Subscription.model_validate(
+            CRAH | {"fields": {"humidity_pct": {"path": "h", "absent": [-1.5]}}}
+        )
+    with pytest.raises(ValueError, match="enum"):
+        Subscription.model_validate(
+            CRAH | {"fields": {"leak_state": {"path": "l", "type": "enum", "enum": {"dry": "ok"}}}}
+        )
+
+
+def test_counters_are_kept_monotonic_across_wraps_and_restarts_per_device() -> None:
+    gpus = Subscription.model_validate(
+        {
+            "topic": "gpu/{device}",
+            "format": "json",
+            "measurement": "accelerator",
+            "fields": {
+                "ecc_corrected_total": {"path": "ecc", "type": "counter", "counter_bits": 32}
+            },
+        }
+    )
+    mapper = SubscriptionDecoder(gpus, "a1")
+
+    def read(device: str, ecc: int) -> object:
+        payload = f'{{"ecc": {ecc}}}'.encode()
+        (sample,) = mapper.decode({"device": device}, payload, NOW_NS)
+        return sample.fields["ecc_corrected_total"]
+
+    # 2**32 - 6, then a wrap to 5 (+6), then a restart at 3 (+3); another GPU on its own
+    assert [read("gpu-0", ecc) for ecc in (4294967290, 4294967295, 5, 3)] == [
+        4294967290,
+        4294967295,
+        4294967301,
+        4294967304,
+    ]
+    assert read("gpu-1", 7) == 7
+    with pytest.raises(BadPayload, match="a counter cannot be negative"):
+        read("gpu-1", -2)
+
+
+@pytest.mark.parametrize(
+    ("measurement", "field", "spec", "problem"),
+    [
+        (
+            "cooling",
+            "operating_state",
+            {"path": "m"},
+            "cooling.operating_state is string in the schema, not float",
+        ),
+        ("cooling", "supply_temp_c", {"path": "t"}, "cooling.supply_temp_c is not in the schema"),
+        ("coolers", "supply_air_c", {"path": "t"}, "measurement 'coolers' is not in the schema"),
+    ],
+)
+def test_a_mapping_writes_only_schema_fields_of_their_type(
+    measurement: str, field: str, spec: dict[str, object], problem: str
+) -> None:
+    subscription = Subscription.model_validate(
+        CRAH | {"measurement": measurement, "fields": {field: spec}}
+    )
+    assert [message for _, message in subscription.problems()] == [f"{problem} (docs/schema.md)"]
+
+
 def test_plain_numbers_with_a_field_level() -> None:
     numbers = Subscription.model_validate(
         {
@@ -231,6 +326,8 @@ def test_mapping_mistakes_are_found_at_load_with_their_lines(tmp_path: Path) -> 
         "known: room, unit",
         f"{at}11: mqtt_devices.subscriptions[0].fields.fan_speed_pct: unit 'kilowatt' does not "
         "convert to 'fan_speed_pct' (_pct); known for _pct: percent, fraction, permille",
+        f"{at}12: mqtt_devices.subscriptions[0].fields.runs_total: cooling.runs_total is not in "
+        "the schema (docs/schema.md)",
         f"{at}12: mqtt_devices.subscriptions[0].fields.runs_total.path: format json needs the "
         "value's path",
         f"{at}13: mqtt_devices.subscriptions[0].fields.return_air_c: 'return_air_c' has a unit, "

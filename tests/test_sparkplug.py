@@ -169,7 +169,7 @@ def test_births_define_aliases_and_carry_values(host: SparkplugHost) -> None:
         "device": "crah-01",
     }
     assert dict(cooling.fields) == {
-        "supply_air_c": 18.0555555556,
+        "supply_air_c": 18.056,  # 64.5 °F, rounded as a polled device's (agent/mapping.py)
         "return_air_c": 30.25,
         "fan_speed_pct": 70.0,
         "operating_state": "on",

@@ -12,17 +12,27 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from agent.mqtt_devices.topics import TopicPattern, template_names
 from agent.mqtt_devices.units import conversion, suffix_of
+from agent.profile import FieldSpec as ProfileFieldSpec
 from telemetry.config import KeyPath, StrictModel
 from telemetry.mqtt import BrokerSettings
+from telemetry.schema import FieldType as SchemaType
+from telemetry.schema import schema
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 SPARKPLUG_NAMESPACE = "spBv1.0"
 
 FieldType = Literal["gauge", "counter", "enum", "string", "bool"]
+VALUE_TYPES: dict[FieldType, SchemaType] = {
+    "gauge": "float",
+    "counter": "int",
+    "enum": "string",
+    "string": "string",
+    "bool": "bool",
+}
 
 
 def _schema_name(value: str) -> str:
@@ -32,19 +42,23 @@ def _schema_name(value: str) -> str:
 
 
 class FieldSpec(StrictModel):
-    """How one value becomes one field; the same vocabulary as the SNMP profiles.
+    """How one value becomes one field: the SNMP profiles' vocabulary and rules (agent/mapping.py).
 
-    gauge: a float, `* scale`, then from `unit` into the field's unit; counter: an integer, as
-    sent; enum: a state name from `enum` (unknown values become `unknown_<value>`); string: as
-    sent; bool: JSON true/false, 0/1, or the `true_values` (anything else is false).
+    gauge: a float, `* scale`, then from `unit` into the field's unit; counter: an integer,
+    kept monotonic across wraps at `counter_bits` and restarts, as a polled counter; enum: a
+    state name from `enum`, by number (unknown numbers become `unknown_<n>`); string: as sent;
+    bool: JSON true/false, 0/1, or the `true_values`. `absent`: whole numbers that mean "no
+    reading" (-1 and -1.0 alike).
     """
 
     type: FieldType = "gauge"
     unit: str | None = None  # what the device sends, e.g. fahrenheit; see units.py
     scale: float = 1.0
-    absent: list[float] = []  # values that mean "no reading" (sentinels such as -1)
-    enum: dict[str, str] = {}
+    absent: list[int] = []  # values that mean "no reading" (sentinels such as -1)
+    enum: dict[int, str] = {}
     true_values: list[str] = []
+    counter_bits: Literal[32, 64] = 64  # where a counter wraps
+    _rules: ProfileFieldSpec = PrivateAttr()
 
     @model_validator(mode="after")
     def _consistent(self) -> FieldSpec:
@@ -54,7 +68,30 @@ class FieldSpec(StrictModel):
             raise ValueError("true_values are for type bool")
         if self.type != "gauge" and (self.unit is not None or self.scale != 1.0):
             raise ValueError("unit and scale are for type gauge (a counter stays an integer)")
+        if self.scale == 0:
+            raise ValueError("scale must not be zero")
         return self
+
+    def model_post_init(self, context: object, /) -> None:
+        # The same spec the SNMP profiles convert with (flags without true_values are JSON's).
+        plain = self.type == "bool" and not self.true_values
+        self._rules = ProfileFieldSpec(
+            type="string" if plain else self.type,
+            scale=self.scale,
+            absent=tuple(self.absent),
+            enum=self.enum,
+            true_values=tuple(self.true_values),
+            counter_bits=self.counter_bits if self.type == "counter" else None,
+        )
+
+    @property
+    def rules(self) -> ProfileFieldSpec:
+        return self._rules
+
+    @property
+    def value_type(self) -> SchemaType:
+        """The type of the values it writes."""
+        return VALUE_TYPES[self.type]
 
     def problem_with(self, field: str) -> str | None:
         """Why this spec cannot fill the schema field `field`, if it cannot."""
@@ -164,7 +201,7 @@ class Subscription(StrictModel):
         for tag, value in self.tags.items():
             found += _unknown_names(("tags", tag), value, tag_names)
         for field, spec in self.fields.items():
-            problem = spec.problem_with(field)
+            problem = spec.problem_with(field) or _schema_problem(self.measurement, field, spec)
             if problem:
                 found.append((("fields", field), problem))
             if self.format == "json" and not spec.path:
@@ -210,7 +247,7 @@ class SparkplugMapping(StrictModel):
         if self.level == "node" and self.device != "*":
             found.append((("device",), "level node maps the edge node's own metrics"))
         for field, spec in self.metrics.items():
-            problem = spec.problem_with(field)
+            problem = spec.problem_with(field) or _schema_problem(self.measurement, field, spec)
             if problem:
                 found.append((("metrics", field), problem))
         return found
@@ -266,3 +303,11 @@ def _unknown_names(key: KeyPath, template: str, known: set[str]) -> list[tuple[K
         for name in template_names(template)
         if name not in known
     ]
+
+
+def _schema_problem(measurement: str | None, field: str, spec: FieldSpec) -> str | None:
+    """Why the schema (telemetry/schema.yaml) has no such field, or not of this type."""
+    if measurement is None:
+        return None
+    problem = schema().field_problem(measurement, field, spec.value_type)
+    return f"{problem} (docs/schema.md)" if problem else None

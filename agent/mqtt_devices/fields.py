@@ -1,8 +1,10 @@
 """How one value from a message becomes one schema field, or why it cannot (BadPayload).
 
-Every field keeps one type forever, as the schema requires: a gauge is always a float, a counter
-always an integer, whatever the device sends. A value of the wrong kind (text where a number
-belongs, a list, NaN) is a bad payload, never a field of another type.
+The rules are the SNMP profiles' (agent/mapping.py), applied to the same field spec: sentinels
+(`absent`), enums by number, scaling, Fahrenheit rounded as a polled device's, counters kept
+monotonic across wraps and restarts. What is MQTT's own is only the checking of the message:
+a value of the wrong kind (text where a number belongs, a list, NaN, a fraction for a counter)
+is a bad payload, counted, never a field of another type, and JSON true/false are flags.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from agent.mapping import scaled
+from agent.mapping import Counters, convert, counted, in_celsius
 from agent.mqtt_devices.config import FieldSpec
 from agent.mqtt_devices.units import conversion
+from agent.profile import TemperatureUnit
 from telemetry.sample import FieldValue, Sample
 
 
@@ -30,35 +33,53 @@ class BadPayload(ValueError):
 
 _DEFAULT_TRUE = {"true", "1", "on", "yes"}
 _DEFAULT_FALSE = {"false", "0", "off", "no"}
+# in_celsius() reads only `fahrenheit`; a mapping names its unit instead of a device setting.
+_FAHRENHEIT = TemperatureUnit(oid="0.0", fahrenheit=("fahrenheit",))
+
+Key = tuple[object, ...]
 
 
-def field_value(field: str, spec: FieldSpec, raw: object) -> FieldValue | None:
-    """The field's value, None when the reading is absent (null or a sentinel)."""
+def field_value(
+    field: str,
+    spec: FieldSpec,
+    raw: object,
+    counters: Counters | None = None,
+    key: Key = (),
+) -> FieldValue | None:
+    """The field's value, None when the reading is absent (null or a sentinel). A counter is
+    smoothed in `counters` under `key` (its series); without them it is taken as sent."""
     if raw is None:
         return None
     if isinstance(raw, list | dict | bytes):
         raise BadPayload(f"{field}: expected a single value, got {_kind(raw)}")
     if spec.type == "string":
         return _text(raw)
+    if spec.type == "bool" and not spec.true_values:
+        return _flag(field, raw)
     if spec.type == "bool":
-        return _flag(field, spec, raw)
-    if spec.type == "enum":
-        key = _text(raw)
-        return spec.enum.get(key, f"unknown_{key}")
+        return convert(spec.rules, _text(raw))
     number = _number(field, raw)
-    if number in spec.absent:
-        return None
+    if spec.type == "enum" and not isinstance(number, int):
+        raise BadPayload(f"{field}: an enum value is a whole number, got {number!r}")
+    if spec.type == "counter" and not isinstance(number, int):
+        raise BadPayload(f"{field}: a counter must be a whole number, got {number!r}")
+    value = convert(spec.rules, number)
+    if value is None or spec.type == "enum":
+        return value
     if spec.type == "counter":
-        if isinstance(number, float) and not number.is_integer():
-            raise BadPayload(f"{field}: a counter must be a whole number, got {number!r}")
-        return int(number)
-    value = scaled(number, spec.scale)
-    if spec.unit is not None:
-        value = conversion(field, spec.unit).apply(value)
+        if isinstance(number, int) and number < 0:
+            raise BadPayload(f"{field}: a counter cannot be negative, got {number}")
+        return value if counters is None else counted(spec.rules, int(number), key, counters)
+    if spec.unit == "fahrenheit":
+        return in_celsius(value, _FAHRENHEIT, "fahrenheit")
+    if spec.unit is not None and isinstance(value, float):
+        return conversion(field, spec.unit).apply(value)
     return value
 
 
 def _number(field: str, raw: object) -> int | float:
+    """A number as the profiles' rules take it: a whole number as an int (so that -1.0 and "-1"
+    meet the sentinel -1 and 2.0 is enum 2), any other as a float."""
     if isinstance(raw, bool):  # JSON true is not the number 1 for a gauge
         raise BadPayload(f"{field}: expected a number, got a boolean")
     if isinstance(raw, int):
@@ -74,12 +95,10 @@ def _number(field: str, raw: object) -> int | float:
         raise BadPayload(f"{field}: expected a number, got {_kind(raw)}")
     if not math.isfinite(number):
         raise BadPayload(f"{field}: {number} is not a reading")
-    return number
+    return int(number) if number.is_integer() else number
 
 
-def _flag(field: str, spec: FieldSpec, raw: object) -> bool:
-    if spec.true_values:
-        return _text(raw) in spec.true_values
+def _flag(field: str, raw: object) -> bool:
     if isinstance(raw, bool):
         return raw
     text = _text(raw).lower()
@@ -92,7 +111,7 @@ def _text(raw: object) -> str:
     if isinstance(raw, bool):
         return "true" if raw else "false"
     if isinstance(raw, float) and raw.is_integer():
-        return str(int(raw))  # enum key 2.0 is "2"
+        return str(int(raw))  # 2.0 is "2"
     return str(raw)
 
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from agent.mapping import Counters
 from agent.mqtt_devices.config import Subscription, TimestampSpec
 from agent.mqtt_devices.fields import BadPayload, field_value
 from agent.mqtt_devices.topics import TopicPattern, render
@@ -32,6 +33,7 @@ class SubscriptionDecoder:
         self.site = site
         self._device = subscription.device_template()
         self._paths = {field: _split_path(spec.path) for field, spec in subscription.fields.items()}
+        self.counters = Counters()  # counter fields, kept monotonic as a polled device's
 
     def device_name(self, captures: Mapping[str, str]) -> str | None:
         return render(self._device, dict(captures)) if self._device else None
@@ -56,13 +58,13 @@ class SubscriptionDecoder:
         if self.subscription.records is not None:
             return self._records(captures, _json_document(payload), now_ns)
         if self.subscription.format == "number":
-            fields = self._number(captures, payload)
+            fields = self._number(captures, payload, tags)
             time_ns = now_ns
         else:
             document = _json_document(payload)
             if not isinstance(document, dict):
                 raise BadPayload(f"expected a JSON object, got {type(document).__name__}")
-            fields, time_ns = self._read(document, now_ns)
+            fields, time_ns = self._read(document, tags, now_ns)
         if not fields:
             return []
         return [Sample(self.subscription.measurement, tags, fields, time_ns)]
@@ -83,26 +85,35 @@ class SubscriptionDecoder:
                 named, device = _lookup(record, _split_path(spec.device))
                 if not named or not isinstance(device, str | int) or device == "":
                     raise BadPayload(f"no device name at {spec.device!r}")
-                fields, time_ns = self._read(record, now_ns)
+                tags = self.tags(captures, str(device))
+                fields, time_ns = self._read(record, tags, now_ns)
             except BadPayload as exc:
                 problems.append(f"record {i}: {exc}")
                 continue
             if fields:
-                tags = self.tags(captures, str(device))
                 samples.append(Sample(self.subscription.measurement, tags, fields, time_ns))
         if problems:  # the good records are kept; the bad ones are reported
             raise BadPayload("; ".join(problems[:3]), kept=samples)
         return samples
 
-    def _number(self, captures: Mapping[str, str], payload: bytes) -> dict[str, FieldValue]:
+    def _number(
+        self, captures: Mapping[str, str], payload: bytes, tags: Mapping[str, str]
+    ) -> dict[str, FieldValue]:
         level = captures.get("field", "")
         for field, spec in self.subscription.fields.items():
             if spec.path == level:
-                value = field_value(field, spec, _text(payload).strip())
+                raw = _text(payload).strip()
+                value = field_value(field, spec, raw, self.counters, self._key(tags, field))
                 return {} if value is None else {field: value}
         return {}
 
-    def _read(self, document: dict[str, object], now_ns: int) -> tuple[dict[str, FieldValue], int]:
+    def _key(self, tags: Mapping[str, str], field: str) -> tuple[object, ...]:
+        """A counter's series: the sample's measurement, tags and field."""
+        return (self.subscription.measurement, tuple(sorted(tags.items())), field)
+
+    def _read(
+        self, document: dict[str, object], tags: Mapping[str, str], now_ns: int
+    ) -> tuple[dict[str, FieldValue], int]:
         """The mapped fields of one JSON object, and its time."""
         fields: dict[str, FieldValue] = {}
         present = 0
@@ -111,7 +122,7 @@ class SubscriptionDecoder:
             if not found:
                 continue
             present += 1
-            value = field_value(field, spec, raw)
+            value = field_value(field, spec, raw, self.counters, self._key(tags, field))
             if value is not None:
                 fields[field] = value
         if not present:

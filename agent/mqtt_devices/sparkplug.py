@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
+from agent.mapping import Counters
 from agent.mqtt_devices.config import SPARKPLUG_NAMESPACE, SparkplugMapping, SparkplugSettings
 from agent.mqtt_devices.fields import BadPayload, field_value
 from agent.mqtt_devices.sparkplug_b_pb2 import Payload
@@ -119,6 +120,7 @@ class SparkplugHost:
         self.clock = clock
         self.nodes: dict[tuple[str, str], NodeState] = {}
         self.rebirth_requests = 0
+        self.counters = Counters()  # counter metrics, kept monotonic as a polled device's
 
     def filters(self) -> list[str]:
         return [f"{SPARKPLUG_NAMESPACE}/{group}/#" for group in self.settings.groups]
@@ -335,7 +337,9 @@ class SparkplugHost:
                 if name not in wanted:
                     continue
                 field, spec = wanted[name]
-                value = field_value(field, spec, _metric_value(name, metric, datatype))
+                key = (mapping and mapping.measurement, tuple(sorted(device.tags.items())), field)
+                raw = _metric_value(name, metric, datatype)
+                value = field_value(field, spec, raw, self.counters, key)
             except BadPayload as exc:
                 problems.append(str(exc))
                 continue

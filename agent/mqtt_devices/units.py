@@ -3,7 +3,8 @@
 A field's suffix names its unit (docs/schema.md): `_c` is degrees Celsius, `_w` watts, ... A
 mapping names the unit the device sends (`unit: fahrenheit`); the value becomes
 `(raw + add) * multiply / divide`, kept to 12 significant digits: no sensor is better than
-that, and 64.4 °F becomes 18.0 °C rather than 18.000000000000004.
+that, and a fraction of 0.041 becomes 4.1 % rather than 4.1000000000000005. Fahrenheit is
+named here but converted by agent/mapping.in_celsius(), as a polled device's (fields.py).
 """
 
 from __future__ import annotations
