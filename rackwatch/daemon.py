@@ -4,10 +4,12 @@
   InfluxDB may still be away, which the service rides out on its own.
 - WATCHDOG=1 from a task on the event loop, at half of `WatchdogSec=`: a stalled loop is
   restarted by systemd.
-- SIGHUP: RELOADING=1, then the config file is read again. One that does not load is refused
-  with its errors logged, and the running config stays. A good one is applied by the service
-  as far as it can be without a restart (it names the keys that need one). Then READY=1.
-- SIGTERM/SIGINT: STOPPING=1, then the service flushes and stops.
+- SIGHUP: RELOADING=1, then the config file is read again, with every file it names. One that
+  does not load is refused with its errors logged, and the running config stays; STATUS= says
+  so and gives the first problem. A good one is applied by the service as far as it can be
+  without a restart (it names the keys that need one). Then READY=1.
+- SIGTERM/SIGINT: STOPPING=1, the metrics port is released at once (so a restarted process
+  can bind it while this one still drains), then the service flushes and stops.
 """
 
 from __future__ import annotations
@@ -86,20 +88,26 @@ class Daemon(Generic[C]):
             await _until(running, self.service.ready)
             if not running.done():
                 self.notifier.ready("running")
-            while not running.done():
-                await _until(running, self.reload_wanted)
+            while not running.done() and not self.stop.is_set():
+                await _until(running, self.reload_wanted, self.stop)
                 if self.reload_wanted.is_set() and not self.stop.is_set():
                     self.reload_wanted.clear()
                     await self.reload()
-            running.result()  # a service that failed fails the process
+            # Stopping may take a while (final flush, notifications): the port goes first.
+            await self._close_metrics()
+            await running  # a service that failed fails the process
             return 0
         finally:
             for signum in (*STOP_SIGNALS, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             watchdog.cancel()
-            if self.metrics is not None:
-                await self.metrics.close()
+            await self._close_metrics()
             self.notifier.close()
+
+    async def _close_metrics(self) -> None:
+        metrics, self.metrics = self.metrics, None
+        if metrics is not None:
+            await metrics.close()
 
     async def reload(self) -> None:
         self.notifier.reloading()
@@ -107,9 +115,10 @@ class Daemon(Generic[C]):
         try:
             config = self.load()
         except ConfigError as exc:
-            problems = "; ".join(str(exc).splitlines())
-            log.error("reload refused, the running config stays: %s", problems)
-            self.notifier.ready(f"running; reload at {at} refused: config errors (see log)")
+            problems = str(exc).splitlines() or ["(no detail)"]
+            log.error("reload refused, the running config stays: %s", "; ".join(problems))
+            more = f" (and {len(problems) - 1} more, see log)" if len(problems) > 1 else ""
+            self.notifier.ready(f"running; reload at {at} refused: {problems[0]}{more}")
             return
         try:
             held = await self.service.reload(config)
@@ -148,13 +157,14 @@ class Daemon(Generic[C]):
             await old.close()
 
 
-async def _until(task: asyncio.Task[None], event: asyncio.Event) -> None:
-    """Wait until `task` ends or `event` is set."""
-    waiter = asyncio.create_task(event.wait())
+async def _until(task: asyncio.Task[None], *events: asyncio.Event) -> None:
+    """Wait until `task` ends or one of `events` is set."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
     try:
-        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([task, *waiters], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        waiter.cancel()
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def serve(service: Service[C], load: Callable[[], C]) -> int:

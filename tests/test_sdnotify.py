@@ -35,7 +35,9 @@ WATCHDOG_USEC = 1_000_000  # pings every 0.5 s
 
 
 class NotifyListener:
-    """The service manager's end of `$NOTIFY_SOCKET`: a bound AF_UNIX datagram socket."""
+    """The service manager's end of `$NOTIFY_SOCKET`: a bound AF_UNIX datagram socket, read
+    all the time as systemd does (senders block once a few datagrams wait unread:
+    net.unix.max_dgram_qlen is 10 here)."""
 
     def __init__(self, address: str) -> None:
         self.address = address  # a path, or @name for an abstract socket
@@ -43,14 +45,24 @@ class NotifyListener:
         self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
         self.sock.setblocking(False)
         self.messages: list[dict[str, str]] = []
+        self._queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
         self.sock.close()
 
-    async def next(self, timeout_s: float = 20.0) -> dict[str, str]:
+    async def _read(self) -> None:
         loop = asyncio.get_running_loop()
-        data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), timeout_s)
-        message = dict(line.split("=", 1) for line in data.decode().splitlines())
+        while True:
+            data = await loop.sock_recv(self.sock, 4096)
+            self._queue.put_nowait(dict(line.split("=", 1) for line in data.decode().splitlines()))
+
+    async def next(self, timeout_s: float = 20.0) -> dict[str, str]:
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read())
+        message = await asyncio.wait_for(self._queue.get(), timeout_s)
         self.messages.append(message)
         return message
 
@@ -492,3 +504,83 @@ async def test_agent_reload_reopens_the_trap_receiver_with_new_communities(
         stop.set()
         await asyncio.wait_for(task, 30)
         listener.cancel()
+
+
+async def test_a_reload_refused_for_its_rules_file_says_so_and_why(
+    mosquitto: Running,
+    influxdb: Running,
+    database: str,
+    unique: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The config loads but the rules file it names does not: the reload is refused as a
+    whole, STATUS= gives the first problem, the running rules stay; a good file then loads."""
+    rules = tmp_path / "rules.yaml"
+    good_rules = "rules:\n  - alert: Hot\n    measurement: notify\n    field: v\n    above: 1e9\n"
+    rules.write_text(good_rules, encoding="utf-8")
+    config, log = tmp_path / "collector.yaml", tmp_path / "collector.log"
+    settings = collector_settings(mosquitto, influxdb.url(), database, unique, free_port())
+    settings["alerting"] = {
+        "rules_file": "rules.yaml",  # beside the config
+        "state_path": str(tmp_path / "alert-state.json"),
+        "receivers": [{"name": "noc", "kind": "webhook", "url": f"http://127.0.0.1:{free_port()}"}],
+        "route": {"receiver": "noc"},
+    }
+    config.write_text(yaml.safe_dump(settings))
+    with listening(tmp_path, monkeypatch) as notify:
+        async with process("collector", config, log) as collector:
+            assert (await notify.until("READY"))["STATUS"] == "running"
+            rules.write_text(good_rules.replace("above: 1e9", "above: 1e9\n    for: soon"))
+            collector.send_signal(signal.SIGHUP)
+            await notify.until("RELOADING")
+            status = (await notify.until("READY"))["STATUS"]
+            assert re.fullmatch(
+                rf"running; reload at \d\d:\d\d:\d\d refused: {rules}:6: rules\[0\]\.for: "
+                r"'soon' is not a duration .*",
+                status,
+            ), status
+            assert "reloaded" not in status
+
+            rules.write_text(good_rules.replace("Hot", "Hotter"))
+            collector.send_signal(signal.SIGHUP)
+            await notify.until("RELOADING")
+            assert re.fullmatch(
+                r"running; reloaded at \d\d:\d\d:\d\d", (await notify.until("READY"))["STATUS"]
+            )
+            collector.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(collector.wait(), 30) == 0
+    output = log.read_text()
+    refused = f"reload refused, the running config stays: {rules}:6: rules[0].for: 'soon'"
+    assert refused in output
+    assert output.count("alert rules reloaded") == 1  # the good file only
+
+
+async def test_a_restart_binds_the_metrics_port_while_the_old_process_drains(
+    mosquitto: Running,
+    unique: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """InfluxDB is away, so the stopping collector spends its flush time (10 s) trying to
+    write; the new process, started at once, binds the same metrics port meanwhile."""
+    port = free_port()
+    dead_influx = f"http://127.0.0.1:{free_port()}"
+    config, log = tmp_path / "collector.yaml", tmp_path / "collector.log"
+    config.write_text(
+        yaml.safe_dump(collector_settings(mosquitto, dead_influx, "db", unique, port))
+    )
+    with listening(tmp_path, monkeypatch) as notify:
+        async with process("collector", config, log) as old:
+            assert (await notify.until("READY"))["STATUS"] == "running"
+            await metric_reaches(port, "rackwatch_collector_messages_total", 0)
+            old.send_signal(signal.SIGTERM)
+            await notify.until("STOPPING")
+            async with process("collector", config, log) as new:
+                assert (await notify.until("READY"))["STATUS"] == "running"
+                assert old.returncode is None  # still draining: the port was let go first
+                assert "rackwatch_collector_pending_lines" in await scrape(port)
+                assert await asyncio.wait_for(old.wait(), 30) == 0
+                new.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(new.wait(), 30) == 0
+    assert "cannot listen" not in log.read_text()
