@@ -130,3 +130,91 @@ def test_a_broken_silences_file_keeps_the_silences_read_before(tmp_path: Path) -
     path.write_text("{ not json")
     silences.refresh()
     assert silences.muting(LABELS, now) is not None
+
+
+def test_a_mistyped_path_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "lib" / "rackwatch-colector" / "silences.json"
+    result = rackwatch("-f", str(path), "add", 'rack="A01"', "--comment", "swap")
+    assert result.returncode == 2
+    assert f"folder {path.parent} does not exist; a mistyped path?" in result.stderr
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize("action", [["add", 'rack="A01"', "--comment", "x"], ["list"]])
+def test_a_folder_given_as_the_file_is_a_clear_error(tmp_path: Path, action: list[str]) -> None:
+    result = rackwatch("-f", str(tmp_path), *action)
+    assert result.returncode == 2
+    assert f"{tmp_path} is a folder; give the silences file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_collector_config_names_the_file(tmp_path: Path) -> None:
+    silences = tmp_path / "state" / "silences.json"
+    silences.parent.mkdir()
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        "alerting:\n"
+        "  rules_file: rules.yaml\n"
+        f"  silences_file: {silences}\n"
+        "  receivers: [{name: noc, kind: webhook, url: {env: RW_UNSET_HOOK_URL}}]\n"
+        "  route: {receiver: noc}\n",
+        encoding="utf-8",
+    )
+    added = rackwatch("-c", str(config), "add", 'rack="A01"', "--comment", "CHG-1")
+    assert added.returncode == 0, added.stderr  # secrets are not needed to find the file
+    assert [s.id for s in SilenceFile(silences).read()] == [added.stdout.strip()]
+    config.write_text(config.read_text().replace(str(silences), "silences.json"))
+    relative = rackwatch("-c", str(config), "list")
+    assert relative.returncode == 2
+    assert "alerting.silences_file silences.json is relative" in relative.stderr
+    config.write_text(config.read_text().replace("  silences_file: silences.json\n", ""))
+    unset = rackwatch("-c", str(config), "list")
+    assert unset.returncode == 2
+    assert f"{config}: alerting.silences_file is not set" in unset.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duration", "5"], "--duration 5: give a unit (30m, 2h, 1d)"),
+        (["--duration", "100000d"], "would last 100000d, over 30d"),
+        (["--end", "2999-01-01T00:00:00"], "over 30d: a silence that long hides real faults"),
+    ],
+)
+def test_durations_need_a_unit_and_long_ones_need_force(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    path = tmp_path / "silences.json"
+    refused = rackwatch("-f", str(path), "add", 'rack="A01"', "--comment", "x", *args)
+    assert refused.returncode == 2
+    assert message in refused.stderr
+    assert not path.exists()
+    if "unit" not in message:
+        forced = rackwatch("-f", str(path), "add", 'rack="A01"', "--comment", "x", "--force", *args)
+        assert forced.returncode == 0, forced.stderr
+        (silence,) = SilenceFile(path).read()
+        assert silence.ends_at - silence.starts_at > 30 * 86400
+
+
+@pytest.mark.parametrize(
+    "matchers",
+    [['alertname=~".*"'], ['rack!="A01"'], ['rack=""', 'site=~".*"']],
+)
+def test_matchers_every_alert_passes_need_force(tmp_path: Path, matchers: list[str]) -> None:
+    path = tmp_path / "silences.json"
+    refused = rackwatch("-f", str(path), "add", *matchers, "--comment", "x")
+    assert refused.returncode == 2
+    assert "would silence every alert" in refused.stderr
+    assert not path.exists()
+    forced = rackwatch("-f", str(path), "add", *matchers, "--comment", "x", "--force")
+    assert forced.returncode == 0, forced.stderr
+    (silence,) = SilenceFile(path).read()
+    assert silence.mutes({"alertname": "AnythingAtAll"}, time.time())
+
+
+def test_listing_before_any_silence_says_there_is_no_file_yet(tmp_path: Path) -> None:
+    path = tmp_path / "silences.json"
+    listed = rackwatch("-f", str(path), "list")
+    assert listed.returncode == 0
+    assert f"{path}: no silences file yet (none added)" in listed.stderr
+    assert listed.stdout.startswith("ID ")

@@ -4,6 +4,11 @@ that `rackwatch silence add|list|expire` manages and the collector re-reads when
 
 The file is JSON, replaced atomically under an exclusive lock, so two operators adding
 silences at once both land and the collector never reads half a file.
+
+The command refuses what would silently miss or over-reach: a file in a folder that does not
+exist (a mistyped path; `-c collector.yaml` names the collector's own file), a duration
+without a unit, matchers that every alert passes, and silences over MAX_DURATION_S, the last
+two unless `--force`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from telemetry.statefile import write_atomically
 log = logging.getLogger(__name__)
 
 KEEP_EXPIRED_S = 7 * 86400.0  # expired silences stay listed (`list --all`) this long
+MAX_DURATION_S = 30 * 86400.0  # longer ones need --force: they would hide real faults
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,8 @@ class SilenceFile:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
+        except OSError as exc:  # a folder, no permission
+            raise ValueError(f"{self.path}: cannot read: {exc.strerror}") from None
         try:
             data = json.loads(text)
             return [Silence.from_json(item) for item in data.get("silences", [])]
@@ -107,7 +115,7 @@ class SilenceFile:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # No mkdir: a folder that is not there means a path the collector does not read.
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
@@ -183,17 +191,35 @@ class Silences:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-f", "--file", type=Path, required=True, help="the silences file (alerting.silences_file)"
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="the collector config: use the file its alerting.silences_file names",
+    )
+    where.add_argument(
+        "-f",
+        "--file",
+        type=Path,
+        help="the silences file (alerting.silences_file); its folder must exist",
     )
     actions = parser.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="silence alerts matching every matcher for a while")
     add.add_argument("matchers", nargs="+", help='e.g. rack="A01" alertname=~"Pdu.*"')
-    add.add_argument("--duration", default="2h", help="how long (30m, 2h, 1d); default 2h")
+    add.add_argument(
+        "--duration", default="2h", help="how long, with a unit (30m, 2h, 1d); default 2h"
+    )
     add.add_argument("--start", help="when it begins (ISO 8601; default now; local time if naive)")
     add.add_argument("--end", help="when it ends (ISO 8601), instead of --duration")
     add.add_argument("--comment", required=True, help="why: the ticket or the planned work")
     add.add_argument("--author", default=None, help="who (default: the login name)")
+    add.add_argument(
+        "--force",
+        action="store_true",
+        help="allow matchers that every alert passes and silences over "
+        f"{format_duration(MAX_DURATION_S)}",
+    )
     listing = actions.add_parser("list", help="show silences")
     listing.add_argument("--all", action="store_true", help="include expired ones")
     expire = actions.add_parser("expire", help="end silences now")
@@ -202,13 +228,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace, now: float | None = None) -> int:
     now = time.time() if now is None else now
-    file = SilenceFile(args.file)
     try:
+        file = SilenceFile(_silences_path(args))
         if args.action == "add":
             silence = _new_silence(args, now)
             file.add(silence)
             print(silence.id)
         elif args.action == "list":
+            if not file.path.exists():
+                print(f"{file.path}: no silences file yet (none added)", file=sys.stderr)
             _print_table(
                 [s for s in file.read() if args.all or s.ends_at > now], now, sys.stdout.write
             )
@@ -218,17 +246,60 @@ def command(args: argparse.Namespace, now: float | None = None) -> int:
     except ValueError as exc:
         print(f"rackwatch silence: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"rackwatch silence: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _silences_path(args: argparse.Namespace) -> Path:
+    """The silences file: the one the collector config names, or `-f`, checked to be a
+    file (or a new one) in a folder that exists."""
+    if args.config is not None:
+        from collector.config import CollectorConfig
+        from telemetry import config
+
+        collector = config.load(args.config, CollectorConfig, skip_secrets=True)
+        path = collector.alerting.silences_file if collector.alerting else None
+        if path is None:
+            raise ValueError(f"{args.config}: alerting.silences_file is not set")
+        if not path.is_absolute():
+            raise ValueError(
+                f"{args.config}: alerting.silences_file {path} is relative: the collector reads "
+                "it from its own working directory; give it as an absolute path"
+            )
+    else:
+        path = args.file
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the silences file (e.g. silences.json)")
+    if not path.parent.is_dir():
+        raise ValueError(
+            f"{path}: folder {path.parent} does not exist; a mistyped path? Give the file the "
+            "collector's alerting.silences_file names, or -c with the collector config"
+        )
+    return Path(path)
 
 
 def _new_silence(args: argparse.Namespace, now: float) -> Silence:
     matchers = tuple(Matcher.parse(text) for text in args.matchers)
+    if not args.force and all(m.matches({}) for m in matchers):
+        raise ValueError(
+            f"{' '.join(map(str, matchers))} matches alerts without those labels too, so it "
+            'would silence every alert; name something they carry (rack="A01", '
+            'alertname="PduPhaseCurrentHigh"), or --force'
+        )
     starts = _when(args.start, "--start") if args.start else now
-    ends = _when(args.end, "--end") if args.end else starts + float(parse_duration(args.duration))
+    ends = _when(args.end, "--end") if args.end else starts + _duration(args.duration)
     if ends <= now:
         raise ValueError("the silence would end in the past")
     if ends <= starts:
         raise ValueError("the silence would end before it begins")
+    if ends - max(starts, now) > MAX_DURATION_S and not args.force:
+        raise ValueError(
+            f"the silence would last {format_duration(round(ends - max(starts, now)))}, over "
+            f"{format_duration(MAX_DURATION_S)}: a silence that long hides real faults; "
+            "--force if that is meant"
+        )
     return Silence(
         id=str(uuid.uuid4()),
         matchers=matchers,
@@ -237,6 +308,14 @@ def _new_silence(args: argparse.Namespace, now: float) -> Silence:
         created_by=args.author or _login(),
         comment=args.comment,
     )
+
+
+def _duration(text: str) -> float:
+    try:
+        float(text)
+    except ValueError:
+        return float(parse_duration(text))
+    raise ValueError(f"--duration {text}: give a unit (30m, 2h, 1d)")
 
 
 def _when(text: str, option: str) -> float:
