@@ -20,25 +20,33 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from agent.accelerators.npu_smi import detail_fields, parse_summary
-from agent.accelerators.nvml import THROTTLE_REASONS, NvmlSource
+from agent.accelerators.npu_smi import DETAIL_KEYS, SUMMARY_FIELDS, detail_fields, parse_summary
+from agent.accelerators.nvml import (
+    ECC_COUNTERS,
+    FIELD_VALUES,
+    READINGS,
+    THROTTLE_REASONS,
+    NvmlSource,
+)
 from agent.accelerators.nvml_events import NvmlEvents
 from agent.config import AgentConfig
 from agent.mqtt_devices.config import FieldSpec as MqttFieldSpec
 from agent.mqtt_devices.config import SparkplugMapping, Subscription
 from agent.mqtt_devices.units import UNITS
-from agent.registry import builtin_profiles
+from agent.registry import builtin_profiles, with_includes
 from agent.service import Agent
 from agent.snmp import DeviceError, SnmpDevice, SnmpTarget
 from collector.alerting.alert import Alert
 from collector.alerting.evaluator import Transition
 from collector.alerting.history import history_sample
+from collector.alerting.rules import RuleFile
 from collector.config import CollectorConfig, RollupSettings
 from collector.inventory import Inventory
 from collector.rollup import Rollup
 from collector.service import Collector
 from rackwatch import demo, demo_mqtt_devices
 from rackwatch.localservices import Running
+from telemetry import config
 from telemetry import schema as schema_module
 from telemetry.config import ConfigError
 from telemetry.lineproto import encode, parse_lines
@@ -122,10 +130,15 @@ def snmp_type(spec: Any) -> FieldType:
 
 def profile_fields(node: object, measurement: str | None = None) -> Iterator[tuple[str, str, Any]]:
     """(measurement, field, spec) for every field a loaded profile can write, wherever the
-    profile language keeps them: any part with a `measurement` and a map of field names to
-    specs (a `type` each), at any depth (tables, scalar groups, pivots, fragments)."""
+    profile language keeps them: under any part with a `measurement`, a map of field names to
+    specs (a `type` each) or a pivot's keys (`fields_of(key)`), at any depth."""
     if isinstance(node, BaseModel):
         measurement = getattr(node, "measurement", None) or measurement
+        fields_of, keys = getattr(node, "fields_of", None), getattr(node, "keys", None)
+        if measurement and callable(fields_of) and isinstance(keys, Mapping):  # a pivot
+            for key in keys:
+                for field, spec in fields_of(key).items():
+                    yield measurement, field, spec
         for name in type(node).model_fields:
             yield from profile_fields(getattr(node, name), measurement)
     elif isinstance(node, Mapping):
@@ -141,7 +154,8 @@ def profile_fields(node: object, measurement: str | None = None) -> Iterator[tup
 
 @pytest.mark.parametrize("name", sorted(builtin_profiles()))
 def test_every_field_of_a_builtin_profile_is_a_schema_field_of_its_type(name: str) -> None:
-    found = list(profile_fields(builtin_profiles()[name]))
+    parts = with_includes(builtin_profiles()[name])  # its fragments too
+    found = [field for part in parts for field in profile_fields(part)]
     assert found, "the profile writes fields"
     problems = {
         problem
@@ -248,9 +262,13 @@ def test_our_own_h100_probe_output_is_in_the_schema() -> None:
     assert problems_of(samples) == []
 
 
-def test_every_throttle_reason_has_its_schema_flag() -> None:
-    for reason in THROTTLE_REASONS.values():
-        assert schema().field_problem("accelerator", f"throttle_{reason}", "bool") is None
+def test_every_name_in_the_accelerator_field_tables_is_an_accelerator_field() -> None:
+    """Fields a GPU or driver we have no capture of may still give."""
+    names = {f"throttle_{reason}" for reason in THROTTLE_REASONS.values()}
+    names |= {name for name, *_ in READINGS} | set(FIELD_VALUES.values()) | set(ECC_COUNTERS)
+    names |= set(SUMMARY_FIELDS) | set(DETAIL_KEYS)
+    missing = sorted(n for n in names if schema().field("accelerator", n) is None)
+    assert not missing
 
 
 async def test_an_xid_event_is_in_the_schema() -> None:
@@ -455,6 +473,25 @@ def test_the_query_check_sees_a_misspelt_field_and_tag() -> None:
         f"{bad}: no field 'power_kw' in ['pdu']",
         f"{bad}: no tag 'phase' in ['pdu']",
     ]
+
+
+def test_every_default_alert_rule_reads_schema_fields() -> None:
+    rules = config.load(ROOT / "configs" / "alert-rules.yaml", RuleFile).rules
+    problems = []
+    for rule in rules:
+        fields = [rule.field, *rule.label_fields, *rule.summary_fields]
+        problems += [
+            f"{rule.alert}: {rule.measurement}.{field}"
+            for field in fields
+            if field is not None and schema().field(rule.measurement, field) is None
+        ]
+        tags = rule.absent.by if rule.absent is not None else []
+        problems += [
+            f"{rule.alert}: tag {tag} of {rule.measurement}"
+            for tag in tags
+            if tag not in schema().tags_of(rule.measurement)
+        ]
+    assert not problems, problems
 
 
 def test_the_demo_live_view_reads_schema_fields() -> None:
