@@ -1,20 +1,19 @@
-"""Turning raw SNMP values into samples, as a profile says: pure functions and counter state.
+"""Turning one raw SNMP value into one field value: pure functions and counter state.
 
-Nothing here does I/O, so every rule (scaling, sentinels, enums, row selection, counter wraps
-and device reboots) is tested without a device.
+Nothing here does I/O, so every rule (scaling, scales read from the device, sentinels, enums,
+Fahrenheit, counter wraps and device reboots) is tested without a device. Which value gets
+which rule is decided once per device layout, in agent/plan.py.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agent.profile import FieldSpec, ScaleFrom, TableSpec, TagSpec, TemperatureUnit
-from telemetry.sample import FieldValue, Sample
+from agent.profile import FieldSpec, TemperatureUnit
+from telemetry.sample import FieldValue
 
 Value = None | str | bytes | int | float
-Columns = Mapping[int, Value]
 
 
 def text(value: Value) -> str:
@@ -28,81 +27,30 @@ def text(value: Value) -> str:
     return "" if value is None else str(value)
 
 
-def index_parts(table: TableSpec, index: str) -> dict[str, str] | None:
-    """Name the parts of a row index; the last name takes any remaining parts."""
-    if not table.index:
-        return {}
-    parts = index.split(".")
-    if len(parts) < len(table.index):
-        return None
-    named = dict(zip(table.index[:-1], parts, strict=False))
-    named[table.index[-1]] = ".".join(parts[len(table.index) - 1 :])
-    return named
-
-
-def row_selected(table: TableSpec, parts: Mapping[str, str], columns: Columns) -> bool:
-    for condition in table.where:
-        if condition.index is not None:
-            present = condition.index in parts
-            value = parts.get(condition.index, "")
+def device_scale(spec: FieldSpec, raws: Sequence[Value]) -> float | None:
+    """The field's scale with the factors its scale columns' raw values stand for (one raw
+    value per `scale_from`); None if one is unknown: better no value than a wrong one."""
+    multiply, divide = spec.scale, 1
+    for scale, raw in zip(spec.scale_from, raws, strict=True):
+        number = _number(raw)
+        if number is None:
+            return None
+        n = int(number)
+        if scale.kind == "decimal_digits":
+            multiply, divide = (multiply, divide * 10**n) if n >= 0 else (multiply * 10**-n, divide)
+        elif scale.kind == "signed_factor":
+            multiply, divide = (multiply, divide * -n) if n < 0 else (multiply * (n or 1), divide)
+        elif scale.kind == "divisor":
+            if n == 0:
+                return None
+            divide *= n
+        elif (factor := scale.factors.get(n)) is None:
+            return None
+        elif 0 < factor < 1 and (1 / factor) == round(1 / factor):
+            divide *= round(1 / factor)  # milli is 1/1000: divide, so 1234 milli is 1.234
         else:
-            present = condition.column in columns
-            value = text(columns.get(condition.column or 0)).strip(".")
-        if not present:
-            if condition.missing == "keep":
-                continue
-            return False  # a row that cannot be classified is left out
-        if (value in condition.texts()) == (condition.in_ is None):
-            return False
-    return True
-
-
-Joined = Mapping[str, Value]
-"""Values read this poll beyond the row itself, by OID: joined columns and scalars."""
-
-
-def joined_index(index: str, parts: Mapping[str, str], join: tuple[str, ...]) -> str:
-    return ".".join(parts[name] for name in join) if join else index
-
-
-def tag_value(
-    table: TableSpec,
-    tag: TagSpec,
-    index: str,
-    parts: Mapping[str, str],
-    columns: Columns,
-    joined: Joined,
-) -> str:
-    if tag.value is not None:
-        found = tag.value
-    elif tag.index is True:
-        found = index
-    elif tag.index is not None:
-        found = parts[tag.index]
-    elif tag.entry or tag.join:
-        key = f"{tag.entry or table.entry}.{tag.column}.{joined_index(index, parts, tag.join)}"
-        found = text(joined.get(key))
-    else:
-        found = text(columns.get(tag.column or 0))
-    if tag.pattern and found:
-        match = re.search(tag.pattern, found)
-        found = match.group(1) if match else found
-    return found
-
-
-def scale_of(spec: FieldSpec, scale_raw: Value) -> float | None:
-    """The field's scale, read from the device where the profile says so; None if unknown."""
-    if spec.scale_from is None:
-        return spec.scale
-    factor = _number(scale_raw)
-    if factor is None:
-        return None
-    factor = int(factor)
-    if spec.scale_from.kind == "decimal_digits":
-        return spec.scale * 10.0**-factor
-    if factor < 0:
-        return spec.scale / -factor
-    return spec.scale * (factor or 1)
+            multiply *= factor
+    return multiply / divide if divide != 1 else multiply
 
 
 def _number(raw: Value) -> int | float | None:
@@ -182,60 +130,6 @@ class Counters:
         return total
 
 
-def row_sample(
-    table: TableSpec,
-    index: str,
-    columns: Columns,
-    joined: Joined,
-    base_tags: Mapping[str, str],
-    time_ns: int,
-    counters: Counters,
-) -> Sample | None:
-    """One table row as a sample, or None when the row is filtered out or has no fields."""
-    parts = index_parts(table, index)
-    if parts is None or not row_selected(table, parts, columns):
-        return None
-    tags = dict(base_tags)
-    for name, tag in table.tags.items():
-        tags[name] = tag_value(table, tag, index, parts, columns, joined)
-    fields: dict[str, FieldValue] = {}
-    for name, spec in table.fields.items():
-        raw = columns.get(spec.column or 0)
-        value = _field(spec, raw, _scale_key(table, spec.scale_from, index, parts), joined)
-        if spec.temperature_unit:
-            setting = joined.get(_unit_key(table, spec.temperature_unit, index, parts))
-            value = in_celsius(value, spec.temperature_unit, setting)
-        if value is not None and spec.type == "counter" and isinstance(raw, int):
-            key = (table.measurement, tuple(sorted(tags.items())), name)
-            value = _counter(spec, raw, key, counters)
-        if value is not None:
-            fields[name] = value
-    return Sample(table.measurement, tags, fields, time_ns) if fields else None
-
-
-def _scale_key(
-    table: TableSpec, scale_from: ScaleFrom | None, index: str, parts: Mapping[str, str]
-) -> str | None:
-    if scale_from is None:
-        return None
-    entry = scale_from.entry or table.entry
-    return f"{entry}.{scale_from.column}.{joined_index(index, parts, scale_from.join)}"
-
-
-def _unit_key(
-    table: TableSpec | None, unit: TemperatureUnit, index: str, parts: Mapping[str, str]
-) -> str:
-    if unit.oid:
-        return unit.oid
-    entry = unit.entry or (table.entry if table else "")
-    return f"{entry}.{unit.column}.{joined_index(index, parts, unit.join)}"
-
-
-def unit_oid(table: TableSpec, unit: TemperatureUnit, index: str) -> str:
-    """The OID of the C/F setting that applies to one row of `table`."""
-    return _unit_key(table, unit, index, index_parts(table, index) or {})
-
-
 def in_celsius(value: FieldValue | None, unit: TemperatureUnit, setting: Value) -> float | None:
     """A temperature as Celsius, given the device's unit setting; None if that is unknown."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
@@ -247,40 +141,7 @@ def in_celsius(value: FieldValue | None, unit: TemperatureUnit, setting: Value) 
     return float(value)
 
 
-def _field(
-    spec: FieldSpec,
-    raw: Value,
-    scale_key: str | None,
-    joined: Joined,
-) -> FieldValue | None:
-    scale = scale_of(spec, joined.get(scale_key)) if scale_key else spec.scale
-    if scale is None:
-        return None  # the device did not say how to scale this value: better none than wrong
-    return convert(spec, raw, scale)
-
-
-def _counter(spec: FieldSpec, raw: int, key: tuple[object, ...], counters: Counters) -> FieldValue:
+def counted(spec: FieldSpec, raw: int, key: tuple[object, ...], counters: Counters) -> FieldValue:
+    """A counter field's value: smoothed across wraps and reboots, then scaled."""
     total = counters.smooth(key, raw, spec.counter_bits or 64)
     return total if spec.scale == 1 else scaled(total, spec.scale)
-
-
-def scalar_sample(
-    measurement: str,
-    tags: Mapping[str, str],
-    fields_spec: Mapping[str, FieldSpec],
-    values: Mapping[str, Value],
-    time_ns: int,
-    counters: Counters,
-) -> Sample | None:
-    fields: dict[str, FieldValue] = {}
-    for name, spec in fields_spec.items():
-        raw = values.get(spec.oid or "")
-        value = convert(spec, raw)
-        if spec.temperature_unit:
-            setting = values.get(_unit_key(None, spec.temperature_unit, "", {}))
-            value = in_celsius(value, spec.temperature_unit, setting)
-        if value is not None and spec.type == "counter" and isinstance(raw, int):
-            value = _counter(spec, raw, (measurement, tuple(sorted(tags.items())), name), counters)
-        if value is not None:
-            fields[name] = value
-    return Sample(measurement, tags, fields, time_ns) if fields else None

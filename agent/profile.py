@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from telemetry import config
 from telemetry.config import KeyPath, StrictModel
@@ -42,13 +42,23 @@ def _check_pattern(pattern: str) -> None:
 
 
 class ScaleFrom(StrictModel):
-    """A scale read from the device: a decimal-digits column (value / 10**d, Raritan), or a
-    signed factor column (negative divides, positive multiplies, Rittal CMC III)."""
+    """A scale read from the device, from a column of the row (or of `entry`, joined on index
+    parts): decimal_digits divides by 10**d (Raritan, ENTITY-SENSOR-MIB precision);
+    signed_factor divides by a negative value and multiplies by a positive one (Rittal CMC III);
+    divisor divides (PowerNet analog tables); map looks the raw value up in `factors`
+    (ENTITY-SENSOR-MIB entPhySensorScale: 8 milli 0.001, 9 units 1, 10 kilo 1000)."""
 
     column: int = Field(gt=0)
     entry: Oid | None = None  # default: the table's own entry, same row index
     join: tuple[str, ...] = ()  # index parts that make up `entry`'s index (default: all)
-    kind: Literal["decimal_digits", "signed_factor"]
+    kind: Literal["decimal_digits", "signed_factor", "divisor", "map"]
+    factors: dict[int, float] = {}
+
+    @model_validator(mode="after")
+    def _factors_with_map(self) -> ScaleFrom:
+        if (self.kind == "map") != bool(self.factors):
+            raise ValueError("kind map needs factors, and factors need kind map")
+        return self
 
 
 class TemperatureUnit(StrictModel):
@@ -69,6 +79,10 @@ class TemperatureUnit(StrictModel):
         return self
 
 
+def _one_or_many(value: object) -> object:
+    return (value,) if isinstance(value, str | dict) else value
+
+
 class FieldSpec(StrictModel):
     """How one value becomes one field. Every field has one fixed type, forever.
 
@@ -78,16 +92,19 @@ class FieldSpec(StrictModel):
     """
 
     column: int | None = Field(default=None, gt=0)  # in tables
+    entry: Oid | None = None  # in tables: a column of another table with the same index
     oid: Oid | None = None  # in scalars
     type: Literal["gauge", "counter", "enum", "string", "bool"] = "gauge"
     scale: float = 1.0
     absolute: bool = False  # e.g. a signed power factor (the sign tells leading/lagging)
     true_values: tuple[int | str, ...] = ()  # with type bool: raw values that mean true
-    scale_from: ScaleFrom | None = None
+    scale_from: tuple[ScaleFrom, ...] = ()  # factors read from the device, multiplied
     temperature_unit: TemperatureUnit | None = None  # for `_c` fields of switchable devices
     absent: tuple[int, ...] = ()
     enum: dict[int, str] = {}
     counter_bits: Literal[32, 64] | None = None  # wrap width for type counter
+
+    _many = field_validator("scale_from", mode="before")(_one_or_many)
 
     @field_validator("scale")
     @classmethod
@@ -131,9 +148,13 @@ class TagSpec(StrictModel):
 
 
 class Condition(StrictModel):
-    """Keeps a row when its index part or column value (as text) is / is not in a list."""
+    """Keeps a row when its index part or a column value (as text) is / is not in a list. The
+    column is the row's own, or one of `entry` joined on index parts (a type column kept in a
+    configuration table, Raritan's external sensors)."""
 
     column: int | None = Field(default=None, gt=0)
+    entry: Oid | None = None
+    join: tuple[str, ...] = ()
     index: str | None = None
     in_: tuple[int | str, ...] | None = Field(default=None, alias="in")
     not_in: tuple[int | str, ...] | None = None
@@ -143,12 +164,82 @@ class Condition(StrictModel):
     def _well_formed(self) -> Condition:
         if (self.column is None) == (self.index is None):
             raise ValueError("a condition needs exactly one of column or index")
+        if (self.entry is not None or self.join) and self.column is None:
+            raise ValueError("entry and join need column")
         if (self.in_ is None) == (self.not_in is None):
             raise ValueError("a condition needs exactly one of in or not_in")
         return self
 
     def texts(self) -> frozenset[str]:
         return frozenset(str(v).strip(".") for v in (self.in_ or self.not_in or ()))
+
+
+class PivotKey(StrictModel):
+    """What the rows of one pivot key become: `field`, read as the pivot's `value` says with
+    the key's changes (scale, enum, ...; with `column`, a field spec of its own), fixed
+    `tags`, and `also` further fields of the same row, each a field spec of its own."""
+
+    field: str
+    tags: dict[str, str] = {}
+    also: dict[str, FieldSpec] = {}
+    changes: dict[str, object] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {"field": value}
+        if isinstance(value, dict) and "changes" not in value:
+            own = {k: v for k, v in value.items() if k in ("field", "tags", "also")}
+            return {**own, "changes": {k: v for k, v in value.items() if k not in own}}
+        return value
+
+
+class Pivot(StrictModel):
+    """Rows that say what they measure: the field name comes from an index part (Raritan's
+    sensor type), a column of the row (Rittal's variable names, ENTITY-SENSOR-MIB's sensor
+    type) or a column of another table joined on index parts. Rows whose key is not listed are
+    left out."""
+
+    index: str | None = None
+    column: int | None = Field(default=None, gt=0)
+    entry: Oid | None = None
+    join: tuple[str, ...] = ()
+    value: FieldSpec  # how every key's field is read, unless the key changes it
+    keys: dict[str, PivotKey]
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _text_keys(cls, value: object) -> object:
+        # YAML reads `1:` as a number; keys are compared as text.
+        if isinstance(value, dict):
+            return {str(k).strip("."): v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Pivot:
+        if (self.column is None) == (self.index is None):
+            raise ValueError("a pivot needs exactly one of column or index")
+        if (self.entry is not None or self.join) and self.column is None:
+            raise ValueError("entry and join need column")
+        if self.value.column is None:
+            raise ValueError("a pivot's value needs column")
+        for key in self.keys:
+            self.fields_of(key)  # every key's field spec is valid at load
+        return self
+
+    def fields_of(self, key: str) -> dict[str, FieldSpec]:
+        """The fields a row with this key gives."""
+        chosen = self.keys[key]
+        # A key that names its own column is a field of its own (a state column beside the
+        # values); otherwise it is the pivot's value with the key's changes.
+        base = {} if "column" in chosen.changes else self.value.model_dump(exclude_defaults=True)
+        try:
+            main = FieldSpec.model_validate({**base, **chosen.changes})
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"] for e in exc.errors(include_url=False))
+            raise ValueError(f"key {key}: {problems}") from None
+        return {chosen.field: main, **chosen.also}
 
 
 class TableSpec(StrictModel):
@@ -165,59 +256,33 @@ class TableSpec(StrictModel):
     # for large self-describing tables (Rittal's 5,000-row variable table).
     lookup: bool = False
     tags: dict[str, TagSpec] = {}
-    fields: dict[str, FieldSpec]
+    pivot: Pivot | None = None
+    fields: dict[str, FieldSpec] = {}
 
-    @field_validator("fallback_for", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return (value,) if isinstance(value, str) else value
+    _many = field_validator("fallback_for", mode="before")(_one_or_many)
 
     @model_validator(mode="after")
     def _columns_and_names(self) -> TableSpec:
         names = set(self.index)
-        for name, spec in self.fields.items():
+        specs = list(self.fields.items())
+        if self.pivot:
+            specs += [i for key in self.pivot.keys for i in self.pivot.fields_of(key).items()]
+        for name, spec in specs:
             if spec.column is None or spec.oid is not None:
                 raise ValueError(f"field {name}: a table field needs column (and no oid)")
         used: list[object] = [t.index for t in self.tags.values()]
         used += [c.index for c in self.where]
-        used += [part for t in self.tags.values() for part in t.join]
-        used += [part for f in self.fields.values() if f.scale_from for part in f.scale_from.join]
-        used += [
-            part
-            for f in self.fields.values()
-            if f.temperature_unit
-            for part in f.temperature_unit.join
-        ]
+        used += [part for tag in self.tags.values() for part in tag.join]
+        used += [part for condition in self.where for part in condition.join]
+        if self.pivot:
+            used += [self.pivot.index, *self.pivot.join]
+        for _, spec in specs:
+            used += [part for scale in spec.scale_from for part in scale.join]
+            used += list(spec.temperature_unit.join) if spec.temperature_unit else []
         for ref in used:
             if isinstance(ref, str) and ref not in names:
                 raise ValueError(f"index part {ref!r} is not named in index: {list(self.index)}")
         return self
-
-    def own_descriptive_columns(self) -> set[int]:
-        """Columns of this table that describe rows (filters, tags) rather than measure them."""
-        columns = {c.column for c in self.where if c.column}
-        return columns | {t.column for t in self.tags.values() if t.column and not t.entry}
-
-    def joined_columns(self) -> set[tuple[str, int]]:
-        """(entry, column) read from other tables, or by other index: scales and joined tags."""
-        found = {
-            (spec.scale_from.entry or self.entry, spec.scale_from.column)
-            for spec in self.fields.values()
-            if spec.scale_from
-        }
-        found |= {
-            (unit.entry or self.entry, unit.column)
-            for spec in self.fields.values()
-            if (unit := spec.temperature_unit) and unit.column
-        }
-        return found | {
-            (t.entry or self.entry, t.column)
-            for t in self.tags.values()
-            if t.column and (t.entry or t.join)
-        }
-
-    def value_columns(self) -> set[int]:
-        return {spec.column for spec in self.fields.values() if spec.column}
 
 
 class ScalarGroup(StrictModel):
@@ -230,7 +295,7 @@ class ScalarGroup(StrictModel):
     @model_validator(mode="after")
     def _oids_only(self) -> ScalarGroup:
         for name, spec in self.fields.items():
-            if spec.oid is None or spec.column is not None or spec.scale_from is not None:
+            if spec.oid is None or spec.column is not None or spec.scale_from:
                 raise ValueError(f"field {name}: a scalar field needs oid (no column, scale_from)")
             if spec.temperature_unit and spec.temperature_unit.oid is None:
                 raise ValueError(f"field {name}: a scalar's temperature_unit needs oid")
@@ -274,25 +339,14 @@ class Detect(StrictModel):
         return self
 
 
-class Profile(StrictModel):
-    name: str
-    vendor: str
-    kind: Literal["pdu", "cooling", "ups", "env_sensor"]
-    detect: Detect
-    # Profiles whose tables this device also answers (a UPS card that speaks UPS-MIB too).
+class Readings(StrictModel):
+    """What to read: scalar groups, tables and included fragments (or profiles), by name."""
+
+    # Fragments (fragments/<name>.yaml) or profiles whose tables this device also answers
+    # (a UPS card that speaks UPS-MIB too); each is polled once.
     include: tuple[str, ...] = ()
-    identity: dict[Literal["model"], list[IdentitySource]] = {}
     scalars: list[ScalarGroup] = []
     tables: list[TableSpec] = []
-
-    def scalar_oids(self) -> list[str]:
-        """OIDs read by GET every poll: scalar fields and Fahrenheit settings."""
-        fields = [f for g in self.scalars for f in g.fields.values()]
-        fields += [f for t in self.tables for f in t.fields.values()]
-        oids = [f.oid for f in fields if f.oid]
-        return oids + [
-            f.temperature_unit.oid for f in fields if f.temperature_unit and f.temperature_unit.oid
-        ]
 
     def problems(self) -> list[tuple[KeyPath, str]]:
         entries = {table.entry for table in self.tables}
@@ -302,10 +356,27 @@ class Profile(StrictModel):
             for entry in table.fallback_for
             if entry not in entries
         ]
-        if not self.scalars and not self.tables:
-            found.append(((), "a profile needs scalars or tables"))
+        if not self.scalars and not self.tables and not self.include:
+            found.append(((), "needs scalars, tables or include"))
         return found
+
+
+class Fragment(Readings):
+    """Tables and scalars several profiles share (UPS-MIB, an NMC's common tables): a YAML
+    file without name or detect, included by its file name."""
+
+
+class Profile(Readings):
+    name: str
+    vendor: str
+    kind: Literal["pdu", "cooling", "ups", "env_sensor"]
+    detect: Detect
+    identity: dict[Literal["model"], list[IdentitySource]] = {}
 
 
 def load_profile(path: Path) -> Profile:
     return config.load(path, Profile)
+
+
+def load_fragment(path: Path) -> Fragment:
+    return config.load(path, Fragment)

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
@@ -29,24 +29,18 @@ from gufo.snmp import (
     Sha256Key,
     Sha384Key,
     Sha512Key,
+    SnmpDecodeError,
     SnmpError,
     SnmpVersion,
     User,
 )
 from gufo.snmp.aio import SnmpSession
 
-from agent.mapping import (
-    Counters,
-    Value,
-    index_parts,
-    row_sample,
-    row_selected,
-    scalar_sample,
-    text,
-    unit_oid,
-)
-from agent.profile import Profile, TableSpec
+from agent import plan
+from agent.mapping import Counters, Value, text
+from agent.profile import Profile
 from agent.registry import Registry, load_registry
+from agent.resolve import Resolver, ResolveError
 from telemetry.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -62,7 +56,12 @@ T = TypeVar("T")
 
 
 class DeviceError(Exception):
-    """A poll of one device failed; the message names the device and what failed."""
+    """A poll of one device failed; the message names the device and what failed, `reason`
+    the name the failure is counted under (health field polls_failed_<reason>_total)."""
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class UnsupportedDevice(DeviceError):
@@ -128,27 +127,6 @@ class Identity:
     matched_by: str = "configured"  # how the profile was chosen, for probe and logs
 
 
-@dataclass(slots=True)
-class _Layout:
-    """What a walk found out about a table: its kept rows (with the columns walked), the
-    columns it joins in, the value OIDs to GET on later polls, and when it was walked."""
-
-    rows: dict[str, dict[int, Value]]
-    joined: dict[str, Value]
-    oids: list[str]
-    setting_oids: list[str]  # joined settings read every poll (a C/F switch must apply at once)
-    read_at: float
-
-
-@dataclass
-class _Poll:
-    """What one poll has read so far, so no column is walked twice."""
-
-    walks: dict[str, dict[str, Value]] = field(default_factory=dict)
-    walked: set[int] = field(default_factory=set)  # tables whose values were walked this poll
-    gets: dict[str, Value] = field(default_factory=dict)  # the other tables' values, one batch
-
-
 class SnmpDevice:
     """One device polled with its profiles. `collect()` is the whole poll."""
 
@@ -167,9 +145,10 @@ class SnmpDevice:
         self._registry = registry or load_registry()
         self._identity: Identity | None = None
         self._session: SnmpSession | None = None
+        self._resolver = Resolver(target.host)
         self._counters = Counters()
         self._uptime: int | None = None
-        self._layouts: dict[int, _Layout] = {}
+        self._plan: plan.PollPlan | None = None  # until the layout changes
         # OID -> (position in the last poll's samples, field name), filled when tracing: lets
         # `rackwatch probe --trace` and the ground-truth tests say where each value came from.
         self.trace: dict[str, tuple[int, str]] | None = None
@@ -189,11 +168,16 @@ class SnmpDevice:
         return f"{self.name} ({self.target.describe()})"
 
     async def _open(self) -> SnmpSession:
+        resolver = self._resolver
+        if self._session is None:
+            resolver.forget()  # first use, or after a failed poll: look the name up afresh
+        elif resolver.due() and resolver.current != await self._address():
+            self._session = None  # the name moved to another address
         if self._session is None:
             target = self.target
             v3 = target.version == "3"
             session = SnmpSession(
-                addr=target.host,
+                addr=await self._address(),
                 port=target.port,
                 timeout=target.timeout_s,
                 max_repetitions=target.max_repetitions,
@@ -208,6 +192,13 @@ class SnmpDevice:
             self._session = session
         return self._session
 
+    async def _address(self) -> str:
+        """The device's IP address: gufo-snmp takes no names (agent/resolve.py)."""
+        try:
+            return await self._resolver.address()
+        except ResolveError as exc:
+            raise DeviceError(f"{self._where()}: {exc}", reason="resolve") from None
+
     async def _retrying(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
         attempts = self.target.retries + 1
         for attempt in range(1, attempts + 1):
@@ -217,11 +208,27 @@ class SnmpDevice:
                 if attempt == attempts:
                     raise DeviceError(
                         f"{self._where()}: no answer to {what} after "
-                        f"{attempts} tries of {self.target.timeout_s:g} s"
+                        f"{attempts} tries of {self.target.timeout_s:g} s",
+                        reason="no_answer",
                     ) from None
+            except (SnmpDecodeError, RuntimeError, ValueError) as exc:
+                # gufo-snmp raises RuntimeError for some undecodable answers to get_many.
+                raise self._malformed(what, exc) from None
             except SnmpError as exc:
-                raise DeviceError(f"{self._where()}: {what}: {exc}") from None
+                raise DeviceError(f"{self._where()}: {what}: {exc}", reason="snmp_error") from None
+            except BaseException as exc:
+                # A corrupted answer can make gufo-snmp's Rust core panic: pyo3 raises that as
+                # PanicException, a BaseException that `except Exception` lets through.
+                if type(exc).__name__ != "PanicException":
+                    raise
+                raise self._malformed(what, exc) from None
         raise AssertionError("unreachable")
+
+    def _malformed(self, what: str, exc: BaseException) -> DeviceError:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return DeviceError(
+            f"{self._where()}: malformed answer to {what}: {problem}", reason="malformed"
+        )
 
     async def get(self, oids: Iterable[str], what: str = "") -> dict[str, Value]:
         """GET many OIDs in batches; OIDs the device lacks are simply not in the result."""
@@ -286,7 +293,7 @@ class SnmpDevice:
         time_ns = time.time_ns()
         if self._identity is None:
             self._identity = await self.identify()
-            self._layouts.clear()
+            self._plan = None
         try:
             return await self._collect(self._identity, time_ns)
         except DeviceError:
@@ -297,144 +304,39 @@ class SnmpDevice:
             raise
 
     async def _collect(self, identity: Identity, time_ns: int) -> list[Sample]:
+        """Make a plan when there is none (or it is LAYOUT_REFRESH_S old), read what it says,
+        and let it turn the values into samples.
+
+        A plan comes from walks (its rows, descriptive and joined columns); in between, the
+        values of the known rows are read with GETs, batched across all tables: a PDU poll
+        takes a handful of requests instead of one walk per column. A row that goes away
+        (a value the plan expects is missing) makes a new plan on the next poll.
+        """
         if self.trace is not None:
             self.trace.clear()
-        profiles = self._registry.with_includes(identity.profile)
-        base = {**self._tags, "vendor": identity.profile.vendor, "model": identity.model}
-        scalar_oids = [SYS_UPTIME] + [oid for p in profiles for oid in p.scalar_oids()]
-        scalars = await self.get(scalar_oids)
-        uptime = scalars.get(SYS_UPTIME)
+        walked: dict[str, Value] = {}
+        if self._plan is None or time.monotonic() - self._plan.made_at >= LAYOUT_REFRESH_S:
+            base = {**self._tags, "vendor": identity.profile.vendor, "model": identity.model}
+            parts = self._registry.with_includes(identity.profile)
+            walks: dict[str, dict[str, Value]] = {}  # each column walked once per poll
+            self._plan, walked = await plan.build(parts, base, partial(self._walk, walks))
+        values = await self.get([SYS_UPTIME, *(o for o in self._plan.oids() if o not in walked)])
+        uptime = values.get(SYS_UPTIME)
         uptime = uptime if isinstance(uptime, int) else None
         self._counters.observe_uptime(self._uptime, uptime)
         self._uptime = uptime
-
-        samples: list[Sample] = []
-        for profile in profiles:
-            for group in profile.scalars:
-                tags = {**base, **{k: t.value or "" for k, t in group.tags.items()}}
-                sample = scalar_sample(
-                    group.measurement, tags, group.fields, scalars, time_ns, self._counters
-                )
-                if sample:
-                    if self.trace is not None:
-                        for name, spec in group.fields.items():
-                            if name in sample.fields and spec.oid:
-                                self.trace[spec.oid] = (len(samples), name)
-                    samples.append(sample)
-        poll = _Poll()
-        active = await self._plan_tables(poll, [t for p in profiles for t in p.tables])
-        for table, layout in active:
-            joined = {**scalars, **layout.joined, **poll.gets}
-            for index, columns in self._table_rows(poll, table, layout).items():
-                sample = row_sample(table, index, columns, joined, base, time_ns, self._counters)
-                if sample is None:
-                    continue
-                if self.trace is not None:
-                    for name, spec in table.fields.items():
-                        if name in sample.fields:
-                            oid = f"{table.entry}.{spec.column}.{index}"
-                            self.trace[oid] = (len(samples), name)
-                samples.append(sample)
+        samples, complete = plan.execute(
+            self._plan, {**walked, **values}, time_ns, self._counters, self.trace
+        )
+        if not complete:
+            self._plan = None
         return samples
 
-    async def _plan_tables(
-        self, poll: _Poll, tables: list[TableSpec]
-    ) -> list[tuple[TableSpec, _Layout]]:
-        """Decide which tables this poll reads, and read their values.
-
-        A table's layout (its rows, descriptive and joined columns) comes from a walk that is
-        repeated every LAYOUT_REFRESH_S or when a row disappears; in between, the values of the
-        known rows are read with GETs, batched across all tables: a PDU poll takes a handful
-        of requests instead of one walk per column. Fallback tables are planned only when the
-        tables they stand in for have no rows.
-        """
-        active: list[tuple[TableSpec, _Layout]] = []
-        rows_by_entry: dict[str, int] = {}
-        for table in tables:
-            primary_rows = sum(rows_by_entry.get(entry, 0) for entry in table.fallback_for)
-            if primary_rows:  # stood in for: counts as having those rows, so fallbacks chain
-                rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + primary_rows
-                continue
-            layout = await self._layout(poll, table)
-            rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + len(layout.rows)
-            active.append((table, layout))
-        wanted = [
-            oid for table, layout in active if id(table) not in poll.walked for oid in layout.oids
-        ]
-        wanted += [oid for _, layout in active for oid in layout.setting_oids]
-        poll.gets = await self.get(wanted)
-        for table, layout in active:
-            if id(table) not in poll.walked and any(o not in poll.gets for o in layout.oids):
-                self._layouts.pop(id(table), None)  # a row went away: walk again next poll
-        return active
-
-    async def _layout(self, poll: _Poll, table: TableSpec) -> _Layout:
-        cached = self._layouts.get(id(table))
-        if cached is not None and time.monotonic() - cached.read_at < LAYOUT_REFRESH_S:
-            return cached
-        # Lookup tables (thousands of self-describing rows) walk only what describes a row and
-        # GET the values of the rows they keep; the others walk their values too.
-        columns = table.own_descriptive_columns()
-        if not table.lookup:
-            columns |= table.value_columns()
-            poll.walked.add(id(table))
-        walked: dict[str, dict[int, Value]] = {}
-        for column in sorted(columns):
-            for index, value in (await self._walk(poll, f"{table.entry}.{column}")).items():
-                walked.setdefault(index, {})[column] = value
-        kept = {
-            index: row
-            for index, row in walked.items()
-            if (parts := index_parts(table, index)) is not None and row_selected(table, parts, row)
-        }
-        value_columns = sorted(table.value_columns())
-        if table.lookup:
-            oids = [f"{table.entry}.{c}.{i}" for i in kept for c in value_columns]
-        else:  # exactly the values the device has: a missing one later means a change
-            oids = [
-                f"{table.entry}.{c}.{i}"
-                for i, row in kept.items()
-                for c in value_columns
-                if c in row
-            ]
-        settings = [
-            unit_oid(table, unit, index)
-            for index in kept
-            for spec in table.fields.values()
-            if (unit := spec.temperature_unit) and unit.column
-        ]
-        layout = _Layout(
-            kept, await self._joined(poll, table), oids, sorted(set(settings)), time.monotonic()
-        )
-        self._layouts[id(table)] = layout
-        return layout
-
-    def _table_rows(
-        self, poll: _Poll, table: TableSpec, layout: _Layout
-    ) -> dict[str, dict[int, Value]]:
-        if id(table) in poll.walked:
-            return layout.rows
-        rows = {index: dict(row) for index, row in layout.rows.items()}
-        for index, row in rows.items():
-            for column in table.value_columns():
-                value = poll.gets.get(f"{table.entry}.{column}.{index}")
-                if value is not None:
-                    row[column] = value
-        return rows
-
-    async def _joined(self, poll: _Poll, table: TableSpec) -> dict[str, Value]:
-        """Columns a table joins in (scales, tags, unit settings), by OID."""
-        joined: dict[str, Value] = {}
-        for entry, column in sorted(table.joined_columns()):
-            for index, value in (await self._walk(poll, f"{entry}.{column}")).items():
-                joined[f"{entry}.{column}.{index}"] = value
-        return joined
-
-    async def _walk(self, poll: _Poll, base: str) -> dict[str, Value]:
+    async def _walk(self, walks: dict[str, dict[str, Value]], base: str) -> dict[str, Value]:
         """Walk one column once per poll; refuse an agent whose OIDs stop increasing."""
-        if base not in poll.walks:
-            poll.walks[base] = await self._retrying(f"walk {base}", partial(self._walk_once, base))
-        return poll.walks[base]
+        if base not in walks:
+            walks[base] = await self._retrying(f"walk {base}", partial(self._walk_once, base))
+        return walks[base]
 
     async def _walk_once(self, base: str) -> dict[str, Value]:
         found: dict[str, Value] = {}

@@ -58,7 +58,6 @@ from gufo.snmp.aio import SnmpSession as AsyncSession
 from gufo.snmp.sync import SnmpSession as SyncSession
 
 from agent.mapping import Value
-from agent.registry import with_includes
 from agent.snmp import GET_BATCH, SYS_DESCR, SYS_OBJECT_ID, DeviceError, SnmpDevice, SnmpTarget
 from rackwatch import localservices
 from rackwatch.localservices import Running
@@ -199,7 +198,7 @@ async def discover(port: int, name: str) -> Plan:
         device.gets.pop(oid, None)
     return Plan(
         name,
-        [p.name for p in with_includes(identity.profile)],
+        [identity.profile.name, *identity.profile.include],
         dict(device.walks),
         dict(device.gets),
         len(samples),

@@ -1,0 +1,336 @@
+"""Poll plans: a device's profile compiled, once per layout, into the readings each poll makes.
+
+Making a plan walks what describes the rows (index parts, descriptive and joined columns,
+pivot keys, scale columns) and decides, for every value the device will be asked for, the
+sample and field it becomes and how it is converted. A poll then reads those OIDs (from the
+layout walk, or by batched GETs) and converts each value in one pass:
+OID -> conversion -> field of a sample. Nothing here does I/O except through `walk`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from agent.mapping import Counters, Value, convert, counted, device_scale, in_celsius, text
+from agent.profile import Condition, FieldSpec, Readings, ScalarGroup, TableSpec, TagSpec
+from telemetry.sample import FieldValue, Sample
+
+Walk = Callable[[str], Awaitable[Mapping[str, Value]]]
+"""Walks one column (entry.column) and gives its values by row index."""
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A row condition on a column that is also read as a value: tested again every poll."""
+
+    oid: str
+    condition: Condition
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value a poll reads: its OID, the point and field it becomes, its conversion."""
+
+    oid: str
+    point: int  # index into PollPlan.points
+    field: str
+    spec: FieldSpec
+    scale: float  # the field's scale times what the device's scale columns said
+    setting: str | None = None  # OID of the C/F setting that applies to this value
+    guards: tuple[Guard, ...] = ()
+    counter: tuple[object, ...] | None = None  # the counter's key, for type counter
+    checked: bool = True  # a table value: if it goes missing, the layout changed
+
+
+@dataclass(slots=True)
+class PollPlan:
+    """Everything a poll reads and what each value becomes, until the layout changes."""
+
+    points: list[tuple[str, dict[str, str]]]
+    readings: list[Reading]
+    made_at: float = field(default_factory=time.monotonic)
+
+    def oids(self) -> list[str]:
+        """What a poll reads: every value and every temperature setting, each once."""
+        found = [r.oid for r in self.readings]
+        found += [r.setting for r in self.readings if r.setting]
+        return list(dict.fromkeys(found))
+
+
+def index_parts(names: Sequence[str], index: str) -> dict[str, str] | None:
+    """Name the parts of a row index; the last name takes any remaining parts."""
+    if not names:
+        return {}
+    parts = index.split(".")
+    if len(parts) < len(names):
+        return None
+    named = dict(zip(names[:-1], parts, strict=False))
+    named[names[-1]] = ".".join(parts[len(names) - 1 :])
+    return named
+
+
+def kept(condition: Condition, present: bool, value: str) -> bool:
+    """Whether a row passes one condition, given its value there (as text)."""
+    if not present:
+        return condition.missing == "keep"  # a row that cannot be classified is left out
+    return (value.strip(".") in condition.texts()) == (condition.in_ is not None)
+
+
+async def build(
+    parts: Sequence[Readings], base: Mapping[str, str], walk: Walk
+) -> tuple[PollPlan, dict[str, Value]]:
+    """The plan for a device answering these profiles, and the values its walks already read
+    (the first poll needs no GET for those).
+
+    Tables are taken in order; a table with `fallback_for` is walked only when the tables it
+    stands in for gave no rows (and then counts as having theirs, so fallbacks chain).
+    """
+    builder = _Builder(dict(base), walk)
+    for group in (g for part in parts for g in part.scalars):
+        builder.scalars(group)
+    rows_by_entry: dict[str, int] = {}
+    for table in (t for part in parts for t in part.tables):
+        rows = sum(rows_by_entry.get(entry, 0) for entry in table.fallback_for)
+        if not rows:
+            rows = await builder.table(table)
+        rows_by_entry[table.entry] = rows_by_entry.get(table.entry, 0) + rows
+    return PollPlan(builder.points, builder.readings), builder.walked_values
+
+
+def execute(
+    plan: PollPlan,
+    values: Mapping[str, Value],
+    time_ns: int,
+    counters: Counters,
+    trace: dict[str, tuple[int, str]] | None = None,
+) -> tuple[list[Sample], bool]:
+    """One poll's samples from the values read; False when a table value went missing (a row
+    went away: make a new plan). `trace` gets each value's OID -> (sample position, field)."""
+    fields: list[dict[str, FieldValue]] = [{} for _ in plan.points]
+    sources: list[list[tuple[str, str]]] = [[] for _ in plan.points]
+    complete = True
+    for reading in plan.readings:
+        raw = values.get(reading.oid)
+        if raw is None:
+            complete = complete and not reading.checked
+            continue
+        if not all(_still_kept(guard, values) for guard in reading.guards):
+            continue
+        spec = reading.spec
+        value = convert(spec, raw, reading.scale)
+        if spec.temperature_unit:
+            value = in_celsius(value, spec.temperature_unit, values.get(reading.setting or ""))
+        if value is not None and reading.counter and isinstance(raw, int):
+            value = counted(spec, raw, reading.counter, counters)
+        if value is not None:
+            fields[reading.point][reading.field] = value
+            sources[reading.point].append((reading.oid, reading.field))
+    samples: list[Sample] = []
+    for (measurement, tags), found, traced in zip(plan.points, fields, sources, strict=True):
+        if found:
+            if trace is not None:
+                trace.update({oid: (len(samples), name) for oid, name in traced})
+            samples.append(Sample(measurement, tags, found, time_ns))
+    return samples, complete
+
+
+def _still_kept(guard: Guard, values: Mapping[str, Value]) -> bool:
+    raw = values.get(guard.oid)
+    return kept(guard.condition, raw is not None, text(raw))
+
+
+def _joined_index(index: str, parts: Mapping[str, str], join: tuple[str, ...]) -> str:
+    return ".".join(parts[name] for name in join) if join else index
+
+
+@dataclass
+class _Row:
+    """One row of a table being planned: its index, named parts and what was walked."""
+
+    table: TableSpec
+    index: str
+    parts: dict[str, str]
+    walks: dict[str, Mapping[str, Value]]
+
+    def column(self, entry: str | None, column: int) -> str:
+        return f"{entry or self.table.entry}.{column}"
+
+    def read(self, entry: str | None, column: int, join: tuple[str, ...] = ()) -> Value:
+        """A column of this row, or of `entry` joined on index parts, as walked."""
+        walked = self.walks.get(self.column(entry, column), {})
+        return walked.get(_joined_index(self.index, self.parts, join))
+
+    def tag(self, tag: TagSpec) -> str:
+        if tag.value is not None:
+            found = tag.value
+        elif tag.index is True:
+            found = self.index
+        elif tag.index is not None:
+            found = self.parts[tag.index]
+        else:
+            found = text(self.read(tag.entry, tag.column or 0, tag.join))
+        if tag.pattern and found:
+            match = re.search(tag.pattern, found)
+            found = match.group(1) if match else found
+        return found
+
+
+class _Builder:
+    def __init__(self, base: dict[str, str], walk: Walk) -> None:
+        self.base = base
+        self.walk = walk
+        self.points: list[tuple[str, dict[str, str]]] = []
+        self.readings: list[Reading] = []
+        self.walked_values: dict[str, Value] = {}
+        self._point_of: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+
+    def point(self, measurement: str, tags: dict[str, str]) -> int:
+        """Readings with the same measurement and tags make one sample."""
+        key = (measurement, tuple(sorted(tags.items())))
+        if key not in self._point_of:
+            self._point_of[key] = len(self.points)
+            self.points.append((measurement, tags))
+        return self._point_of[key]
+
+    def scalars(self, group: ScalarGroup) -> None:
+        tags = {**self.base, **{name: tag.value or "" for name, tag in group.tags.items()}}
+        point = self.point(group.measurement, tags)
+        for name, spec in group.fields.items():
+            unit = spec.temperature_unit
+            self.readings.append(
+                Reading(
+                    oid=spec.oid or "",
+                    point=point,
+                    field=name,
+                    spec=spec,
+                    scale=spec.scale,
+                    setting=unit.oid if unit else None,
+                    counter=_counter_key(spec, group.measurement, tags, name),
+                    checked=False,
+                )
+            )
+
+    async def table(self, table: TableSpec) -> int:
+        """Walk what the table needs, plan its kept rows' readings; the number of rows kept."""
+        values = _value_columns(table)
+        columns, own = _walked_columns(table, values)
+        walks = {column: await self.walk(column) for column in columns}
+        # Rows are the indexes of the table's own walked columns (and of same-index siblings).
+        indexes = dict.fromkeys(index for c in columns if c in own for index in walks[c])
+        count = 0
+        for index in indexes:
+            parts = index_parts(table.index, index)
+            if parts is not None and self._row(_Row(table, index, parts, walks), values):
+                count += 1
+        return count
+
+    def _row(self, row: _Row, values: set[str]) -> bool:
+        table = row.table
+        guards: list[Guard] = []
+        for condition in table.where:
+            if condition.index is not None:
+                present, value = condition.index in row.parts, row.parts.get(condition.index, "")
+            else:
+                raw = row.read(condition.entry, condition.column or 0, condition.join)
+                present, value = raw is not None, text(raw)
+                column = row.column(condition.entry, condition.column or 0)
+                if column in values and not condition.join:  # a value too: test every poll
+                    guards.append(Guard(f"{column}.{row.index}", condition))
+            if not kept(condition, present, value):
+                return False
+        fields, key_tags = dict(table.fields), {}
+        if (pivot := table.pivot) is not None:
+            if pivot.index is not None:
+                key = row.parts[pivot.index]
+            else:
+                key = text(row.read(pivot.entry, pivot.column or 0, pivot.join)).strip(".")
+            if key not in pivot.keys:
+                return False
+            fields |= pivot.fields_of(key)
+            key_tags = pivot.keys[key].tags
+        tags = {**self.base, **{name: row.tag(tag) for name, tag in table.tags.items()}}
+        tags |= key_tags
+        point = self.point(table.measurement, tags)
+        for name, spec in fields.items():
+            self._reading(row, point, name, spec, tags, tuple(guards))
+        return True
+
+    def _reading(
+        self,
+        row: _Row,
+        point: int,
+        name: str,
+        spec: FieldSpec,
+        tags: dict[str, str],
+        guards: tuple[Guard, ...],
+    ) -> None:
+        table = row.table
+        raws = [row.read(s.entry, s.column, s.join) for s in spec.scale_from]
+        scale = device_scale(spec, raws)
+        if scale is None:
+            return  # the device did not say how to scale this value
+        column = row.column(spec.entry, spec.column or 0)
+        oid = f"{column}.{row.index}"
+        if not table.lookup:  # the value was walked: exactly the values the device has
+            if row.index not in row.walks[column]:
+                return
+            self.walked_values[oid] = row.walks[column][row.index]
+        setting = None
+        if (unit := spec.temperature_unit) is not None:
+            if unit.oid:
+                setting = unit.oid
+            else:
+                unit_index = _joined_index(row.index, row.parts, unit.join)
+                setting = f"{row.column(unit.entry, unit.column or 0)}.{unit_index}"
+        self.readings.append(
+            Reading(
+                oid=oid,
+                point=point,
+                field=name,
+                spec=spec,
+                scale=scale,
+                setting=setting,
+                guards=guards,
+                counter=_counter_key(spec, table.measurement, tags, name),
+            )
+        )
+
+
+def _counter_key(
+    spec: FieldSpec, measurement: str, tags: Mapping[str, str], name: str
+) -> tuple[object, ...] | None:
+    return (measurement, tuple(sorted(tags.items())), name) if spec.type == "counter" else None
+
+
+def _all_fields(table: TableSpec) -> list[FieldSpec]:
+    found = list(table.fields.values())
+    if table.pivot:
+        found += [f for key in table.pivot.keys for f in table.pivot.fields_of(key).values()]
+    return found
+
+
+def _value_columns(table: TableSpec) -> set[str]:
+    """The columns (entry.column) whose values become fields."""
+    return {f"{spec.entry or table.entry}.{spec.column}" for spec in _all_fields(table)}
+
+
+def _walked_columns(table: TableSpec, values: set[str]) -> tuple[list[str], set[str]]:
+    """Columns a layout walk reads: what describes rows (conditions, tags, pivot keys, scale
+    columns, own or joined), and the values too unless the table is a lookup table; and which
+    of them are the rows' own (their indexes are the table's rows)."""
+    refs: list[tuple[str | None, int | None, tuple[str, ...]]] = [
+        (c.entry, c.column, c.join) for c in table.where
+    ]
+    refs += [(t.entry, t.column, t.join) for t in table.tags.values()]
+    if table.pivot:
+        refs.append((table.pivot.entry, table.pivot.column, table.pivot.join))
+    own = {f"{table.entry}.{c}" for e, c, j in refs if c and e in (None, table.entry) and not j}
+    refs += [(s.entry, s.column, s.join) for f in _all_fields(table) for s in f.scale_from]
+    columns = {f"{entry or table.entry}.{column}" for entry, column, _ in refs if column}
+    if not table.lookup:
+        columns |= values
+        own |= values
+    return sorted(columns, key=lambda c: tuple(map(int, c.split(".")))), own
