@@ -190,6 +190,10 @@ def test_sentinels_and_enum_keys_are_whole_numbers_as_in_the_profiles() -> None:
         Subscription.model_validate(
             CRAH | {"fields": {"humidity_pct": {"path": "h", "absent": [-1.5]}}}
         )
+    with pytest.raises(ValueError, match="counter_bits is for type counter"):
+        Subscription.model_validate(
+            CRAH | {"fields": {"humidity_pct": {"path": "h", "counter_bits": 32}}}
+        )
     with pytest.raises(ValueError, match="enum"):
         Subscription.model_validate(
             CRAH | {"fields": {"leak_state": {"path": "l", "type": "enum", "enum": {"dry": "ok"}}}}

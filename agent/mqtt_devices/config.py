@@ -57,7 +57,7 @@ class FieldSpec(StrictModel):
     absent: list[int] = []  # values that mean "no reading" (sentinels such as -1)
     enum: dict[int, str] = {}
     true_values: list[str] = []
-    counter_bits: Literal[32, 64] = 64  # where a counter wraps
+    counter_bits: Literal[32, 64] | None = None  # where a counter wraps (default 64)
     _rules: ProfileFieldSpec = PrivateAttr()
 
     @model_validator(mode="after")
@@ -70,6 +70,8 @@ class FieldSpec(StrictModel):
             raise ValueError("unit and scale are for type gauge (a counter stays an integer)")
         if self.scale == 0:
             raise ValueError("scale must not be zero")
+        if self.counter_bits is not None and self.type != "counter":
+            raise ValueError("counter_bits is for type counter")
         return self
 
     def model_post_init(self, context: object, /) -> None:
@@ -81,7 +83,7 @@ class FieldSpec(StrictModel):
             absent=tuple(self.absent),
             enum=self.enum,
             true_values=tuple(self.true_values),
-            counter_bits=self.counter_bits if self.type == "counter" else None,
+            counter_bits=(self.counter_bits or 64) if self.type == "counter" else None,
         )
 
     @property
