@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--shared",
         type=Path,
         default=None,
-        help="the shared/ folder with devices/snmprec (default: ../shared)",
+        help="the shared/ folder with devices/snmprec, or its devices/ folder "
+        "(default: $RACKWATCH_SHARED, else ../shared)",
     )
     demo.set_defaults(func=cmd_demo)
 

@@ -128,11 +128,11 @@ def find_shared(explicit: Path | None) -> Path:
         ]
     )
     for candidate in candidates:
-        if candidate and (candidate / "devices" / "snmprec").is_dir():
-            return candidate
+        if candidate and (localservices.shared_folder(candidate) / "devices" / "snmprec").is_dir():
+            return localservices.shared_folder(candidate)
     raise ServiceError(
-        "cannot find shared/devices/snmprec (the device recordings); "
-        "pass --shared PATH or set RACKWATCH_SHARED"
+        "cannot find shared/devices/snmprec (the device recordings); pass --shared PATH or set "
+        "RACKWATCH_SHARED to the shared folder or its devices folder"
     )
 
 

@@ -301,6 +301,17 @@ def start_snmpsim(data_dir: Path, workdir: Path) -> Running:
     )
 
 
+def shared_folder(path: Path) -> Path:
+    """The shared folder (recordings in `devices/snmprec` under it) from what
+    `RACKWATCH_SHARED` or `--shared` names: that folder, or its `devices/` or
+    `devices/snmprec/` folder."""
+    if path.name == "snmprec" and path.parent.name == "devices":
+        return path.parent.parent
+    if path.name == "devices" and (path / "snmprec").is_dir():
+        return path.parent
+    return path
+
+
 def stop(service: Running, timeout_s: float = 10) -> None:
     """SIGTERM the server's process group, wait up to ``timeout_s``, then SIGKILL. Idempotent."""
     process = service.process

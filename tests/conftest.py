@@ -17,7 +17,10 @@ import pytest
 from rackwatch import localservices
 from rackwatch.localservices import Running
 
-SHARED = Path(os.environ.get("RACKWATCH_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+# RACKWATCH_SHARED may name the shared folder or its devices/ (or devices/snmprec/) folder.
+SHARED = localservices.shared_folder(
+    Path(os.environ.get("RACKWATCH_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+)
 RECORDINGS = SHARED / "devices" / "snmprec"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -30,12 +29,11 @@ from rackwatch.localservices import (
     start_victoria_metrics,
     stop,
 )
+from tests.conftest import RECORDINGS
 
 pytestmark = pytest.mark.integration
 
-# Same place as conftest.RECORDINGS: the read-only shared recordings.
-SHARED = Path(os.environ.get("RACKWATCH_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-SNMPREC_DIR = SHARED / "devices" / "snmprec"
+SNMPREC_DIR = RECORDINGS  # the read-only shared recordings
 
 
 def _http() -> httpx.Client:
