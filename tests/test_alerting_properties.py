@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.alerting.staleness import stale_bound
+from collector.alerting.staleness import next_interval, stale_bound
 from tests.test_alerting_evaluator import T0, Harness, line
 
 RULES = """
@@ -47,16 +47,19 @@ AGENT = {"site": "s1", "agent": "ag1"}
 @dataclass
 class Series:
     times: list[float] = field(default_factory=list)  # distinct sample times, in order
+    gaps: float | None = None  # the interval the documented rule reads from them
     fires: bool = False  # the latest sample meets the fire condition
     clears: bool = False  # ... and the clear condition
 
     def add(self, at: float, fires: bool, clears: bool) -> None:
         if not self.times or at > self.times[-1]:
+            if self.times:
+                self.gaps = next_interval(self.gaps, at - self.times[-1])
             self.times.append(at)
         self.fires, self.clears = fires, clears
 
     def interval(self) -> float | None:
-        return self.times[-1] - self.times[-2] if len(self.times) > 1 else None
+        return self.gaps
 
     def fresh(self, now: float, configured: float | None) -> bool:
         return now - self.times[-1] <= stale_bound(self.interval(), configured)

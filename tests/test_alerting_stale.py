@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from collector.alerting.alert import Notice
 from collector.alerting.evaluator import Evaluator, Transition
 from collector.alerting.history import history_line
@@ -14,6 +16,7 @@ from collector.alerting.rules import RuleFile
 from collector.alerting.settings import AlertingSettings
 from collector.alerting.staleness import STALE_CEILING_S, STALE_FLOOR_S, stale_bound
 from telemetry import config
+from telemetry.config import ConfigError
 from telemetry.lineproto import parse_line
 from tests.test_alerting_evaluator import (
     DEFAULT_RULES,
@@ -24,6 +27,7 @@ from tests.test_alerting_evaluator import (
     Harness,
     inlet,
     line,
+    rules,
 )
 
 
@@ -322,3 +326,60 @@ def test_stale_after_must_be_positive() -> None:
     assert AlertingSettings.model_validate({**base, "stale_after": "10m"}).stale_after == 600.0
     problems = AlertingSettings.model_validate({**base, "stale_after": 0}).problems()
     assert problems == [(("stale_after",), "stale_after must be over 0 (unset: derived)")]
+
+
+def test_a_series_that_reports_in_bursts_keeps_the_interval_between_bursts() -> None:
+    """A gateway sends five records a second apart every 10 minutes: its interval is read from
+    the gaps between bursts, so an alert lives from burst to burst."""
+    h = Harness(INLET.replace("for: 60s", "for: 0s"))
+    for burst in range(6):
+        for record in range(5):
+            at = burst * 600 + record
+            h.at(at)
+            inlet(h, 20.0 if burst < 2 else 30.0)
+            h.tick(at)
+        for at in range(burst * 600 + 30, burst * 600 + 600, 30):
+            h.tick(at)
+    assert h.states() == [("RackInletHot", "firing")]
+    last = 5 * 600 + 4
+    h.tick(last + 1000)
+    assert h.states() == [("RackInletHot", "firing")]
+    h.tick(last + 2400)  # 4 intervals of 596 s, less the decay over the burst's records
+    assert h.states()[-1] == ("RackInletHot", "resolved")
+
+
+def test_the_end_reason_reaches_alertmanager_and_the_chat_robots() -> None:
+    notice = Notice(
+        "f1",
+        {"alertname": "A", "severity": "warning"},
+        "resolved",
+        T0,
+        T0 + 400,
+        "pdu-1 phase 1: 14 A",
+        0.9,
+        "stale: series not seen for 5m1s (stale after 5m)",
+    )
+    settings = AlertingSettings.model_validate(
+        {
+            "rules_file": "rules.yaml",
+            "receivers": [
+                {"name": "am", "kind": "alertmanager", "url": "http://127.0.0.1:9/am"},
+                {"name": "wecom", "kind": "wecom", "key": "k"},
+            ],
+            "route": {"receiver": "am"},
+        }
+    )
+    alertmanager, wecom = settings.receivers
+    notification = Notification("g", "am", {}, (), (notice,))
+    (sent,) = json.loads(build(alertmanager, notification, T0 + 401).body)["alerts"]
+    assert sent["annotations"] == {"summary": notice.summary, "end_reason": notice.end_reason}
+    text = json.loads(build(wecom, notification, T0 + 401).body)["markdown"]["content"]
+    assert "; stale: series not seen for 5m1s (stale after 5m))" in text
+
+
+def test_summary_fields_are_for_threshold_rules() -> None:
+    with pytest.raises(ConfigError, match=r"rules\[0\].summary_fields: summary_fields is for"):
+        rules(
+            "rules:\n  - alert: X\n    measurement: m\n    event: {}\n"
+            "    summary_fields: [sys_descr]\n"
+        )

@@ -32,7 +32,7 @@ from collector.alerting.points import (
     split_fields,
 )
 from collector.alerting.rules import Dependency, Rule, RuleFile
-from collector.alerting.staleness import stale_bound, stale_reason
+from collector.alerting.staleness import next_interval, stale_bound, stale_reason
 from telemetry.lineproto import LineProtocolError
 from telemetry.sample import FieldValue
 
@@ -167,7 +167,7 @@ class _Series:
         self.wanted = frozenset(name.encode() for name in names)
         self.keys = tuple((name, name.encode() + b"=") for name in names)
         self.last_ns = 0  # newest sample's time
-        self.interval: float | None = None  # between its last two samples, seconds
+        self.interval: float | None = None  # its recent longest gap, seconds (staleness.py)
 
 
 @dataclass(slots=True)
@@ -305,7 +305,7 @@ class Evaluator:
             self._learn_agent(series.tags)
         if time_ns > series.last_ns:
             if series.last_ns:
-                series.interval = (time_ns - series.last_ns) / 1e9
+                series.interval = next_interval(series.interval, (time_ns - series.last_ns) / 1e9)
             series.last_ns = time_ns
         alerts = self.alerts
         for entry in series.entries:

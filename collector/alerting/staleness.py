@@ -5,11 +5,13 @@ behind), a feed the collector lost: the series simply stops, and nothing would e
 alert. So a threshold alert whose series has not carried the rule's field for `stale_after`
 ends: resolved (or, if it was still pending, inactive) with the reason "stale: ...".
 
-Without `alerting.stale_after`, the bound is derived from the series' own interval (the time
-between its last two samples): STALE_INTERVALS intervals, at least STALE_FLOOR_S (rides out a
-broker restart or a short outage without a resolve-and-page-again) and at most STALE_CEILING_S
-(a defined end even for a series whose interval was read across an outage). A series seen
-only once has no interval yet and gets the floor.
+Without `alerting.stale_after`, the bound is derived from the series' own interval:
+STALE_INTERVALS intervals, at least STALE_FLOOR_S (rides out a broker restart or a short outage
+without a resolve-and-page-again) and at most STALE_CEILING_S (a defined end even for a series
+whose interval was read across an outage). A series seen only once has no interval yet and
+gets the floor. The interval is the longest recent gap between two samples (sample times, not
+arrival), each older gap counting INTERVAL_DECAY as much per sample since: a gateway that
+sends a burst of records every 10 minutes has a 10-minute interval, not the burst's second.
 
 Absence and event rules never go stale: silence is what an absence rule fires on, and events
 end by their own `resolve_after`.
@@ -22,6 +24,12 @@ from collector.alerting.durations import format_duration
 STALE_INTERVALS = 4
 STALE_FLOOR_S = 300.0
 STALE_CEILING_S = 3600.0
+INTERVAL_DECAY = 0.9
+
+
+def next_interval(interval: float | None, gap: float) -> float:
+    """The series' interval after a new gap between two of its samples."""
+    return gap if interval is None else max(gap, interval * INTERVAL_DECAY)
 
 
 def stale_bound(interval: float | None, configured: float | None = None) -> float:
