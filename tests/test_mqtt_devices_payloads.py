@@ -295,6 +295,25 @@ def test_line_protocol_keeps_good_lines_and_reports_the_bad_one() -> None:
     assert third.time_ns == NOW_NS
 
 
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"cooling,device=c operating_state=1i", "cooling.operating_state is string in the schema"),
+        (b"cooling,device=c supply_temp=21.5", "cooling.supply_temp is not in the schema"),
+        (b"coolers,device=c supply_air_c=21.5", "measurement 'coolers' is not in the schema"),
+    ],
+)
+def test_line_protocol_lines_keep_to_the_schema(line: bytes, problem: str) -> None:
+    lines = Subscription.model_validate({"topic": "gateways/{gateway}", "format": "line_protocol"})
+    mapper = SubscriptionDecoder(lines, "a1")
+    payload = b"cooling,device=crah-1 supply_air_c=21i,fan_speed_pct=55.5\n" + line
+    with pytest.raises(BadPayload, match=f"line 2: {problem}") as caught:
+        mapper.decode({"gateway": "gw1"}, payload, NOW_NS)
+    (kept,) = caught.value.kept
+    assert dict(kept.fields) == {"supply_air_c": 21.0, "fan_speed_pct": 55.5}
+    assert isinstance(kept.fields["supply_air_c"], float)  # a gateway's 21i, as the schema types it
+
+
 AGENT_WITH_DEVICES = """\
 agent: {name: a1, site: qiyang-a1}
 mqtt_devices:

@@ -18,6 +18,7 @@ from agent.mqtt_devices.fields import BadPayload, field_value
 from agent.mqtt_devices.topics import TopicPattern, render
 from telemetry.lineproto import LineProtocolError, parse_line
 from telemetry.sample import FieldValue, Sample
+from telemetry.schema import schema, value_type
 
 _INDEX = re.compile(r"\[(\d+)\]")
 _UNIX_SCALE_NS = {"unix_s": 10**9, "unix_ms": 10**6, "unix_us": 10**3, "unix_ns": 1}
@@ -152,15 +153,30 @@ def _line_protocol(payload: bytes, tags: dict[str, str], now_ns: int) -> list[Sa
             continue
         try:
             sample = parse_line(line, default_time_ns=now_ns)
-        except LineProtocolError as exc:
+            fields = _schema_fields(sample)
+        except (LineProtocolError, BadPayload) as exc:
             problem = problem or f"line {number}: {exc}"
             continue
-        samples.append(
-            Sample(sample.measurement, tags | dict(sample.tags), sample.fields, sample.time_ns)
-        )
+        samples.append(Sample(sample.measurement, tags | dict(sample.tags), fields, sample.time_ns))
     if problem is not None:
         raise BadPayload(problem, samples)
     return samples
+
+
+def _schema_fields(sample: Sample) -> dict[str, FieldValue]:
+    """A line's fields as the schema types them: a gateway's `21i` for a float field is 21.0;
+    a field the measurement does not have, or of another type, makes the line a bad one."""
+    fields = dict(sample.fields)
+    for name, value in sample.fields.items():
+        kind = value_type(value)
+        definition = schema().field(sample.measurement, name)
+        if definition is not None and definition.type == "float" and kind == "int":
+            fields[name] = float(value)
+            continue
+        problem = schema().field_problem(sample.measurement, name, kind)
+        if problem:
+            raise BadPayload(f"{problem} (docs/schema.md)")
+    return fields
 
 
 def _split_path(path: str) -> tuple[str | int, ...]:
