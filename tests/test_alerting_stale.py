@@ -383,3 +383,32 @@ def test_summary_fields_are_for_threshold_rules() -> None:
             "rules:\n  - alert: X\n    measurement: m\n    event: {}\n"
             "    summary_fields: [sys_descr]\n"
         )
+
+
+def test_an_absence_key_silent_past_forget_after_is_resolved_and_forgotten() -> None:
+    """An agent taken out of service: AgentDown pages, and ends after `forget_after` with the
+    reason, instead of firing for ever (and across restarts)."""
+    h = Harness(ABSENT_AND_EVENT.replace("intervals: 3}", "intervals: 3, forget_after: 1h}"))
+    h.feed(line("rackwatch_agent", {"site": "s1", "agent": "a1"}, {"devices": 1}, T0))
+    h.tick(91)
+    assert h.states() == [("AgentDown", "firing")]
+    h.tick(3600)
+    assert h.states() == [("AgentDown", "firing")]
+    h.tick(3601)
+    assert h.states() == [("AgentDown", "firing"), ("AgentDown", "resolved")]
+    assert h.seen[-1].end_reason == "forgotten: silent for 1h1s (forget_after 1h)"
+    assert h.evaluator.snapshot()["seen"] == []
+    h.tick(7200)
+    assert len(h.seen) == 2  # forgotten: never fires again
+    h.at(7201)  # back in service: watched again from its first report
+    h.feed(line("rackwatch_agent", {"site": "s1", "agent": "a1"}, {"devices": 1}, h.clock.now))
+    h.tick(7201 + 91)
+    assert h.states()[-1] == ("AgentDown", "firing")
+
+
+def test_forget_after_must_come_after_the_alert_fires() -> None:
+    with pytest.raises(ConfigError, match=r"rules\[0\].absent.forget_after: forget_after \(60 s\)"):
+        rules(
+            "rules:\n  - alert: X\n    measurement: m\n"
+            "    absent: {by: [agent], interval: 30s, intervals: 3, forget_after: 1m}\n"
+        )

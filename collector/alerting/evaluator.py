@@ -564,13 +564,35 @@ class Evaluator:
                     and now - alert.clear_since >= rule.keep_firing_for
                 ):
                     self._drop(alert, "resolved", now, "cleared")
+        forgotten = []
         for (index, key), seen in self._seen.items():
             rule = self.compiled[index].rule
             assert rule.absent is not None
-            if (index, key) in self._absent:
+            forget_after = rule.absent.forget_after
+            if forget_after is not None and now - seen > forget_after:
+                forgotten.append((index, key))
+            elif (index, key) in self._absent:
                 continue
-            if now - seen > rule.absent.interval * rule.absent.intervals:
+            elif now - seen > rule.absent.interval * rule.absent.intervals:
                 self._fire_absent(self.compiled[index], key, seen, now)
+        for slot in forgotten:
+            self._forget(slot, now)
+
+    def _forget(self, slot: tuple[int, tuple[str, ...]], now: float) -> None:
+        """An absence key silent past `forget_after` (taken out of service): no longer
+        watched, its alert resolved with the reason."""
+        absent = self.compiled[slot[0]].rule.absent
+        assert absent is not None
+        assert absent.forget_after is not None
+        silent = now - self._seen.pop(slot)
+        self.changed = True
+        print_ = self._absent.pop(slot, None)
+        if print_ is not None and print_ in self.alerts:
+            reason = (
+                f"forgotten: silent for {format_duration(round(silent, 1))}"
+                f" (forget_after {format_duration(absent.forget_after)})"
+            )
+            self._drop(self.alerts[print_], "resolved", now, reason)
 
     def _fire_absent(
         self, compiled: _Compiled, key: tuple[str, ...], seen: float, now: float

@@ -9,7 +9,8 @@ One rule watches one measurement and is one of four kinds, told apart by its key
   carries as a tag (a rating), `change` compares the increase, delta or rate of change since
   the series' previous sample instead of the reading;
 - **absent** (`absent:`): a key (e.g. site and agent) that reported before and has been silent
-  for `intervals` x `interval`;
+  for `intervals` x `interval`; with `forget_after`, a key silent that long is forgotten (an
+  agent taken out of service) and its alert resolved;
 - **event** (`event:`): every point is an occurrence (a trap, an XID, a Sparkplug death);
   resolved once none has come for `resolve_after`.
 
@@ -43,6 +44,7 @@ class AbsentSpec(StrictModel):
     by: list[str] = Field(min_length=1)  # the tags that name what must keep reporting
     interval: Duration  # how often it reports
     intervals: int = Field(default=3, ge=1)  # silent this many intervals: absent
+    forget_after: Duration | None = None  # silent this long: forgotten, its alert resolved
 
 
 class EventSpec(StrictModel):
@@ -118,6 +120,17 @@ class Rule(StrictModel):
                 )
         else:
             found += self._threshold_problems()
+        absent = self.absent
+        if absent is not None and absent.forget_after is not None:
+            fires_after = absent.interval * absent.intervals
+            if absent.forget_after <= fires_after:
+                found.append(
+                    (
+                        ("absent", "forget_after"),
+                        f"forget_after ({absent.forget_after:g} s) must be over interval x "
+                        f"intervals ({fires_after:g} s), when the alert fires",
+                    )
+                )
         try:
             list(string.Formatter().parse(self.summary))
         except ValueError as exc:
