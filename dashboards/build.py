@@ -425,10 +425,18 @@ def pdu_detail() -> Dashboard:
             Panel(
                 "Load state",
                 "state-timeline",
-                [Query(over_time('last("load_state")', "pdu", pdu, ["device"]), "$tag_device")],
+                [
+                    Query(over_time('last("load_state")', "pdu", pdu, ["device"]), "$tag_device"),
+                    Query(
+                        over_time('last("load_state")', "pdu_phase", pdu, ["device", "phase"]),
+                        "$tag_device L$tag_phase",
+                    ),
+                ],
                 width=24,
                 height=5,
                 states=LOAD_STATES,
+                description="The PDU's own judgement, per device or, where it judges them, "
+                "per phase.",
             ),
             Row("Phases and banks"),
             Panel(
@@ -477,8 +485,19 @@ def pdu_detail() -> Dashboard:
                             'non_negative_difference(max("energy_kwh"))', "pdu", pdu, ["device"]
                         ),
                         "$tag_device",
-                    )
+                    ),
+                    Query(
+                        over_time(
+                            'non_negative_difference(max("energy_kwh"))',
+                            "pdu_inlet",
+                            pdu,
+                            ["device", "inlet"],
+                        ),
+                        "$tag_device inlet $tag_inlet",
+                    ),
                 ],
+                description="Per device where the PDU counts its total, per inlet where it "
+                "counts those (not every PDU has a device total).",
                 unit="kwatth",
                 min=0,
                 custom={"drawStyle": "bars", "fillOpacity": 60},

@@ -50,9 +50,8 @@ def filled_by_demo(
     recordings = demo.find_shared(None) / "devices" / "snmprec"
     data = workdir / "snmprec"
     data.mkdir(parents=True, exist_ok=True)
-    for device, (recording, _) in demo.DEMO_DEVICES.items():
-        moving = demo.MOVING_VALUES.get(device, demo.MOVING_VALUES.get(recording, {}))
-        text = demo.moving_recording(recordings / f"{recording}.snmprec", moving)
+    for device in demo.DEMO_DEVICES:
+        text = demo.device_recording(recordings, device)
         (data / f"{device}.snmprec").write_text(text, encoding="utf-8")
     services: list[Running] = []
     children: list[subprocess.Popen[bytes]] = []

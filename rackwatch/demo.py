@@ -1,11 +1,12 @@
 """`rackwatch demo`: a live hall on this machine, from private servers on free loopback ports.
 
 It starts Mosquitto, InfluxDB and snmpsim under a temporary directory (never touching a server
-already running), serves shared recordings (six PDUs of three vendors, an InRow cooling unit,
-two Smart-UPSes) with values that move over time, runs a real agent and a real collector (with
-roll-ups) as child processes, and shows data arriving. With `--duration N` it runs N seconds
-without interaction and exits 0 only once an InfluxQL query has found points of every simulated
-kind. Everything it started is stopped on exit.
+already running), serves shared recordings (six PDUs of three vendors, an InRow cooling unit, a
+Liebert room unit, a Smart-UPS and a three-phase UPS-MIB UPS) with values that move over
+time, runs a real agent and a real collector (with roll-ups) as child processes, and shows data
+arriving: a table per device kind. With `--duration N` it runs N seconds without interaction
+and exits 0 only once an InfluxQL query has found points of every simulated kind. Everything it
+started is stopped on exit.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ VERIFY_GRACE_S = 20.0
 NPU_SMI_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "npu_smi"
 
 # Demo row: three racks with an A and a B feed each (APC metered, APC switched, and a Raritan
-# beside an Eaton), the InRow cooling unit, a Liebert room unit, the row's UPS, and `ups-main`,
-# whose output stands in for the site's utility meter (PUE). A PDU's feed: its name's last letter.
+# beside an Eaton), the InRow cooling unit, a Liebert room unit, the row's UPS (three phases,
+# through the UPS-MIB), and `ups-main`, whose output stands in for the site's utility meter
+# (PUE). A PDU's feed: its name's last letter.
 DEMO_DEVICES = {
     "pdu-a01-a": ("apc_ap8853", "A01"),
     "pdu-a01-b": ("apc_ap8853", "A01"),
@@ -60,8 +62,13 @@ DEMO_DEVICES = {
     "ups-main": ("apc_smart1500", "A00"),
     "crah-1": ("liebert_weblbds", "A00"),  # room cooling (humidity) on a Liebert GP card
     "inrow-a01": ("apc-inrow", "A01"),
-    "ups-row-a": ("apc_smart1500", "A00"),
+    "ups-row-a": ("generex-ups_cs141", "A00"),
 }
+
+# OID prefixes left out of a device's recording. The Liebert GP card's recording also holds
+# the readings of a Liebert UPS behind the same card (UPS-MIB, LIEBERT-GP-POWER-MIB), which
+# would show the demo's CRAH as a UPS too; a card that serves a CRAH has neither.
+LEFT_OUT = {"crah-1": ("1.3.6.1.2.1.33.", "1.3.6.1.4.1.476.1.42.3.5.")}
 
 # OID -> snmpsim numeric variation, so the readings move like a real load does. By recording,
 # or by device name where one device moves unlike the others on its recording.
@@ -136,11 +143,20 @@ def find_shared(explicit: Path | None) -> Path:
     )
 
 
-def moving_recording(source: Path, moving: dict[str, str]) -> str:
+def device_recording(recordings: Path, device: str) -> str:
+    """What snmpsim serves for a demo device: its recording, moving, without LEFT_OUT."""
+    recording = DEMO_DEVICES[device][0]
+    moving = MOVING_VALUES.get(device, MOVING_VALUES.get(recording, {}))
+    return moving_recording(recordings / f"{recording}.snmprec", moving, LEFT_OUT.get(device, ()))
+
+
+def moving_recording(source: Path, moving: dict[str, str], left_out: tuple[str, ...] = ()) -> str:
     """The recording with some values replaced by snmpsim `numeric` variations."""
     out = []
     for line in source.read_text(encoding="utf-8").splitlines():
         oid, _, rest = line.partition("|")
+        if oid.startswith(left_out):
+            continue
         tag = rest.partition("|")[0]
         if oid in moving:
             line = f"{oid}|{tag}:numeric|{moving[oid]},min=0,max=2147483647"
@@ -252,26 +268,78 @@ def counts(influx: Running) -> dict[str, int]:
     return found
 
 
-# What the live view shows per device kind: measurement, then (field, heading, format).
-LATEST = (
-    ("pdu", (("power_w", "POWER W", ".0f"), ("energy_kwh", "ENERGY KWH", ".1f"))),
-    ("cooling", (("rack_inlet_c", "INLET C", ".1f"), ("return_air_c", "RETURN C", ".1f"))),
-    ("ups", (("load_pct", "LOAD %", ".1f"), ("runtime_s", "RUNTIME S", ".0f"))),
+# What the live view shows per device kind: (heading, measurements, field, format) per column.
+# Rows are the devices whose profile is of that kind (the `kind` tag of their health samples),
+# so a cooling unit whose card also reports a UPS stays under cooling. A column takes the first
+# of its measurements that has the field for the device; inlets are summed, as the roll-ups
+# take a PDU's power (docs/schema.md): not every PDU reports a device total.
+Column = tuple[str, tuple[str, ...], str, str]
+LATEST: tuple[tuple[str, tuple[Column, ...]], ...] = (
+    (
+        "pdu",
+        (
+            ("POWER W", ("pdu", "pdu_inlet"), "power_w", ".0f"),
+            ("ENERGY KWH", ("pdu", "pdu_inlet"), "energy_kwh", ".1f"),
+        ),
+    ),
+    (
+        "cooling",
+        (
+            ("INLET C", ("cooling",), "rack_inlet_c", ".1f"),
+            ("RETURN C", ("cooling",), "return_air_c", ".1f"),
+        ),
+    ),
+    (
+        "ups",
+        (
+            ("LOAD %", ("ups",), "load_pct", ".1f"),
+            ("RUNTIME S", ("ups",), "runtime_s", ".0f"),
+        ),
+    ),
 )
 
 
-def latest(influx: Running, measurement: str, fields: tuple[str, ...]) -> list[list[object]]:
-    """[device, model, *latest value of each field] per device, sorted by device."""
-    selects = ", ".join(f'last("{f}") AS "{f}"' for f in fields)
+def kinds(influx: Running) -> dict[str, str]:
+    """device -> kind, from the health samples of polled and MQTT devices."""
+    found: dict[str, str] = {}
+    for measurement in ("rackwatch_agent", "rackwatch_mqtt_device"):
+        query = f'SELECT last("up") FROM "{measurement}" GROUP BY "device", "kind"'
+        for one in localservices.influx_query(influx, DATABASE, query):
+            tags = one.get("tags")
+            if isinstance(tags, dict) and tags.get("device") and tags.get("kind"):
+                found[str(tags["device"])] = str(tags["kind"])
+    return found
+
+
+def latest_values(influx: Running, measurement: str, field: str) -> dict[str, tuple[float, str]]:
+    """device -> (latest value, summed over the device's other series such as inlets; model)."""
     series = localservices.influx_query(
-        influx, DATABASE, f'SELECT {selects} FROM "{measurement}" GROUP BY "device", "model"'
+        influx, DATABASE, f'SELECT last("{field}") FROM "{measurement}" GROUP BY *'
     )
-    rows = []
+    found: dict[str, tuple[float, str]] = {}
     for one in series:
         tags, values = one.get("tags"), one.get("values")
-        if isinstance(tags, dict) and isinstance(values, list) and values:
-            rows.append([str(tags.get("device")), str(tags.get("model")), *values[0][1:]])
-    return sorted(rows, key=lambda row: str(row[0]))
+        if not (isinstance(tags, dict) and isinstance(values, list) and values):
+            continue
+        value = values[0][1]
+        if isinstance(value, int | float):
+            device = str(tags.get("device"))
+            total, model = found.get(device, (0.0, ""))
+            found[device] = (total + value, model or str(tags.get("model") or ""))
+    return found
+
+
+def latest(influx: Running, kind: str, columns: tuple[Column, ...]) -> list[list[object]]:
+    """[device, model, *latest value of each column] per device of `kind`, sorted by device."""
+    devices = sorted(device for device, of in kinds(influx).items() if of == kind)
+    rows: dict[str, list[object]] = {device: [device, ""] for device in devices}
+    for _, measurements, field, _ in columns:
+        read = [latest_values(influx, m, field) for m in measurements]
+        for device, row in rows.items():
+            value, model = next((r[device] for r in read if device in r), (None, ""))
+            row.append(value)
+            row[1] = row[1] or model
+    return list(rows.values())
 
 
 def render(influx: Running, started: float) -> str:
@@ -281,15 +349,15 @@ def render(influx: Running, started: float) -> str:
         f"{'MEASUREMENT':<22}{'POINTS':>8}",
     ]
     lines += [f"{m:<22}{n:>8}" for m, n in counts(influx).items()]
-    for measurement, columns in LATEST:
-        heading = f"{measurement.upper():<12}{'MODEL':<12}"
-        lines += ["", heading + "".join(f"{title:>12}" for _, title, _ in columns)]
-        for device, model, *values in latest(influx, measurement, tuple(f for f, _, _ in columns)):
+    for kind, columns in LATEST:
+        heading = f"{kind.upper():<12}{'MODEL':<12}"
+        lines += ["", heading + "".join(f"{title:>12}" for title, *_ in columns)]
+        for device, model, *values in latest(influx, kind, columns):
             cells = "".join(
                 f"{value:>12{fmt}}" if isinstance(value, int | float) else f"{'-':>12}"
-                for value, (_, _, fmt) in zip(values, columns, strict=True)
+                for value, (*_, fmt) in zip(values, columns, strict=True)
             )
-            lines.append(f"{device!s:<12}{model!s:<12}{cells}")
+            lines.append(f"{device!s:<12}{model or '-'!s:<12}{cells}")
     return "\n".join(lines)
 
 
@@ -308,9 +376,8 @@ def demo(duration_s: float | None, shared: Path | None) -> int:
         recordings = find_shared(shared) / "devices" / "snmprec"
         data = workdir / "snmprec"
         data.mkdir()
-        for name, (recording, _) in DEMO_DEVICES.items():
-            moving = MOVING_VALUES.get(name, MOVING_VALUES.get(recording, {}))
-            text = moving_recording(recordings / f"{recording}.snmprec", moving)
+        for name in DEMO_DEVICES:
+            text = device_recording(recordings, name)
             (data / f"{name}.snmprec").write_text(text, encoding="utf-8")
         print(f"starting Mosquitto, InfluxDB and snmpsim under {workdir} ...", flush=True)
         mosquitto = localservices.start_mosquitto(workdir / "mosquitto")

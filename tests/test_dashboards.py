@@ -240,3 +240,51 @@ def test_every_panel_query_returns_series(
             assert series, f"{dashboard} / {title} {ref} found nothing: {sent}"
         else:
             assert not series, f"{dashboard} / {title} {ref} has data now: shrink NOT_IN_DEMO_YET"
+
+
+# --- the demo's own view ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_the_demo_lists_each_device_under_its_kind(demo_influx: Running) -> None:
+    """Every PDU, including those that report per inlet only (Raritan, Eaton), with its power;
+    the CRAH under cooling only; both UPSes under UPS."""
+    views = dict(demo.LATEST)
+    pdus = demo.latest(demo_influx, "pdu", views["pdu"])
+    assert [row[0] for row in pdus] == sorted(d for d in demo.DEMO_DEVICES if d.startswith("pdu-"))
+    assert all(isinstance(row[2], float) and row[2] > 0 for row in pdus), pdus
+    assert all(row[1] for row in pdus)  # the model, from whichever measurement had the power
+    assert [row[0] for row in demo.latest(demo_influx, "ups", views["ups"])] == [
+        "ups-main",
+        "ups-row-a",
+    ]
+    cooling = [row[0] for row in demo.latest(demo_influx, "cooling", views["cooling"])]
+    assert {"crah-1", "inrow-a01"} <= set(cooling)
+    shown = demo.render(demo_influx, 0.0)
+    assert shown.count("\npdu-a0") == 6
+
+
+@pytest.mark.integration
+def test_the_pdu_dashboard_shows_pdus_that_report_per_inlet(demo_influx: Running) -> None:
+    """Power and energy of the Eaton (inlet totals only), its phases' load state."""
+    by_title = {panel["title"]: panel for panel in panels(dashboards()["pdu-detail"])}
+
+    def devices(title: str) -> set[str]:
+        """The devices a panel's queries find, every variable at All."""
+        found = set()
+        for target in by_title[title]["targets"]:
+            sent = interpolate(target["query"], dict.fromkeys(variables_used(target["query"])))
+            for series in localservices.influx_query(demo_influx, demo.DATABASE, sent):
+                tags = series.get("tags")
+                if isinstance(tags, dict):
+                    found.add(str(tags["device"]))
+        return found
+
+    every_pdu = {d for d in demo.DEMO_DEVICES if d.startswith("pdu-")}
+    assert devices("Power") == every_pdu
+    assert "pdu-a03-b" in devices("Energy per interval")
+    assert "pdu-a03-b" in devices("Load state")
+    ups_devices = localservices.influx_query(
+        demo_influx, demo.DATABASE, 'SHOW TAG VALUES FROM "ups" WITH KEY = "device"'
+    )
+    assert "crah-1" not in str(ups_devices)
