@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 
+from agent.config import AgentConfig
+from agent.service import Agent
 from collector.alerting.settings import AlertingSettings
 from collector.service import Collector
 from rackwatch.localservices import Running
 from tests.recording_http import RecordingServer
 from tests.test_alerting_end_to_end import PHASE_RULE, pages, phase, publish, server
-from tests.test_end_to_end import collector_config, eventually, query, running
+from tests.test_end_to_end import agent_config, collector_config, eventually, query, running
 
 pytestmark = pytest.mark.integration
 __all__ = ["server"]  # the receiver fixture
@@ -101,3 +103,92 @@ async def test_a_series_that_stops_resolves_as_stale_at_every_receiver_that_was_
     assert [row[1] for row in rows] == ["pending", "firing", "resolved"]
     assert rows[0][2] is None
     assert str(rows[2][2]).startswith("stale: series not seen for ")
+
+
+RATING_RULE = """
+rules:
+  - alert: PduPhaseCurrentHigh
+    severity: critical
+    measurement: pdu_phase
+    field: current_a
+    relative_to_tag: rated_a
+    above: 0.80
+    clear_below: 0.75
+    for: 1s
+    summary: "{device} phase {phase}: {reading} A is {value:.0%} of its {rating:g} A rating"
+"""
+
+
+async def test_a_corrected_rating_tag_resolves_the_old_alert_as_stale(
+    mosquitto: Running,
+    snmpsim: Running,
+    influxdb: Running,
+    database: str,
+    unique: str,
+    tmp_path: Path,
+    server: RecordingServer,
+) -> None:
+    """Issue 20 item 2 through a real agent: a PDU's rating tag set too low pages; corrected
+    (a reload with a new `rated_a`), its readings form a new series, and the old alert ends as
+    stale instead of firing for ever."""
+    prefix = f"rackwatch/v1-{unique}"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RATING_RULE)
+    settings = AlertingSettings.model_validate(
+        {
+            "rules_file": str(rules),
+            "state_path": str(tmp_path / "alert-state.json"),
+            "receivers": [{"name": "oncall", "kind": "webhook", "url": server.url("/hook")}],
+            "route": {
+                "receiver": "oncall",
+                "group_by": ["alertname", "device", "rated_a"],
+                "group_wait": 0.5,
+                "group_interval": "1s",
+                "repeat_interval": "1h",
+            },
+            "evaluation_interval": 0.2,
+            "stale_after": STALE_AFTER_S,
+        }
+    )
+    config = collector_config(mosquitto, influxdb, database, prefix, tmp_path)
+    collector = Collector(config.model_copy(update={"alerting": settings}))
+    base = agent_config(mosquitto, snmpsim, prefix, ["apc_ap8853"])
+
+    def rated(amperes: str) -> AgentConfig:
+        data = base.model_dump(mode="json", by_alias=True)
+        data["devices"][0]["tags"] = {"rated_a": amperes}
+        return AgentConfig.model_validate(data)
+
+    def hooks(status: str, rating: str) -> list[dict[str, Any]]:
+        return [
+            alert
+            for r in server.to("/hook")
+            for alert in r.json()["alerts"]
+            if alert["status"] == status and alert["labels"].get("rated_a") == rating
+        ]
+
+    agent = Agent(rated("5"))  # the recording reads 4.9 A on phase 1: 98 % of 5 A
+    async with running(collector), running(agent):
+        await server.wait_for(functools.partial(hooks, "firing", "5"), "the page at 5 A")
+        await agent.reload(rated("20"))  # corrected: 4.9 A is 25 % of 20 A
+        await server.wait_for(functools.partial(hooks, "resolved", "5"), "the 5 A page's end")
+        ends = hooks("resolved", "5")
+        fired = {a["fingerprint"] for a in hooks("firing", "5")}
+        assert {a["fingerprint"] for a in ends} == fired  # every page ended
+        for alert in ends:
+            assert alert["end_reason"].startswith("stale: series not seen for ")
+        # The corrected series is judged (three polls stored, so evaluated), and fires nothing.
+        corrected = (
+            'SELECT count("current_a") FROM "pdu_phase" WHERE "rated_a" = \'20\' '
+            "AND \"phase\" = '1'"
+        )
+
+        def polls_at_20() -> int:
+            rows = query(influxdb, database, corrected)
+            return int(rows[0]["values"][0][1]) if rows else 0  # type: ignore[index]
+
+        await eventually(lambda: polls_at_20() >= 3, 20)
+        alerting = collector.alerting
+        assert alerting is not None
+        assert [a for a in alerting.evaluator.alerts.values() if a.labels["rated_a"] == "20"] == []
+    assert hooks("firing", "20") == []
