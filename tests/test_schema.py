@@ -495,9 +495,21 @@ def test_every_default_alert_rule_reads_schema_fields() -> None:
 
 
 def test_the_demo_live_view_reads_schema_fields() -> None:
-    for measurement, columns in demo.LATEST:
-        for field, _, _ in columns:
-            assert schema().field(measurement, field) is not None, f"{measurement}.{field}"
+    """Each column of `rackwatch demo`'s table names its field (and maybe its measurements)."""
+    problems, read = [], 0
+    for kind, columns in demo.LATEST:
+        for column in columns:
+            measurements = [m for part in column if isinstance(part, tuple) for m in part]
+            fields = [p for p in column if isinstance(p, str) and re.fullmatch("[a-z0-9_]+", p)]
+            for measurement in measurements or [kind]:
+                read += len(fields)
+                problems += [
+                    f"{measurement}.{field}"
+                    for field in fields
+                    if schema().field(measurement, field) is None
+                ]
+    assert read
+    assert not problems, problems
 
 
 # --- docs/schema.md ------------------------------------------------------------------------
