@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,10 +42,11 @@ def filled_by_demo(
     min_points: int = 3,
     run_s: float = 0.0,
     timeout_s: float = 120.0,
+    until: Callable[[Running], bool] = lambda influx: True,
 ) -> Iterator[Running]:
     """Run the demo's devices, agent and collector until each of `measurements` has
-    `min_points` points and at least `run_s` seconds have passed; then stop the agent and
-    collector and yield InfluxDB (stopped on exit)."""
+    `min_points` points, `until(influx)` holds and at least `run_s` seconds have passed; then
+    stop the agent and collector and yield InfluxDB (stopped on exit)."""
     wanted = sorted(set(measurements))
     recordings = demo.find_shared(None) / "devices" / "snmprec"
     data = workdir / "snmprec"
@@ -71,6 +72,7 @@ def filled_by_demo(
         while (
             min((found := points(influx, wanted)).values(), default=min_points) < min_points
             or time.monotonic() < started + run_s
+            or not until(influx)
         ):
             exited = [child.args for child in children if child.poll() is not None]
             if exited:

@@ -195,9 +195,14 @@ def test_every_measurement_and_field_a_panel_names_is_in_the_schema() -> None:
 
 @pytest.fixture(scope="module")
 def demo_influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """InfluxDB once the demo's pipeline has landed three points of everything panels show."""
+    """InfluxDB once the demo's pipeline has landed three points of everything panels show,
+    and every device's health (with its kind) has come in."""
     shown = {named(query)[0] for *_, query in queries() if pending(query) is None}
-    with filled_by_demo(tmp_path_factory.mktemp("demo"), shown) as influx:
+
+    def every_kind_known(influx: Running) -> bool:
+        return set(demo.kinds(influx)) >= set(demo.DEMO_DEVICES)
+
+    with filled_by_demo(tmp_path_factory.mktemp("demo"), shown, until=every_kind_known) as influx:
         yield influx
 
 
