@@ -1,13 +1,14 @@
 """Property: whatever the order of samples, tag changes and silences, the real evaluator ends
 up with no alert firing whose condition is not true in the latest data, and none missing
-whose condition is.
+whose condition is; and no receiver is left believing an alert fires that does not.
 
 Random steps against one rule set (a ratio rule on a rating tag, a health rule, an absence
 rule): a phase reading, a device's health, a rating tag changed (a new series, the old one
 left behind), an agent-only health sample, each after a random wait (seconds to a quarter of
 an hour of silence). After every step the clock ticks and the evaluator is held against a
 model of the latest data: a series counts while it is not stale (its bound from
-`stale_bound`, the documented rule), and its latest sample decides.
+`stale_bound`, the documented rule), and its latest sample decides. The second property adds
+silences (a device's alerts muted, then not) and two receivers behind the real grouper.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collector.alerting.alert import Notice, Status
+from collector.alerting.evaluator import Transition
+from collector.alerting.notifier import Grouper
+from collector.alerting.settings import AlertingSettings
 from collector.alerting.staleness import next_interval, stale_bound
 from tests.test_alerting_evaluator import T0, Harness, line
 
@@ -73,20 +78,19 @@ class Model:
 
 
 wait = st.one_of(st.integers(0, 40), st.integers(0, 900))
-steps = st.lists(
-    st.one_of(
-        st.tuples(
-            st.just("phase"),
-            st.sampled_from(DEVICES),
-            st.sampled_from([0.0, 11.0, 12.5, 13.0, 15.0, 17.0, 25.0, 30.0]),
-            wait,
-        ),
-        st.tuples(st.just("health"), st.sampled_from(DEVICES), st.booleans(), wait),
-        st.tuples(st.just("rating"), st.sampled_from(DEVICES), st.sampled_from(RATINGS), wait),
-        st.tuples(st.just("agent"), st.just(""), st.just(""), wait),
+step = st.one_of(
+    st.tuples(
+        st.just("phase"),
+        st.sampled_from(DEVICES),
+        st.sampled_from([0.0, 11.0, 12.5, 13.0, 15.0, 17.0, 25.0, 30.0]),
+        wait,
     ),
-    max_size=60,
+    st.tuples(st.just("health"), st.sampled_from(DEVICES), st.booleans(), wait),
+    st.tuples(st.just("rating"), st.sampled_from(DEVICES), st.sampled_from(RATINGS), wait),
+    st.tuples(st.just("agent"), st.just(""), st.just(""), wait),
 )
+# A device's alerts silenced (True) or no longer (False).
+silence = st.tuples(st.just("silence"), st.sampled_from(DEVICES), st.booleans(), wait)
 
 
 def run(h: Harness, model: Model, step: tuple[str, str, object, int]) -> None:
@@ -149,7 +153,7 @@ def check(h: Harness, model: Model, configured: float | None) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps=steps, configured=st.sampled_from([None, 60.0, 600.0]))
+@given(steps=st.lists(step, max_size=60), configured=st.sampled_from([None, 60.0, 600.0]))
 def test_no_alert_fires_against_the_latest_data(
     steps: list[tuple[str, str, object, int]], configured: float | None
 ) -> None:
@@ -158,3 +162,89 @@ def test_no_alert_fires_against_the_latest_data(
     for step in steps:
         run(h, model, step)
         check(h, model, configured)
+
+
+RECEIVERS = ("noc", "pager")
+
+
+def notice(transition: Transition) -> Notice | None:
+    """What the collector's alerting hands the notifier for a transition (service.py)."""
+    alert = transition.alert
+    status: Status
+    if transition.state == "firing":
+        status, ends_at = "firing", None
+    elif transition.state == "resolved" and transition.previous == "firing":
+        status, ends_at = "resolved", transition.at
+    else:
+        return None
+    return Notice(
+        alert.fingerprint,
+        alert.labels,
+        status,
+        alert.active_since,
+        ends_at,
+        transition.summary,
+        alert.value,
+        transition.end_reason,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.one_of(step, silence), max_size=60))
+def test_no_receiver_is_left_believing_an_alert_fires(
+    steps: list[tuple[str, str, object, int]],
+) -> None:
+    h = Harness(RULES)
+    model = Model()
+    muted: set[str] = set()
+    config = AlertingSettings.model_validate(
+        {
+            "rules_file": "unused.yaml",
+            "receivers": [
+                {"name": name, "kind": "webhook", "url": "http://127.0.0.1:9/"}
+                for name in RECEIVERS
+            ],
+            # Every change goes out at once, to both receivers.
+            "route": {
+                "receiver": "noc",
+                "group_by": ["alertname", "device"],
+                "group_wait": 0,
+                "group_interval": 0,
+                "repeat_interval": "4h",
+                "routes": [{"receiver": "noc", "continue": True}, {"receiver": "pager"}],
+            },
+        }
+    )
+    grouper = Grouper(
+        config.route,
+        {r.name: r for r in config.receivers},
+        lambda labels, now: "silence" if labels.get("device") in muted else None,
+    )
+    believed: dict[str, set[str]] = {name: set() for name in RECEIVERS}
+    for step in steps:
+        told = len(h.seen)
+        if step[0] == "silence":
+            h.at(h.clock.now - T0 + step[3])
+            (muted.add if step[2] else muted.discard)(step[1])
+            h.evaluator.tick()
+        else:
+            run(h, model, step)
+        now = h.clock.now
+        for transition in h.seen[told:]:
+            change = notice(transition)
+            if change is not None:
+                grouper.add(change, now)
+        for notification in grouper.due(now):
+            grouper.delivered(notification, now)
+            heard = believed[notification.receiver]
+            heard |= {a.fingerprint for a in notification.firing}
+            heard -= {a.fingerprint for a in notification.resolved}
+        firing = {a.fingerprint for a in h.evaluator.alerts.values() if a.state == "firing"}
+        unmuted = {
+            a.fingerprint
+            for a in h.evaluator.alerts.values()
+            if a.state == "firing" and a.labels.get("device") not in muted
+        }
+        for name, heard in believed.items():
+            assert heard <= firing, (name, "told of an alert that no longer fires")
+            assert unmuted <= heard, (name, "not told of an unmuted firing alert")
