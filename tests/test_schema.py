@@ -485,11 +485,11 @@ def test_every_default_alert_rule_reads_schema_fields() -> None:
             for field in fields
             if field is not None and schema().field(rule.measurement, field) is None
         ]
-        tags = rule.absent.by if rule.absent is not None else []
+        tags = [*rule.absent.by] if rule.absent is not None else []
+        tags += [rule.relative_to_tag] if rule.relative_to_tag else []
+        known = {*schema().tags_of(rule.measurement), *schema().site_tags}
         problems += [
-            f"{rule.alert}: tag {tag} of {rule.measurement}"
-            for tag in tags
-            if tag not in schema().tags_of(rule.measurement)
+            f"{rule.alert}: tag {tag} of {rule.measurement}" for tag in tags if tag not in known
         ]
     assert not problems, problems
 
