@@ -4,12 +4,15 @@ are refused, per line, into a capped and rotated dead-letter file."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.config import (
     BatchSettings,
@@ -176,3 +179,30 @@ def test_collector_health_names_the_new_counters(tmp_path: Path) -> None:
         "dead_letter_rotations_total",
     ):
         assert fields[name] == 0, name
+
+
+NOW_NS = time.time_ns()
+
+
+@given(
+    head=st.sampled_from(
+        [
+            b"m f=1",
+            b"pdu,device=a\\ b power_w=5.5",
+            b'e,x=1 s="a 1700000000 b"',
+            b"w f=12345678901234567890u",  # beyond the fast regex
+        ]
+    ),
+    offset_s=st.integers(min_value=-29 * 86400, max_value=500),
+    unit=st.sampled_from([1, 10**3, 10**6, 10**9]),
+)
+@settings(max_examples=200, deadline=None)
+def test_any_precision_in_the_window_lands_at_its_time(
+    head: bytes, offset_s: int, unit: int
+) -> None:
+    stamp = (NOW_NS + offset_s * 10**9) // unit
+    line = b"%s %d" % (head, stamp)
+    good, bad = check_lines(line, bounds())
+    assert bad == []
+    assert good == [b"%s %d" % (head, stamp * unit)]
+    assert parse_line(good[0]) == dataclasses.replace(parse_line(line), time_ns=stamp * unit)
