@@ -412,3 +412,15 @@ def test_forget_after_must_come_after_the_alert_fires() -> None:
             "rules:\n  - alert: X\n    measurement: m\n"
             "    absent: {by: [agent], interval: 30s, intervals: 3, forget_after: 1m}\n"
         )
+
+
+def test_a_reload_keeps_the_absence_clock_running() -> None:
+    """An agent that fell silent 80 s before a reload is down 10 s after it, not 90 s."""
+    h = Harness(ABSENT_AND_EVENT)
+    h.feed(line("rackwatch_agent", {"site": "s1", "agent": "a1"}, {"devices": 1}, T0))
+    h.tick(80)
+    reloaded = Harness(ABSENT_AND_EVENT)
+    reloaded.at(80)
+    reloaded.evaluator.restore(h.evaluator.snapshot(), restart=False)
+    reloaded.tick(91)
+    assert reloaded.states() == [("AgentDown", "firing")]

@@ -647,17 +647,17 @@ class Evaluator:
         self.changed = False
         return {
             "alerts": [alert.to_json() for alert in self.alerts.values()],
-            "seen": [[self.compiled[i].key, list(key)] for i, key in self._seen],
+            "seen": [[self.compiled[i].key, list(key), at] for (i, key), at in self._seen.items()],
             "agents": [[site, device, agent] for (site, device), agent in self.agent_of.items()],
         }
 
     def restore(
         self, data: Mapping[str, Any], now: float | None = None, *, restart: bool = True
     ) -> list[Alert]:
-        """Take back a snapshot. Keys that were reporting get a fresh grace period from `now`
-        (the collector was away, not they), and after a `restart` so do the series of
-        threshold alerts, before they can go stale. Returns alerts whose rule is gone; they are
-        resolved, through `emit`, so receivers hear of it."""
+        """Take back a snapshot. After a `restart`, keys that were reporting get a fresh grace
+        period from `now` (the collector was away, not they), and so do the series of threshold
+        alerts before they can go stale; a reload keeps every clock. Returns alerts whose rule
+        is gone; they are resolved, through `emit`, so receivers hear of it."""
         now = self.clock() if now is None else now
         gone = []
         for item in data.get("alerts", []):
@@ -673,10 +673,11 @@ class Evaluator:
                 key = tuple(alert.labels.get(tag, "") for tag in compiled.rule.absent.by)
                 self._absent[(compiled.index, key)] = alert.fingerprint
                 self._seen[(compiled.index, key)] = alert.last_seen
-        for rule_key_, key in data.get("seen", []):
+        for rule_key_, key, *at in data.get("seen", []):
             compiled = self._by_key.get(rule_key_)
             if compiled is not None and compiled.rule.absent is not None:
-                self._seen.setdefault((compiled.index, tuple(key)), now)
+                seen = now if restart or not at else float(at[0])
+                self._seen.setdefault((compiled.index, tuple(key)), seen)
         for site, device, agent in data.get("agents", []):
             self.agent_of[(site, device)] = agent
         for alert in gone:
