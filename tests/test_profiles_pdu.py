@@ -11,11 +11,12 @@ extra `*_name` tags, checked here as line protocol carries them (an empty name i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.mapping import Value
 from agent.snmp import SnmpDevice, SnmpTarget
 from rackwatch import localservices
 from rackwatch.localservices import Running
@@ -569,9 +570,49 @@ async def test_vertiv_without_temperature_units_reports_humidity_only(probes: Ru
     }
 
 
-def test_raritan_recording_has_no_external_sensors() -> None:
-    """raritan-pdu_px2 has no external sensor rows; the profile does not read them (the
-    sensor type lives in another table, and `where` cannot test a joined column)."""
-    recorded = _recording("raritan-pdu_px2")
-    assert not [o for o in recorded if o.startswith("1.3.6.1.4.1.13742.6.5.5.")]
-    assert not [o for o in recorded if o.startswith("1.3.6.1.4.1.13742.6.3.6.")]
+async def test_raritan_external_sensors_by_their_joined_type(snmpsim: Running) -> None:
+    """External probes say what they are only in the configuration table (externalSensorType
+    10 temperature, 11 humidity): read by a pivot on that joined column, scaled by its decimal
+    digits; the contact closures and the absolute humidity probe are left out."""
+    _, samples = await poll(snmpsim, "raritan-pdu_px2-temp")
+    assert points(samples, "env_sensor", "sensor") == {
+        ("1",): {"temperature_c": 22.9},
+        ("2",): {"humidity_pct": 15.0},
+        ("3",): {"temperature_c": 22.6},
+        ("4",): {"temperature_c": 23.7},
+    }
+    assert names(samples, "env_sensor", "sensor")[("2",)] == {"sensor_name": "Relative Humidity 1"}
+
+
+class CountingDevice(SnmpDevice):
+    """Notes each GET (the OIDs asked for) and each column walked."""
+
+    def __init__(self, snmpsim: Running, recording: str) -> None:
+        super().__init__(recording, SnmpTarget(snmpsim.host, snmpsim.port, recording), {})
+        self.asked: list[int] = []
+        self.walked: list[str] = []
+
+    async def get(self, oids: Iterable[str], what: str = "") -> dict[str, Value]:
+        wanted = list(oids)
+        self.asked.append(len(wanted))
+        return await super().get(wanted, what)
+
+    async def _walk_once(self, base: str) -> dict[str, Value]:
+        self.walked.append(base)
+        return await super()._walk_once(base)
+
+
+@pytest.mark.parametrize("recording", ["raritan-pdu_px2-temp", "rittal-lcp_cmciii-pu-lcp"])
+async def test_pivoted_tables_cost_no_extra_requests_per_poll(
+    snmpsim: Running, recording: str
+) -> None:
+    """After the poll that makes the plan, a poll of pivoted, joined and self-describing tables
+    walks nothing and asks one GET list: every field's OID once, and sysUpTime (batched 24 per
+    request, the fewest requests that can carry them)."""
+    device = CountingDevice(snmpsim, recording)
+    await device.collect()
+    device.asked.clear()
+    device.walked.clear()
+    samples = await device.collect()
+    assert device.walked == []
+    assert device.asked == [sum(len(s.fields) for s in samples) + 1]
