@@ -10,6 +10,7 @@ Sparkplug mappings: a mapping's field type decides the value's type).
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -65,6 +66,29 @@ def problems_of(samples: list[Sample], extra_tags: tuple[str, ...] = ()) -> list
 
 
 # --- the file itself -------------------------------------------------------------------------
+
+
+PUBLISHED = DATA / "schema-published.csv"
+
+
+def published() -> dict[str, tuple[str, str]]:
+    rows = [r for r in PUBLISHED.read_text(encoding="utf-8").splitlines() if not r.startswith("#")]
+    return {name: (kind, unit) for name, kind, unit in csv.reader(rows[1:])}
+
+
+def test_a_published_field_keeps_its_type_and_unit_forever() -> None:
+    """Dashboards, rules and stored data depend on them: a new meaning is a new field."""
+    changed = [
+        f"{name}: published as {kind} in {unit!r}"
+        for name, (kind, unit) in published().items()
+        if (now := schema().fields.get(name)) is None or (now.type, now.unit) != (kind, unit)
+    ]
+    assert not changed, "add a new field instead:\n" + "\n".join(changed)
+
+
+def test_every_schema_field_is_published() -> None:
+    new = [f"{n},{f.type},{f.unit}" for n, f in schema().fields.items() if n not in published()]
+    assert not new, f"append to {PUBLISHED.relative_to(ROOT)}:\n" + "\n".join(new)
 
 
 def test_a_field_whose_type_contradicts_its_unit_suffix_is_refused_with_its_line(
