@@ -126,35 +126,40 @@ class Daemon(Generic[C]):
             log.exception("reload failed part-way; some changes may not be applied")
             self.notifier.ready(f"running; reload at {at} failed (see log)")
             return
-        await self._replace_metrics(self.service.config.metrics)
+        status = f"running; reloaded at {at}"
         if held:
             log.warning(
                 "reloaded the config; changes to %s take effect at the next restart",
                 ", ".join(held),
             )
-            self.notifier.ready(f"running; reloaded at {at}; restart pending for {', '.join(held)}")
+            status += f"; restart pending for {', '.join(held)}"
         else:
             log.info("reloaded the config")
-            self.notifier.ready(f"running; reloaded at {at}")
+        refused = await self._replace_metrics(self.service.config.metrics)
+        self.notifier.ready(status + (f"; {refused}" if refused else ""))
 
-    async def _replace_metrics(self, settings: MetricsSettings | None) -> None:
+    async def _replace_metrics(self, settings: MetricsSettings | None) -> str:
+        """Move the metrics endpoint to `settings`; what was refused (for STATUS=), or ""."""
         old = self.metrics
         if (old.settings if old else None) == settings:
-            return
+            return ""
         if settings is not None:
             try:
                 self.metrics = MetricsServer(settings, self.service.health_samples)
             except OSError as exc:
+                kept = f"still on {old.settings.listen}" if old else "still off"
                 log.error(
-                    "metrics.listen %s: cannot listen: %s; the endpoint stays as it was",
+                    "metrics.listen %s: cannot listen: %s; the endpoint stays as it was (%s)",
                     settings.listen,
                     exc,
+                    kept,
                 )
-                return
+                return f"metrics.listen {settings.listen} refused: {exc.strerror}, {kept}"
         else:
             self.metrics = None
         if old is not None:
             await old.close()
+        return ""
 
 
 async def _until(task: asyncio.Task[None], *events: asyncio.Event) -> None:

@@ -584,3 +584,49 @@ async def test_a_restart_binds_the_metrics_port_while_the_old_process_drains(
                 new.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(new.wait(), 30) == 0
     assert "cannot listen" not in log.read_text()
+
+
+async def test_a_metrics_port_refused_on_reload_shows_in_the_status(
+    mosquitto: Running,
+    influxdb: Running,
+    database: str,
+    unique: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The config reloads but its new metrics port is taken: STATUS= says so and where the
+    endpoint stays; once the port is free, the next reload moves it."""
+    old_port = free_port()
+    config, log = tmp_path / "collector.yaml", tmp_path / "collector.log"
+    settings = collector_settings(mosquitto, influxdb.url(), database, unique, old_port)
+    config.write_text(yaml.safe_dump(settings))
+    with (
+        socket.create_server(("127.0.0.1", 0)) as taken,
+        listening(tmp_path, monkeypatch) as notify,
+    ):
+        new_port = taken.getsockname()[1]
+        async with process("collector", config, log) as collector:
+            assert (await notify.until("READY"))["STATUS"] == "running"
+            settings["metrics"] = {"listen": f"127.0.0.1:{new_port}"}
+            config.write_text(yaml.safe_dump(settings))
+            collector.send_signal(signal.SIGHUP)
+            await notify.until("RELOADING")
+            status = (await notify.until("READY"))["STATUS"]
+            assert re.fullmatch(
+                rf"running; reloaded at \d\d:\d\d:\d\d; metrics.listen 127.0.0.1:{new_port} "
+                rf"refused: Address already in use, still on 127.0.0.1:{old_port}",
+                status,
+            ), status
+            assert "rackwatch_collector_pending_lines" in await scrape(old_port)
+
+            taken.close()
+            collector.send_signal(signal.SIGHUP)
+            await notify.until("RELOADING")
+            assert re.fullmatch(
+                r"running; reloaded at \d\d:\d\d:\d\d", (await notify.until("READY"))["STATUS"]
+            )
+            assert "rackwatch_collector_pending_lines" in await scrape(new_port)
+            with pytest.raises(httpx.ConnectError):
+                await scrape(old_port)
+            collector.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(collector.wait(), 30) == 0
