@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from telemetry.schema import schema
+
 
 class Conversion(NamedTuple):
     add: float
@@ -62,11 +64,10 @@ UNITS: dict[str, dict[str, Conversion]] = {
 
 
 def suffix_of(field: str) -> str | None:
-    """The unit suffix of a schema field name (`supply_air_c` -> `_c`), if it has one."""
-    for suffix in UNITS:
-        if field.endswith(suffix):
-            return suffix
-    return None
+    """The unit suffix of a schema field name (`supply_air_c` -> `_c`) that a device may send
+    in other units, if it has one (`pcie_tx_bytes_per_s` is `_bytes_per_s`, not `_s`)."""
+    suffix = schema().suffix_of(field)
+    return suffix if suffix in UNITS else None
 
 
 def conversion(field: str, unit: str) -> Conversion:
