@@ -76,6 +76,7 @@ class Agent:
         self._sources: dict[str, SnmpDevice] = {}  # by device name, for their kind
         self._traps: TrapReceiver | None = None
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
+        self._profiles = load_registry(config.profiles_dir)  # what the pollers are built with
         for device in config.devices:
             self.pollers[device.name] = self._device_poller(config, device)
         # Accelerator pollers live beside the device pollers; a reload leaves them alone.
@@ -246,7 +247,15 @@ class Agent:
     # What a reload (SIGHUP) applies. The rest waits for a restart: the agent's identity and
     # mqtt, since the publisher, with its queue and spool, lives on unchanged.
     LIVE_KEYS = frozenset(
-        {"defaults", "credentials", "health_interval_s", "traps", "metrics", "devices"}
+        {
+            "defaults",
+            "credentials",
+            "health_interval_s",
+            "traps",
+            "metrics",
+            "devices",
+            "profiles_dir",
+        }
     )
 
     async def reload(self, config: AgentConfig) -> list[str]:
@@ -256,7 +265,10 @@ class Agent:
         config, held = split_changes(old, config, self.LIVE_KEYS)
         before = {d.name: _poll_setup(old, d) for d in old.devices}
         after = {d.name: _poll_setup(config, d) for d in config.devices}
-        stale = [name for name, setup in before.items() if after.get(name) != setup]
+        # Profiles read again: a changed site profile gives every device a new poller.
+        profiles, self._profiles = self._profiles, load_registry(config.profiles_dir)
+        renewed = profiles is not self._profiles
+        stale = [name for name, setup in before.items() if renewed or after.get(name) != setup]
         stopped = [self._poll_tasks.pop(name) for name in stale if name in self._poll_tasks]
         for task in stopped:
             task.cancel()
