@@ -1,11 +1,13 @@
 """Device profiles: what to read from one device family over SNMP, kept as YAML data.
 
 A profile names scalars to GET and tables to walk and, per value, the field or tag it becomes:
-scale (fixed, or from a decimal-digits or scale column), sentinel values that mean "absent",
-enum names, counter width. Rows can be selected by index parts or column values (for tables
-whose rows say what they measure, such as Liebert's OID-pointer column or Rittal's named
-variables). Adding a model is a YAML file and a recording, never Python. Profiles are
-validated at load like any config, with file and line in every error.
+scale (fixed, or factors read from the device's own scale columns), sentinel values that mean
+"absent", enum names, counter width. Rows are selected by index parts or column values, their
+own or joined from another table; a pivot names the field from an index part or a type column
+(tables whose rows say what they measure: Raritan's sensor types, Rittal's named variables,
+ENTITY-SENSOR-MIB). Fragments hold tables several profiles include. Adding a model is a YAML
+file and a recording, never Python. Profiles are validated at load like any config, with file
+and line in every error; agent/plan.py compiles them into what a poll reads.
 """
 
 from __future__ import annotations
