@@ -25,7 +25,11 @@ class MqttSettings(BrokerSettings):
     # it is away and redelivers it: a collector killed mid-batch loses nothing.
     persistent_session: bool = True
     session_expiry_s: int = Field(default=3600, ge=0)
-    receive_maximum: int = Field(default=100, ge=1, le=65535)
+    # Messages in flight to this collector, unacknowledged until written (MQTT v5 Receive
+    # Maximum; it overrides Mosquitto's max_inflight_messages). Too small a window leaves the
+    # broker queueing while InfluxDB has room; keep receive_maximum x lines per message under
+    # batch.max_pending_lines (docs/reliability.md, "The broker").
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
 

@@ -8,6 +8,7 @@ import logging
 import time
 
 from collector.alerting.service import Alerting
+from collector.brokerstats import BrokerWatch
 from collector.config import CollectorConfig
 from collector.deadletter import DeadLetters
 from collector.feed import StreamFeed
@@ -75,6 +76,7 @@ class Collector:
         )
         if self.alerting is not None and self.alerting.feed is None:
             self.ingest.taps.append(self.alerting.observe)
+        self.broker_watch = BrokerWatch(config.mqtt, f"{client_id}-broker")
         alert_feed = self.alerting.feed if self.alerting is not None else None
         for feed in (self.rollup_feed, alert_feed):
             if feed is not None:
@@ -123,6 +125,7 @@ class Collector:
                     if self.pipeline.spool
                     else {}
                 ),
+                **self.broker_watch.health_fields(),
                 **(self.rollup.health_fields() if self.rollup else {}),
                 **(self.alerting.health_fields() if self.alerting else {}),
             },
@@ -132,7 +135,10 @@ class Collector:
     async def _report_health(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
-            self.pipeline.add([encode(self.health_sample()).encode()])
+            lines = [encode(self.health_sample()).encode()]
+            self.pipeline.add(lines)
+            if self.alerting is not None:  # rules on the collector's own health (broker drops)
+                self.alerting.observe(lines)
 
     async def _ensure_database(self) -> None:
         influx = self.config.influxdb
@@ -225,6 +231,7 @@ class Collector:
         )
         ingest = asyncio.create_task(self.ingest.run(), name="mqtt ingest")
         health = asyncio.create_task(self._report_health(), name="health")
+        broker_watch = asyncio.create_task(self.broker_watch.run(), name="broker statistics")
         rollup = (
             asyncio.create_task(self.rollup.run(self.pipeline.add), name="roll-ups")
             if self.rollup
@@ -243,7 +250,7 @@ class Collector:
         try:
             await stop.wait()
         finally:
-            connections = [ingest, health, *([rollup_feed] if rollup_feed else [])]
+            connections = [ingest, health, broker_watch, *([rollup_feed] if rollup_feed else [])]
             for task in connections:
                 task.cancel()
             if rollup is not None:
