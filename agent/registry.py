@@ -2,8 +2,9 @@
 
 Profiles are the built-in ones (agent/profiles) and a site's own (the agent config's
 `profiles_dir`, or `--profiles-dir`); a site profile with a built-in's name replaces it, for
-detection and for every profile that includes it. In either place, `*.yaml` and
-`fragments/*.yaml` are read.
+detection and for every profile that includes it. In either place, `*.yaml` are profiles and
+`fragments/<name>.yaml` are fragments (tables and scalars without detect, included by name);
+a site fragment replaces a built-in one of the same name too.
 
 A device gets the profile with the longest sysObjectID prefix that matches, else one whose
 sysDescr substring matches. When neither does, the fallbacks are tried in order (the caller
@@ -14,12 +15,12 @@ sysObjectID (longest first), then generic profiles of standard MIBs (UPS-MIB bef
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agent.profile import Profile, load_profile
+from agent.profile import Fragment, Profile, Readings, load_fragment, load_profile
 from telemetry import config
 from telemetry.config import KeyPath
 
@@ -30,21 +31,29 @@ _GENERIC_ORDER = ("ups", "pdu", "cooling", "env_sensor")
 
 @dataclass(frozen=True)
 class Registry:
-    """The profiles one agent knows, by name, and the file each was read from."""
+    """The profiles and fragments one agent knows, by name, and the file each was read from."""
 
     profiles: Mapping[str, Profile]
     files: Mapping[str, Path]
+    fragments: Mapping[str, Fragment] = field(default_factory=dict)
 
     def get(self, name: str) -> Profile | None:
         return self.profiles.get(name)
 
-    def with_includes(self, profile: Profile) -> list[Profile]:
-        """The profile followed by the profiles it includes (each once)."""
+    def includable(self, name: str) -> Readings | None:
+        """What `include: [name]` names: a fragment, else a profile."""
+        return self.fragments.get(name) or self.profiles.get(name)
+
+    def with_includes(self, profile: Readings) -> list[Readings]:
+        """The profile followed by what it includes, and what that includes (each once)."""
         chain = [profile]
-        for name in profile.include:
-            included = self.profiles[name]
-            if included not in chain:
-                chain.append(included)
+        for part in chain:  # grows while it is walked: includes of includes
+            for name in part.include:
+                included = self.includable(name)
+                if included is None:
+                    raise KeyError(f"include of unknown {name!r}")  # refused at load
+                if all(included is not known for known in chain):
+                    chain.append(included)
         return chain
 
     def detect(self, sys_object_id: str, sys_descr: str) -> Profile | None:
@@ -86,13 +95,14 @@ def _yaml_files(directory: Path) -> Iterator[Path]:
     yield from sorted(directory.glob("fragments/*.yaml"))
 
 
-def _read_dir(directory: Path) -> tuple[dict[str, Profile], dict[str, Path]]:
+def _read_dir(directory: Path) -> Registry:
     if not directory.is_dir():
         raise config.ConfigError(f"{directory}: profile directory does not exist")
     profiles: dict[str, Profile] = {}
+    fragments: dict[str, Fragment] = {}
     files: dict[str, Path] = {}
     problems: list[str] = []
-    for path in _yaml_files(directory):
+    for path in sorted(directory.glob("*.yaml")):
         try:
             profile = load_profile(path)
         except config.ConfigError as exc:
@@ -106,17 +116,25 @@ def _read_dir(directory: Path) -> tuple[dict[str, Profile], dict[str, Path]]:
             continue
         profiles[profile.name] = profile
         files[profile.name] = path
+    for path in sorted(directory.glob("fragments/*.yaml")):
+        try:
+            fragments[path.stem] = load_fragment(path)
+        except config.ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        files.setdefault(path.stem, path)
     if problems:
         raise config.ConfigError("\n".join(problems))
-    return profiles, files
+    return Registry(profiles, files, fragments)
 
 
 def _check_includes(registry: Registry) -> None:
+    parts: dict[str, Readings] = {**registry.profiles, **registry.fragments}
     problems = [
-        f"{registry.files[profile.name]}: include: unknown profile {name!r}"
-        for profile in registry.profiles.values()
-        for name in profile.include
-        if name not in registry.profiles
+        f"{registry.files[owner]}: include: no profile or fragment named {name!r}"
+        for owner, part in parts.items()
+        for name in part.include
+        if registry.includable(name) is None
     ]
     if problems:
         raise config.ConfigError("\n".join(problems))
@@ -124,8 +142,7 @@ def _check_includes(registry: Registry) -> None:
 
 @cache
 def _builtin() -> Registry:
-    profiles, files = _read_dir(BUILTIN_DIR)
-    registry = Registry(profiles, files)
+    registry = _read_dir(BUILTIN_DIR)
     _check_includes(registry)
     return registry
 
@@ -143,11 +160,13 @@ def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
 def _with_site(directory: Path, signature: tuple[tuple[str, int, int], ...]) -> Registry:
     del signature  # part of the cache key only
     builtin = _builtin()
-    site, site_files = _read_dir(directory)
+    site = _read_dir(directory)
     # Site profiles first: among equally long sysObjectID prefixes, the site's wins.
-    profiles = {**site, **{n: p for n, p in builtin.profiles.items() if n not in site}}
-    files = {**builtin.files, **site_files}
-    registry = Registry(profiles, files)
+    profiles = {**site.profiles}
+    profiles.update((n, p) for n, p in builtin.profiles.items() if n not in site.profiles)
+    registry = Registry(
+        profiles, {**builtin.files, **site.files}, {**builtin.fragments, **site.fragments}
+    )
     _check_includes(registry)
     return registry
 
@@ -167,8 +186,8 @@ def builtin_profiles() -> dict[str, Profile]:
     return dict(_builtin().profiles)
 
 
-def with_includes(profile: Profile) -> list[Profile]:
-    """The profile followed by the built-in profiles it includes (each once)."""
+def with_includes(profile: Readings) -> list[Readings]:
+    """The profile followed by the built-in fragments and profiles it includes (each once)."""
     return _builtin().with_includes(profile)
 
 
@@ -178,22 +197,27 @@ def detect(sys_object_id: str, sys_descr: str) -> Profile | None:
 
 
 def is_profile(data: object) -> bool:
-    """Whether parsed YAML is a device profile (it has `detect`) rather than a config."""
-    return isinstance(data, dict) and "detect" in data
+    """Whether parsed YAML is a device profile or fragment rather than a config: it has
+    `detect`, or only what a fragment has."""
+    if not isinstance(data, dict) or not data:
+        return False
+    return "detect" in data or set(data) <= set(Fragment.model_fields)
 
 
 def check_profile(
     data: Any, source: str, lines: Mapping[KeyPath, int], profiles_dir: Path | None
-) -> Profile:
-    """Validate one profile file (`rackwatch check`): its own content, and that what it
-    includes is known to the built-ins or the site directory."""
-    profile = config.validate(data, Profile, source, lines)
+) -> str:
+    """Validate one profile or fragment file (`rackwatch check`): its own content, and that
+    what it includes is known to the built-ins or the site directory; what it is."""
+    model: type[Readings] = Profile if "detect" in data else Fragment
+    part = config.validate(data, model, source, lines)
     registry = load_registry(profiles_dir)
-    unknown = [name for name in profile.include if registry.get(name) is None]
+    unknown = [name for name in part.include if registry.includable(name) is None]
     if unknown:
         line = lines.get(("include",), 1)
+        known = sorted({*registry.profiles, *registry.fragments})
         raise config.ConfigError(
-            f"{source}:{line}: include: unknown profile {unknown[0]!r}; known: "
-            f"{', '.join(sorted(registry.profiles))}"
+            f"{source}:{line}: include: no profile or fragment named {unknown[0]!r}; "
+            f"known: {', '.join(known)}"
         )
-    return profile
+    return "device profile" if model is Profile else "profile fragment"

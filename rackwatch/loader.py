@@ -54,8 +54,7 @@ def check(path: Path, *, skip_secrets: bool = False, profiles_dir: Path | None =
     """Load `path` as what its top-level keys say it is; what it is (for the report)."""
     data, lines = config.parse_file(path)
     if is_profile(data):
-        check_profile(data, str(path), lines, profiles_dir)
-        return "device profile"
+        return check_profile(data, str(path), lines, profiles_dir)
     model: type[BaseModel] = CollectorConfig
     kind = "collector config"
     if isinstance(data, Mapping):

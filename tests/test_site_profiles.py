@@ -245,3 +245,23 @@ async def test_reload_reads_changed_site_profiles_again(tmp_path: Path) -> None:
     (profiles / "gude_epc.yaml").write_text(doc_profile().replace("power_w:", "active_power_w:"))
     await agent.reload(load_agent(path))
     assert agent.pollers["pdu-lab-01"] is not first
+
+
+def test_site_fragments_are_included_by_name_and_checked(tmp_path: Path) -> None:
+    profile, outlets = doc_profile().split("  - measurement: pdu_outlet\n")
+    (tmp_path / "fragments").mkdir()
+    fragment = tmp_path / "fragments" / "gude_outlets.yaml"
+    fragment.write_text("tables:\n  - measurement: pdu_outlet\n" + outlets)
+    (tmp_path / "gude_epc.yaml").write_text(
+        profile.replace("tables:\n", "include: [gude_outlets]\ntables:\n")
+    )
+    registry = load_registry(tmp_path)
+    parts = registry.with_includes(registry.profiles["gude_epc"])
+    assert [t.measurement for part in parts for t in part.tables] == ["pdu_inlet", "pdu_outlet"]
+
+    result = rackwatch("check", "-c", fragment, "-c", tmp_path / "gude_epc.yaml")
+    assert result.returncode == 1  # the profile's include is unknown without its directory
+    assert f"{fragment}: ok (profile fragment)" in result.stdout
+    assert "include: no profile or fragment named 'gude_outlets'" in result.stderr
+    result = rackwatch("check", "-c", tmp_path / "gude_epc.yaml", "--profiles-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
