@@ -12,8 +12,8 @@ from agent.config import AgentConfig, Device
 from agent.mqtt_devices.subscriber import DeviceSubscriber
 from agent.publisher import Publisher
 from agent.registry import load_registry
-from agent.scheduler import PeriodicPoller
-from agent.snmp import SnmpDevice, SnmpTarget
+from agent.scheduler import FAILED, FAILURE_REASONS, PeriodicPoller, PollStats
+from agent.snmp import SnmpDevice, SnmpTarget, UnsupportedDevice
 from agent.traps import Notification, TrapReceiver
 from telemetry.lineproto import LineProtocolError, encode
 from telemetry.reload import split_changes
@@ -22,6 +22,9 @@ from telemetry.sample import FieldValue, Sample
 log = logging.getLogger(__name__)
 
 SHUTDOWN_DRAIN_S = 5.0
+# The `kind` of a device whose profile was neither configured nor known when it was first
+# reported (it had not answered yet): kept, since a series must not change its tags.
+UNKNOWN_KIND = "unknown"
 
 
 def location_tags(config: AgentConfig, device: Device) -> dict[str, str]:
@@ -74,6 +77,7 @@ class Agent:
         self.ready = asyncio.Event()  # set once run() has started everything
         self._poll_tasks: dict[str, asyncio.Task[None]] = {}
         self._sources: dict[str, SnmpDevice] = {}  # by device name, for their kind
+        self._health_tags: dict[str, dict[str, str]] = {}  # by poller, fixed once reported
         self._traps: TrapReceiver | None = None
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
         self._profiles = load_registry(config.profiles_dir)  # what the pollers are built with
@@ -117,6 +121,7 @@ class Agent:
             interval_s=interval_s,
             jitter_s=config.defaults.jitter_s,
             deadline_s=device.deadline_s or interval_s,
+            unsupported=(UnsupportedDevice,),
         )
 
     def _start_poller(self, name: str) -> None:
@@ -169,38 +174,39 @@ class Agent:
                     )
         self.publisher.submit(lines)
 
+    def _poller_tags(self, name: str) -> dict[str, str]:
+        """A poller's health tags: which device (or accelerator vendor), where, and what it is
+        (its profile's kind; alert dependencies use it). Fixed when first reported, so its
+        series keeps one identity (an alert on it can resolve) however late the kind is
+        learned; a reload that changes the device starts a new poller and a new series."""
+        tags = self._health_tags.get(name)
+        if tags is None:
+            base = {"site": self.config.agent.site, "agent": self.config.agent.name}
+            device = next((d for d in self.config.devices if d.name == name), None)
+            if device is not None:
+                source = self._sources.get(name)
+                kind = (source.kind if source else None) or UNKNOWN_KIND
+                place = {"room": device.room, "row": device.row, "rack": device.rack}
+                tags = {**base, "device": name, **place, "kind": kind}
+            else:
+                host = self.config.accelerators.host if self.config.accelerators else ""
+                tags = {**base, "device": name, "host": host}
+            self._health_tags[name] = tags
+        return tags
+
     def health_samples(self) -> list[Sample]:
         now = time.time_ns()
         base = {"site": self.config.agent.site, "agent": self.config.agent.name}
-        # One health sample per poller: which device (or accelerator vendor) and where.
-        places: dict[str, dict[str, str]] = {}
-        for device in self.config.devices:
-            places[device.name] = {"room": device.room, "row": device.row, "rack": device.rack}
-            # What the device is (its profile's kind), once known: alert dependencies use it.
-            kind = self._sources[device.name].kind if device.name in self._sources else None
-            if kind:
-                places[device.name]["kind"] = kind
-        if self.config.accelerators is not None:
-            for name in self.accelerator_pollers:
-                places[name] = {"host": self.config.accelerators.host}
         samples = []
-        for name, place in places.items():
-            stats = self.pollers[name].stats
-            samples.append(
-                Sample(
-                    "rackwatch_agent",
-                    {**base, "device": name, **place},
-                    {
-                        "up": stats.up,
-                        "polls_ok_total": stats.polls_ok,
-                        "polls_failed_total": stats.polls_failed,
-                        "overruns_total": stats.overruns,
-                        "samples_emitted_total": stats.samples_emitted,
-                        "poll_duration_s": stats.last_duration_s,
-                    },
-                    now,
+        for name, poller in self.pollers.items():
+            # Nothing is known of a device before its first poll has finished: no sample, so
+            # no `up=false` that is not a real failure, and no series without its kind.
+            if not poller.stats.stale:
+                samples.append(
+                    Sample(
+                        "rackwatch_agent", self._poller_tags(name), _poll_fields(poller.stats), now
+                    )
                 )
-            )
         published = self.publisher.stats
         spool = self.publisher.spool
         spool_fields: dict[str, FieldValue] = {}
@@ -275,6 +281,7 @@ class Agent:
         for name in stale:
             del self.pollers[name]
             self._sources.pop(name, None)
+            self._health_tags.pop(name, None)
         self.config = config
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
         for device in config.devices:
@@ -345,3 +352,30 @@ class Agent:
                     self.publisher.queued_lines,
                 )
             await self.publisher.close(publisher, timeout_s=5.0)
+
+
+def _poll_fields(stats: PollStats) -> dict[str, FieldValue]:
+    """One poller's health fields (docs/schema.md, `rackwatch_agent`)."""
+    fields: dict[str, FieldValue] = {
+        "up": stats.up,
+        "state": stats.state,
+        "polls_ok_total": stats.polls_ok,
+        "polls_failed_total": stats.polls_failed,
+        **{f"polls_failed_{reason}_total": stats.failures[reason] for reason in FAILURE_REASONS},
+        "polls_unsupported_total": stats.polls_unsupported,
+        "overruns_total": stats.overruns,
+        "samples_emitted_total": stats.samples_emitted,
+        "poll_duration_s": stats.last_duration_s,
+    }
+    if stats.state == FAILED:
+        fields["error"] = _printable(stats.last_error)
+    if isinstance(stats.unsupported, UnsupportedDevice):  # what the NOC needs to add a profile
+        fields["sys_object_id"] = _printable(stats.unsupported.sys_object_id)
+        fields["sys_descr"] = _printable(stats.unsupported.sys_descr)
+    return fields
+
+
+def _printable(text: str) -> str:
+    # A device's text (a sysDescr often ends in CR LF) with no control characters, which line
+    # protocol cannot carry: one would cost the whole health sample.
+    return "".join(c if c.isprintable() else " " for c in text).strip()

@@ -40,7 +40,7 @@ from agent import plan
 from agent.mapping import Counters, Value, text
 from agent.profile import Profile
 from agent.registry import Registry, load_registry
-from agent.resolve import Resolver, ResolveError
+from agent.resolve import ResolveError, Resolver
 from telemetry.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class SnmpDevice:
         if self._session is None:
             resolver.forget()  # first use, or after a failed poll: look the name up afresh
         elif resolver.due() and resolver.current != await self._address():
-            self._session = None  # the name moved to another address
+            self._session = None  # the name moved (or was forgotten after no answer)
         if self._session is None:
             target = self.target
             v3 = target.version == "3"
@@ -206,6 +206,7 @@ class SnmpDevice:
                 return await request()
             except TimeoutError:
                 if attempt == attempts:
+                    self._resolver.forget()  # the name may have moved: look it up again
                     raise DeviceError(
                         f"{self._where()}: no answer to {what} after "
                         f"{attempts} tries of {self.target.timeout_s:g} s",

@@ -25,6 +25,14 @@ async def probe(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"rackwatch probe: {exc}", file=sys.stderr)
         return 2
+    if args.snmp_version == "3" and not args.user:
+        # Without a user a v3 agent drops the request unanswered: say so before trying.
+        print(
+            "rackwatch probe: --snmp-version 3 needs --user (passwords in "
+            "RACKWATCH_SNMP_AUTH_PASSWORD / RACKWATCH_SNMP_PRIV_PASSWORD)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         registry = load_registry(args.profiles_dir)
         profile = _forced_profile(args.profile, registry)
@@ -49,6 +57,13 @@ async def probe(args: argparse.Namespace) -> int:
         samples = await device.collect()
     except DeviceError as exc:
         print(f"rackwatch probe: {exc}", file=sys.stderr)
+        if exc.reason == "no_answer" and args.snmp_version != "3":
+            # v1/v2c agents drop a request with a community they do not know, unanswered.
+            print(
+                "rackwatch probe: hint: a wrong community, or an ACL that does not let this "
+                "host in, looks the same as no device at all",
+                file=sys.stderr,
+            )
         return 1
     identity = device.identity
     assert identity is not None  # collect() identifies first
@@ -59,6 +74,13 @@ async def probe(args: argparse.Namespace) -> int:
         f"(profile chosen by {identity.matched_by})"
     )
     print(header)
+    if not samples:
+        print(
+            f"rackwatch probe: profile {identity.profile.name} read nothing from this device "
+            f"(sysObjectID {identity.sys_object_id or '(none)'}); is it the right profile?",
+            file=sys.stderr,
+        )
+        return 1
     print_samples(samples, args.output)
     return 0
 

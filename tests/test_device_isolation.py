@@ -68,8 +68,9 @@ async def test_black_hole_device_does_not_delay_live_devices(
         assert stats.polls_failed == 0, (name, stats)
         assert stats.polls_ok >= 5, name  # ~6 ticks in 6 s; the black hole took none of them
     # The health samples say what each device is once its profile is known (alert dependencies
-    # use it); the black hole never answered, so it has no kind.
+    # use it); the black hole never answered, so its kind is unknown (and stays so: a series
+    # keeps its tags).
     kinds = {
         s.tags["device"]: s.tags.get("kind") for s in agent.health_samples() if "device" in s.tags
     }
-    assert kinds == {"pdu-1": "pdu", "pdu-2": "pdu", "pdu-3": "pdu", "black-hole": None}
+    assert kinds == {"pdu-1": "pdu", "pdu-2": "pdu", "pdu-3": "pdu", "black-hole": "unknown"}

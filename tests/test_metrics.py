@@ -71,7 +71,8 @@ async def test_agent_labels_are_the_sample_tags_without_empty_ones() -> None:
         }
     )
     agent = Agent(config)
-    agent.pollers["pdu-1"].stats.polls_failed = 3
+    stats = agent.pollers["pdu-1"].stats
+    stats.polls_failed, stats.state = 3, "failed"  # reported once a poll has finished
     server = MetricsServer(MetricsSettings(listen=f"127.0.0.1:{free_port()}"), agent.health_samples)
     try:
         served = await scrape(server)
@@ -80,7 +81,13 @@ async def test_agent_labels_are_the_sample_tags_without_empty_ones() -> None:
     assert numeric_fields(agent.health_samples()) <= {
         name + ("_total" if kind == "counter" else "") for name, (kind, _) in served.items()
     }
-    labels = (("agent", "a1"), ("device", "pdu-1"), ("rack", "A01"), ("site", "qiyang-a1"))
+    labels = (
+        ("agent", "a1"),
+        ("device", "pdu-1"),
+        ("kind", "unknown"),  # it never answered: no profile known
+        ("rack", "A01"),
+        ("site", "qiyang-a1"),
+    )
     assert served["rackwatch_agent_polls_failed"][1] == {labels: 3.0}
     assert served["rackwatch_agent_up"][1] == {labels: 0.0}
 
