@@ -117,11 +117,17 @@ def free_port(kind: Literal["tcp", "udp"] = "tcp") -> int:
     return port
 
 
+# The broker settings `make install-service` puts in /etc/mosquitto/conf.d/.
+BROKER_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mosquitto" / "rackwatch.conf"
+
+
 def start_mosquitto(workdir: Path, *, extra_config: str = "", persistent: bool = False) -> Running:
     """Start Mosquitto with an anonymous MQTT listener on 127.0.0.1.
 
     ``persistent`` keeps sessions, subscriptions and queued messages in ``workdir`` across a
-    `restart`. ``extra_config`` is appended to the generated ``mosquitto.conf`` verbatim.
+    `restart`, with the settings rackwatch ships for production brokers
+    (configs/mosquitto/rackwatch.conf: autosave every second, queue limits). ``extra_config``
+    is appended to the generated ``mosquitto.conf`` verbatim (a later setting wins).
     """
     binary = _find_binary("mosquitto", "mosquitto")
     workdir = _prepare_workdir(workdir)
@@ -132,7 +138,7 @@ def start_mosquitto(workdir: Path, *, extra_config: str = "", persistent: bool =
             f"listener {port} {HOST}",
             "allow_anonymous true",
             *(
-                [f"persistence true\npersistence_location {workdir}/\nautosave_interval 1"]
+                [f"persistence_location {workdir}/", BROKER_CONFIG.read_text(encoding="utf-8")]
                 if persistent
                 else ["persistence false"]
             ),

@@ -103,6 +103,10 @@ def test_install_into_destdir_then_again_keeps_edited_configs(tmp_path: Path) ->
         assert f"  config  /etc/rackwatch/{name}" in first
     assert "systemctl enable --now rackwatch-agent.service" in first
     assert (stage / "opt/rackwatch/docs/operations.md").is_file()  # Documentation= of the units
+    # The broker settings, where Debian's Mosquitto reads drop-ins.
+    assert "  config  /etc/mosquitto/conf.d/rackwatch.conf" in first
+    broker_conf = stage / "etc/mosquitto/conf.d/rackwatch.conf"
+    assert broker_conf.read_bytes() == (ROOT / "configs/mosquitto/rackwatch.conf").read_bytes()
     for role in ("agent", "collector"):
         assert (etc / "credentials" / role).stat().st_mode & 0o777 == 0o700
 
@@ -135,6 +139,7 @@ def test_install_into_destdir_then_again_keeps_edited_configs(tmp_path: Path) ->
     (stage / "etc/systemd/system/rackwatch-agent.service").write_text("stale", encoding="utf-8")
     second = install(stage)
     assert "  kept    /etc/rackwatch/agent.yaml (exists)" in second
+    assert "  kept    /etc/mosquitto/conf.d/rackwatch.conf (exists)" in second
     assert (etc / "agent.yaml").read_text(encoding="utf-8") == edited
     refreshed = (stage / "etc/systemd/system/rackwatch-agent.service").read_text(encoding="utf-8")
     assert refreshed.startswith("# rackwatch agent")
