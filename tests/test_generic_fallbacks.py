@@ -3,15 +3,19 @@ standard MIBs it answers (UPS-MIB by its tables, ENTITY-SENSOR-MIB) or its vendo
 tables (a known enterprise subtree); one understood by nothing is UnsupportedDevice.
 
 Real recordings from the shared set served by snmpsim; expected values are LibreNMS's
-(ground-truth.csv) in our schema's units.
+(ground-truth.csv) in our schema's units. The shared set has no ENTITY-SENSOR-MIB device, so
+that fallback is tried on a small recording in the RFC 3433 layout written here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
 from agent.registry import load_registry
 from agent.snmp import SnmpDevice, SnmpTarget, UnsupportedDevice
+from rackwatch import localservices
 from rackwatch.localservices import Running
 from telemetry.sample import Sample
 
@@ -90,8 +94,83 @@ async def test_ups_mib_identity_alone_is_not_enough(snmpsim: Running) -> None:
 def test_fallback_order_families_before_generic_mibs() -> None:
     registry = load_registry()
     apc = [p.name for p in registry.fallbacks("1.3.6.1.4.1.318.1.3.33.1")]
-    assert apc[-1] == "ups_rfc1628"
-    assert {"apc_ups", "apc_rpdu2", "apc_inrow", "apc_emu"} == set(apc[:-1])
-    assert [p.name for p in registry.fallbacks("1.3.6.1.4.1.2254.2.4")] == ["ups_rfc1628"]
+    assert {"apc_ups", "apc_rpdu2", "apc_inrow", "apc_emu"} == set(apc[:-2])
+    generic = ["ups_rfc1628", "entity_sensor_rfc3433"]
+    assert apc[-2:] == generic
+    assert [p.name for p in registry.fallbacks("1.3.6.1.4.1.2254.2.4")] == generic
     # Whole arcs: enterprise 3180 is not APC's 318.
-    assert [p.name for p in registry.fallbacks("1.3.6.1.4.1.3180.1")] == ["ups_rfc1628"]
+    assert [p.name for p in registry.fallbacks("1.3.6.1.4.1.3180.1")] == generic
+
+
+# A sensor hub under an enterprise no profile knows: entPhysicalName and entPhySensorTable
+# (type, scale, precision, value, oper status) for five sensors.
+SENSOR_HUB = """\
+1.3.6.1.2.1.1.1.0|4|Acme SensorHub 4
+1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.99999.4
+1.3.6.1.2.1.1.3.0|67|123456
+1.3.6.1.2.1.47.1.1.1.1.7.11|4|Inlet
+1.3.6.1.2.1.47.1.1.1.1.7.12|4|Inlet RH
+1.3.6.1.2.1.47.1.1.1.1.7.13|4|Spare probe
+1.3.6.1.2.1.47.1.1.1.1.7.14|4|Fan 1
+1.3.6.1.2.1.47.1.1.1.1.7.15|4|Exhaust
+1.3.6.1.2.1.99.1.1.1.1.11|2|8
+1.3.6.1.2.1.99.1.1.1.1.12|2|9
+1.3.6.1.2.1.99.1.1.1.1.13|2|8
+1.3.6.1.2.1.99.1.1.1.1.14|2|10
+1.3.6.1.2.1.99.1.1.1.1.15|2|8
+1.3.6.1.2.1.99.1.1.1.2.11|2|9
+1.3.6.1.2.1.99.1.1.1.2.12|2|9
+1.3.6.1.2.1.99.1.1.1.2.13|2|9
+1.3.6.1.2.1.99.1.1.1.2.14|2|9
+1.3.6.1.2.1.99.1.1.1.2.15|2|8
+1.3.6.1.2.1.99.1.1.1.3.11|2|1
+1.3.6.1.2.1.99.1.1.1.3.12|2|0
+1.3.6.1.2.1.99.1.1.1.3.13|2|0
+1.3.6.1.2.1.99.1.1.1.3.14|2|0
+1.3.6.1.2.1.99.1.1.1.3.15|2|0
+1.3.6.1.2.1.99.1.1.1.4.11|2|235
+1.3.6.1.2.1.99.1.1.1.4.12|2|41
+1.3.6.1.2.1.99.1.1.1.4.13|2|30
+1.3.6.1.2.1.99.1.1.1.4.14|2|4200
+1.3.6.1.2.1.99.1.1.1.4.15|2|24500
+1.3.6.1.2.1.99.1.1.1.5.11|2|1
+1.3.6.1.2.1.99.1.1.1.5.12|2|1
+1.3.6.1.2.1.99.1.1.1.5.13|2|2
+1.3.6.1.2.1.99.1.1.1.5.14|2|1
+1.3.6.1.2.1.99.1.1.1.5.15|2|1
+"""
+
+
+@pytest.fixture(scope="module")
+def sensor_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    data = tmp_path_factory.mktemp("entity-sensor")
+    (data / "sensor_hub.snmprec").write_text(SENSOR_HUB)
+    service = localservices.start_snmpsim(data, tmp_path_factory.mktemp("entity-snmpsim"))
+    yield service
+    localservices.stop(service)
+
+
+async def test_entity_sensor_mib_gives_temperatures_and_humidity(sensor_hub: Running) -> None:
+    hub = device(sensor_hub, "sensor_hub")
+    samples = await hub.collect()
+    assert hub.identity is not None
+    assert hub.identity.profile.name == "entity_sensor_rfc3433"
+    assert hub.identity.model == "Acme SensorHub 4"
+    assert hub.kind == "env_sensor"
+    sensors = {
+        (s.tags["sensor"], s.tags["sensor_name"]): dict(s.fields)
+        for s in samples
+        if s.measurement == "env_sensor"
+    }
+    # Precision 1 divides by 10, milli scale by 1000; the unavailable probe (13) and the fan
+    # (rpm, no env_sensor field) give nothing.
+    assert sensors == {
+        ("11", "Inlet"): {"temperature_c": pytest.approx(23.5)},
+        ("12", "Inlet RH"): {"humidity_pct": 41},
+        ("15", "Exhaust"): {"temperature_c": pytest.approx(24.5)},
+    }
+
+
+def test_ups_mib_is_tried_before_sensor_mibs() -> None:
+    names = [p.name for p in load_registry().fallbacks("1.3.6.1.4.1.99999.4")]
+    assert names == ["ups_rfc1628", "entity_sensor_rfc3433"]
