@@ -5,14 +5,16 @@ server's reason. Transient failures (network errors, 429, 5xx, and also 401/403/
 operator can fix without data loss) are retried with capped, fully jittered exponential backoff
 that honours `Retry-After`.
 
-A partial write (InfluxDB 1.x: 400, 2.x: 422, "partial write: ... dropped=N") has stored every
-acceptable point already, so `write` returns at once: the refused lines are picked out from
-the reason (collector/refusal.py) when it names them, else by a background sorter that sends
-parts of the batch again (harmless: InfluxDB stores a point once per series and timestamp) on
-its own, one request at a time, never holding a write slot. Series refused for a cardinality
-limit are remembered for a while and their next lines set aside without a request. A 400 that
-refused the whole batch, or a 413 (too large), is split in halves until the offending lines are
-isolated, so one bad line never blocks the rest.
+A partial write (InfluxDB 1.x: 400, 2.x: 422, "partial write: ... dropped=N") has stored the
+acceptable points, or should have: the refused lines are picked out from the reason and from
+what was seen stored (collector/refusal.py) when they tell which, and, for a cardinality limit,
+the others are sent once more (InfluxDB 1.6 loses some of them). Otherwise `write` returns at
+once and a background sorter sends parts of the batch again (harmless: InfluxDB stores a point
+once per series and timestamp), one request at a time, never holding a write slot or the
+batch's acknowledgements. Series refused for a cardinality limit are remembered for a while and
+their next lines set aside without a request. A 400 that refused the whole batch, or a 413 (too
+large), is split in halves until the offending lines are isolated, so one bad line never blocks
+the rest.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ import httpx
 
 from collector.config import InfluxSettings, RetrySettings
 from collector.deadletter import DeadLetters
-from collector.refusal import Refusal, RefusedSeries, parse_refusal, shape_of
+from collector.refusal import (
+    Refusal,
+    RefusedSeries,
+    StoredKeys,
+    parse_refusal,
+    shape_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +122,7 @@ class InfluxWriter:
         self._client = client or httpx.AsyncClient(timeout=settings.timeout_s)
         self._url, self._params, self._headers = self._endpoint()
         self._refused = RefusedSeries(REFUSED_SERIES_TTL_S, REFUSED_SERIES_MAX)
+        self._stored = StoredKeys(REFUSED_SERIES_TTL_S, REFUSED_SERIES_MAX)
         self._backlog: deque[tuple[list[bytes], Refusal]] = deque()
         self._backlog_lines = 0
         self._sorted = asyncio.Event()
@@ -198,15 +207,13 @@ class InfluxWriter:
     ) -> None:
         status, reason = await self._post_until_answered(lines, give_up)
         if status < 300:
-            self.stats.batches_written += 1
-            self.stats.lines_written += len(lines)
+            self._written(lines)
             return
         if "partial write" in reason:
             self.stats.partial_writes += 1
-            refusal = parse_refusal(f"HTTP {status}: {reason}")
-            if refusal.dropped is not None:
-                self.stats.lines_written += max(len(lines) - refusal.dropped, 0)
-            self._sort_out(lines, refusal)
+            again = self._sort_out(lines, parse_refusal(f"HTTP {status}: {reason}"))
+            if again:
+                await self._write_or_split(again, give_up)
             return
         if len(lines) == 1:
             self._reject(lines, f"HTTP {status}: {reason}")
@@ -215,43 +222,74 @@ class InfluxWriter:
         await self._write_or_split(lines[:middle], give_up)
         await self._write_or_split(lines[middle:], give_up)
 
-    def _sort_out(self, lines: list[bytes], refusal: Refusal) -> None:
-        """InfluxDB stored all it could of `lines`: set aside the ones it refused, at once
-        when the reason tells which, else through the sorter."""
-        dropped = refusal.dropped
-        if dropped == 0:
-            return
-        if len(lines) == 1 or (dropped is not None and dropped >= len(lines)):
-            self._refuse(lines, refusal)
-            return
-        candidates = refusal.candidates(lines)
-        if candidates is not None and len(candidates) == dropped:
-            self._refuse(candidates, refusal)
-            return
+    def _written(self, lines: list[bytes]) -> None:
+        self.stats.batches_written += 1
+        self.stats.lines_written += len(lines)
+        self._stored.learn(lines)
+
+    def _sort_out(self, lines: list[bytes], refusal: Refusal) -> list[bytes]:
+        """Set aside the lines of a partial write that InfluxDB refused, at once when the
+        reason tells which, else through the sorter. Returns the others if they are to be sent
+        again: InfluxDB 1.6 loses points of existing series from a batch it refused new series
+        or tag values of, without counting them as dropped (tests/test_cardinality.py shows
+        it); type conflicts and parse errors do not."""
+        if refusal.dropped == 0:
+            return []
+        if refusal.cardinality:
+            self._stored.watch(refusal)
+        again = self._set_aside_refused(lines, refusal)
+        if again is not None:
+            return again
         if self._backlog_lines + len(lines) > SORT_BACKLOG_LINES:
             self._unsorted(lines, refusal, "sorting backlog full")
-            return
+            return []
         self._backlog.append((lines, refusal))
         self._backlog_lines += len(lines)
         self._sorted.clear()
         if self._sorter is None or self._sorter.done():
             self._sorter = asyncio.create_task(self._sort_forever(), name="sort partial writes")
+        return []
+
+    def _set_aside_refused(self, lines: list[bytes], refusal: Refusal) -> list[bytes] | None:
+        """Set aside the refused lines if the reason, and what was seen stored, tell which;
+        returns the lines to send again, or None when it cannot tell."""
+        dropped = refusal.dropped
+        if len(lines) == 1 or (dropped is not None and dropped >= len(lines)):
+            self._refuse(lines, refusal)
+            return []
+        candidates = refusal.candidates(lines)
+        if refusal.cardinality:
+            candidates = self._stored.unknown(refusal, lines if candidates is None else candidates)
+        if candidates is None or len(candidates) != dropped:
+            return None
+        self._refuse(candidates, refusal)
+        if refusal.kind in ("type_conflict", "parse"):
+            return []  # InfluxDB 1.6 stored the others (checked)
+        refused = set(candidates)
+        return [line for line in lines if line not in refused]
 
     async def _sort_forever(self) -> None:
         """Send parts of partially written batches again, one request at a time, until each
         part is all stored or all refused."""
         while self._backlog:
-            lines = self._backlog[0][0]  # left there if cancelled: set aside unsorted
-            for part in _parts(lines):
+            lines, refusal = self._backlog[0]  # left there if cancelled: set aside unsorted
+            # What was learned since it was queued may tell the refused lines apart now.
+            again = self._set_aside_refused(lines, refusal)
+            parts = deque(_parts(lines) if again is None else [again] if again else [])
+            while parts:
+                part = parts.popleft()
                 status, reason = await self._post_until_answered(part, None)
                 self.stats.sort_requests += 1
                 if status < 300:
+                    self._written(part)
                     continue
                 answer = f"HTTP {status}: {reason}"
                 if "partial write" in reason:
-                    self._sort_out(part, parse_refusal(answer))
+                    again = self._sort_out(part, parse_refusal(answer))
                 else:  # the whole part refused (413, or a server that refuses all): split it
-                    self._sort_out(part, Refusal("other", answer, None))
+                    again = self._sort_out(part, Refusal("other", answer, None))
+                if again:
+                    parts.appendleft(again)
             self._backlog.popleft()
             self._backlog_lines -= len(lines)
         self._sorted.set()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -166,3 +167,58 @@ class RefusedSeries:
         for line in lines:
             (refused if series_key(line) in self._until else send).append(line)
         return send, refused
+
+
+class StoredKeys:
+    """Series, or values of one tag, that InfluxDB stored, learned once it refused new ones
+    (a series or tag-value limit): at the limit nothing new gets in, so in a later partial
+    write the lines whose series (or value) was not seen stored are the refused ones, told
+    apart without sending anything again. Forgotten `ttl_s` after the last such refusal (the
+    limit may change); at most `max_keys` per limit."""
+
+    def __init__(self, ttl_s: float, max_keys: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_keys = max_keys
+        self._watched: dict[tuple[bytes, bytes], tuple[Callable[[bytes], bytes], set[bytes]]] = {}
+        self._until: dict[tuple[bytes, bytes], float] = {}
+
+    def watch(self, refusal: Refusal) -> None:
+        """Start (or keep) learning what the limit behind `refusal` is about."""
+        key = (refusal.measurement, refusal.name)
+        if key not in self._watched:
+            self._watched[key] = (_key_of(refusal), set())
+        self._until[key] = time.monotonic() + self.ttl_s
+
+    def learn(self, stored: list[bytes]) -> None:
+        """`stored` are lines InfluxDB took."""
+        if not self._watched:
+            return
+        now = time.monotonic()
+        for key, until in list(self._until.items()):
+            if until <= now:
+                del self._until[key], self._watched[key]
+        for key_of, keys in self._watched.values():
+            for line in stored:
+                if len(keys) >= self.max_keys:
+                    break
+                keys.add(key_of(line))
+
+    def unknown(self, refusal: Refusal, lines: list[bytes]) -> list[bytes]:
+        """The lines whose series (or value of the refused tag) was never seen stored."""
+        key_of, keys = self._watched[(refusal.measurement, refusal.name)]
+        return [line for line in lines if key_of(line) not in keys]
+
+
+def _key_of(refusal: Refusal) -> Callable[[bytes], bytes]:
+    if refusal.kind == "series_limit":
+        return series_key
+    prefixes = (refusal.measurement + b",", refusal.measurement + b" ")
+    value = re.compile(rb",%s=((?:[^,\\]|\\.)*+)" % re.escape(refusal.name))
+
+    def value_of(line: bytes) -> bytes:
+        if not line.startswith(prefixes):
+            return b""  # b"" is never a tag value: lines without it are never refused for it
+        match = value.search(series_key(line))
+        return match[1] if match else b""
+
+    return value_of

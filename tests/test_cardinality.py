@@ -114,9 +114,9 @@ async def test_new_tag_values_over_the_limit_are_refused_in_bulk(
     # InfluxDB checks the limit against what it held before each request, so the first
     # batch of the burst gets in whole; every later one is refused.
     assert len(dead) >= len(burst) // 2
-    # New values are new series too: whichever limit InfluxDB checked first is named.
+    # New values are new series too: InfluxDB names the series limit when a batch's new
+    # series would pass it, else the tag's value limit.
     assert all("limit exceeded" in d["reason"] for d in dead)
-    assert any("max-values-per-tag limit exceeded" in d["reason"] for d in dead)
     assert writer.stats.lines_rejected_cardinality == len(dead)
     assert requests == writer.stats.requests - sent_before
     print(f"{requests} write requests for {len(burst) + 20 * 100} lines")
@@ -174,6 +174,39 @@ async def test_refused_series_are_remembered(
     assert write_requests(limited_influxdb) - before == 1  # only the good lines (and unknowns)
     assert writer.stats.lines_set_aside_known == refused
     assert count(limited_influxdb, limited_db, "request !~ /./") == 40
+
+
+@pytest.mark.parametrize("limit", ["series", "values"])
+async def test_points_beside_refused_ones_are_stored(
+    limit: str, limited_influxdb: Running, limited_db: str, tmp_path: Path
+) -> None:
+    """InfluxDB 1.6 answers a partial write for a cardinality limit as if it had stored the
+    other points, but loses some of them: they are sent again, once."""
+    writer = make_writer(limited_influxdb, limited_db, tmp_path)
+    # InfluxDB refuses a series past the limit, a tag value at it.
+    if limit == "series":  # two tags, so that no tag reaches the value limit
+        filler = [f"pdu,a={i // 100},b={i % 100} power_w=1 {T0}" for i in range(MAX_SERIES - 21)]
+    else:
+        filler = [f"pdu,device=f{i:04d} power_w=1 {T0}" for i in range(MAX_VALUES - 20)]
+    await writer.write([line.encode() for line in filler])
+    await writer.write(steady(0))
+    if limit == "series":
+        new = [f"pdu,device=d00,request=r{i:04d} power_w=1 {T0 + i}".encode() for i in range(30)]
+    else:
+        new = [f"pdu,device=new{i:04d} power_w=1 {T0 + i}".encode() for i in range(30)]
+    await writer.write(new[:10])  # refused: the writer starts learning what is stored
+    await writer.write(steady(1))
+    mixed = [line for r in range(2, 6) for line in [*new[r * 5 : r * 5 + 5], *steady(r)]]
+    requests = writer.stats.requests
+    await writer.write(mixed)
+    await writer.aclose()
+    assert count(limited_influxdb, limited_db, "device =~ /^d/ AND request !~ /./") == 20 * 6
+    assert writer.stats.requests - requests == 2  # the partial write, then the others again
+    assert writer.stats.sort_requests == 0
+    dead = dead_lines(tmp_path)
+    assert [d["line"].encode() for d in dead] == new[:10] + new[10:30]
+    named = "max-series-per-database" if limit == "series" else "max-values-per-tag"
+    assert all(f"{named} limit exceeded" in d["reason"] for d in dead)
 
 
 class Heard:
