@@ -140,7 +140,7 @@ class Agent:
 
     def _on_trap(self, note: Notification) -> None:
         """One `snmp_trap` event; and a poll of the sender, whose readings just changed."""
-        device = self._devices_by_host.get(note.source_host)
+        device = self._trap_sender(note.source_host)
         tags = {
             "site": self.config.agent.site,
             "agent": self.config.agent.name,
@@ -156,6 +156,15 @@ class Agent:
         self._emit("traps", [Sample("snmp_trap", tags, fields, time.time_ns())])
         if device is not None and self.config.traps and self.config.traps.poll_on_trap:
             self.pollers[device.name].poll_now()
+
+    def _trap_sender(self, host: str) -> Device | None:
+        """The device a trap came from: by its configured address or, for a device named by
+        host name, by the address the name last resolved to (known once it has been polled)."""
+        device = self._devices_by_host.get(host)
+        if device is None:
+            name = next((n for n, s in self._sources.items() if s.address == host), None)
+            device = next((d for d in self.config.devices if d.name == name), None)
+        return device
 
     def _emit(self, origin: str, samples: Iterable[Sample]) -> None:
         lines = []

@@ -164,6 +164,11 @@ class SnmpDevice:
         profile = self._forced_profile or (self._identity.profile if self._identity else None)
         return profile.kind if profile is not None else None
 
+    @property
+    def address(self) -> str | None:
+        """The IP address the device is polled at (its host name as last resolved), if known."""
+        return self._resolver.current
+
     def _where(self) -> str:
         return f"{self.name} ({self.target.describe()})"
 

@@ -13,13 +13,16 @@ from typing import Any, cast
 
 import pytest
 
-from agent.config import MqttSettings
+from agent.config import AgentConfig, MqttSettings
 from agent.publisher import Publisher
 from agent.resolve import ResolveError, Resolver
+from agent.service import Agent
 from agent.snmp import SnmpDevice, SnmpTarget
-from rackwatch.localservices import Running
+from rackwatch.localservices import Running, free_port
+from telemetry.lineproto import parse_line
 from tests.test_agent_spool import collect_lines
 from tests.test_end_to_end import eventually
+from tests.test_traps import send
 
 AddrInfo = list[tuple[Any, ...]]
 
@@ -196,3 +199,50 @@ async def test_the_broker_may_be_named_by_host_name(mosquitto: Running, unique: 
     finally:
         await publisher.close(task, timeout_s=5.0)
         listener.cancel()
+
+
+async def test_a_trap_from_a_device_named_by_host_name_is_its_own(
+    snmpsim: Running, mosquitto: Running, unique: str
+) -> None:
+    """Traps come from an IP address: a device configured as `localhost:PORT` is matched by the
+    address its name resolved to, once it has been polled."""
+    trap_port = free_port("udp")
+    config = AgentConfig.model_validate(
+        {
+            "agent": {"name": "trap-agent", "site": "s1"},
+            "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "topic_prefix": unique},
+            "defaults": {"interval_s": 3600},  # polled only when the test (or a trap) says so
+            "credentials": {"pdu": {"community": "apc_ap8853"}},
+            "traps": {"listen": f"127.0.0.1:{trap_port}", "communities": ["trap-community"]},
+            "devices": [
+                {
+                    "name": "pdu-a01",
+                    "address": f"localhost:{snmpsim.port}",
+                    "credentials": "pdu",
+                    "rack": "A01",
+                }
+            ],
+        }
+    )
+    received: list[bytes] = []
+    listener = asyncio.create_task(collect_lines(mosquitto, f"{unique}/#", received))
+    agent = Agent(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    poller = agent.pollers["pdu-a01"]
+    try:
+        await agent.ready.wait()
+        assert poller.poll_now()
+        await eventually(lambda: poller.stats.polls_ok == 1, 20)
+        await send(
+            "snmptrap", "-v", "2c", "-c", "trap-community", f"127.0.0.1:{trap_port}", "",
+            "1.3.6.1.4.1.318.0.268",
+        )  # fmt: skip
+        await eventually(lambda: any(b"snmp_trap," in line for line in received), 10)
+        await eventually(lambda: poller.stats.polls_ok == 2, 10)  # the trap polled it
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        listener.cancel()
+    (event,) = [parse_line(line) for line in received if line.startswith(b"snmp_trap,")]
+    assert (event.tags["device"], event.tags["rack"]) == ("pdu-a01", "A01")
