@@ -121,6 +121,8 @@ class FakeNvml:
     text: str
     nvml_calls: Sequence[dict[str, Any]] = ()  # bench_nvml.py --calls: {call, args, answer|error}
     init_error: int | None = None
+    # Compute processes a test puts on a GPU (index -> pids): the captures ran none.
+    processes: dict[int, list[int]] = field(default_factory=dict)
     calls: Counter[tuple[str, int]] = field(default_factory=Counter)  # (function, GPU index)
     initialized: int = 0
     _cards: list[_Card] = field(default_factory=list)
@@ -358,7 +360,8 @@ class FakeNvml:
         card = self._card(handle, "nvmlDeviceGetComputeRunningProcesses")
         shown = self._text(card, "Processes")
         assert shown == "None", "only captures without processes are understood"
-        return []
+        pids = self.processes.get(self._cards.index(card), [])
+        return [pynvml.c_nvmlProcessInfo_t(pid=pid, usedGpuMemory=0) for pid in pids]
 
     # --- events ------------------------------------------------------------------------------
 

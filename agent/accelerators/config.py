@@ -30,6 +30,20 @@ class AscendSettings(StrictModel):
     usages: bool = False  # `npu-smi info -t usages` per NPU per poll (memory bandwidth, AI CPU)
 
 
+class JobSettings(StrictModel):
+    """Which job runs on each card (agent/accelerators/jobs.py)."""
+
+    # The kubelet's pod-resources socket (usually /var/lib/kubelet/pod-resources/kubelet.sock);
+    # unset on hosts outside Kubernetes. Needs grpcio.
+    kubelet_socket: str | None = None
+    resources: list[str] = ["nvidia.com/gpu", "huawei.com/Ascend910", "huawei.com/Ascend310P"]
+    timeout_s: float = Field(default=2.0, gt=0)
+    # Slurm jobs from /proc/<pid>/cgroup of the processes on each card (NVIDIA: the process
+    # list is then read every poll; Ascend: the process table of `npu-smi info`).
+    slurm: bool = False
+    proc_root: str = "/proc"
+
+
 class AcceleratorSettings(StrictModel):
     host: str = Field(default_factory=socket.gethostname, min_length=1)
     room: str = ""
@@ -39,3 +53,4 @@ class AcceleratorSettings(StrictModel):
     tags: dict[str, str] = {}  # e.g. cluster: ascend-10k
     nvidia: NvidiaSettings | None = None
     ascend: AscendSettings | None = None
+    jobs: JobSettings | None = None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
+from agent.accelerators.jobs import JobFinder
 from agent.accelerators.tool_source import OutputError, Reading, ToolError, ToolSource
 from telemetry.sample import FieldValue
 
@@ -64,7 +65,8 @@ DIE_ID_KEYS = ("VDie ID", "Die ID")
 
 _VALUE = re.compile(r"[^\s/]+\s*/\s*[^\s/]+|\S+")  # "3162 / 65536" is one value
 _NPU_CELL = re.compile(r"(\d+)\s+(\S.*)")  # "0     910B3"
-_CHIP_CELL = re.compile(r"(\d+)(?:\s+\d+)?")  # "0", or chip and Device/Phy-ID: "1     15"
+_CHIP_CELL = re.compile(r"(\d+)(?:\s+(\d+))?")  # "0", or chip and Device/Phy-ID: "1     15"
+_PROCESS_CELL = re.compile(r"(\d+)\s+(\d+)")  # "| 0       0  | 1067983 | ..." NPU and chip
 
 
 @dataclass
@@ -74,6 +76,7 @@ class ChipSummary:
     npu: int
     chip: int
     model: str
+    device: int | None = None  # the chip's Device or Phy-ID, where the table prints one
     fields: dict[str, FieldValue] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)  # printed as NA
 
@@ -117,7 +120,8 @@ def _chip(first: _Row, second: _Row, names: tuple[list[str], list[str]]) -> Chip
         raise OutputError(f"line {first.number}: {first.cells[0]!r} is not 'NPU-id Name'")
     if chip_cell is None:
         raise OutputError(f"line {second.number}: {second.cells[0]!r} is not a chip id")
-    summary = ChipSummary(int(npu_cell[1]), int(chip_cell[1]), npu_cell[2])
+    device = int(chip_cell[2]) if chip_cell[2] is not None else None
+    summary = ChipSummary(int(npu_cell[1]), int(chip_cell[1]), npu_cell[2], device)
     _put(summary, "health", first.cells[1], str)
     values: dict[str, tuple[str, str]] = {}  # column -> (text, where it is)
     for row, columns in zip((first, second), names, strict=True):
@@ -138,6 +142,29 @@ def _chip(first: _Row, second: _Row, names: tuple[list[str], list[str]]) -> Chip
             summary.fields.update(zip(MEMORY_FIELDS, (pair[0] * MIB, pair[1] * MIB), strict=True))
             break
     return summary
+
+
+def parse_processes(text: str) -> dict[tuple[int, int], list[int]]:
+    """The process table under `npu-smi info`: (NPU, chip) -> ids of the processes on it.
+    Rows that hold no process ("No running processes found") are skipped."""
+    found: dict[tuple[int, int], list[int]] = {}
+    table = False
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().split("|")[1:-1]]
+        if "Process id" in cells:
+            table = True
+            continue
+        if not table or len(cells) < 2:
+            continue
+        chip = _PROCESS_CELL.fullmatch(cells[0])
+        if chip is not None and cells[1].isdigit():
+            found.setdefault((int(chip[1]), int(chip[2])), []).append(int(cells[1]))
+    return found
+
+
+def parse_info(text: str) -> tuple[list[ChipSummary], dict[tuple[int, int], list[int]]]:
+    """`npu-smi info`: its device table and its process table."""
+    return parse_summary(text), parse_processes(text)
 
 
 def _columns(row: _Row, names: list[str]) -> dict[str, str]:
@@ -281,14 +308,16 @@ class NpuSmiSource(ToolSource):
         timeout_s: float = 10.0,
         *,
         usages: bool = False,
+        jobs: JobFinder | None = None,
     ) -> None:
-        super().__init__(tags, command, timeout_s)
+        super().__init__(tags, command, timeout_s, jobs)
         self.usages = usages
         self.unsupported: set[tuple[int, str]] = set()  # (NPU, detail type) never asked again
         self._uuids: dict[tuple[int, int], str | None] = {}  # None: board prints no die ID
+        self._processes: dict[tuple[int, int], list[int]] = {}  # of the last `npu-smi info`
 
     async def read(self) -> list[Reading]:
-        chips = await self.tool.read(parse_summary, "info")
+        chips, self._processes = await self.tool.read(parse_info, "info")
         by_npu: dict[int, list[ChipSummary]] = {}
         for chip in chips:
             by_npu.setdefault(chip.npu, []).append(chip)
@@ -363,4 +392,8 @@ class NpuSmiSource(ToolSource):
             fields=fields,
             chip=str(chip.chip) if several else None,
             uuid=self._uuids.get((chip.npu, chip.chip)),
+            # The device plugin names a chip by its physical id (Ascend910-3); npu-smi prints
+            # it beside the chip where an NPU has several, and it is the NPU's id otherwise.
+            device_ids=(f"huawei:{chip.device if chip.device is not None else chip.npu}",),
+            pids=tuple(self._processes.get((chip.npu, chip.chip), ())),
         )

@@ -34,6 +34,7 @@ from typing import Any, TypeAlias
 
 import pynvml
 
+from agent.accelerators.jobs import JobFinder, JobLookup
 from agent.accelerators.repeated_warnings import RepeatedWarnings
 from telemetry.sample import FieldValue, Sample
 
@@ -170,6 +171,7 @@ class _Gpu:
     lost: int | None = None  # the NVML error it answered with when it stopped answering
     lost_at: float = 0.0
     announced: bool = False  # its accelerator_event is sent
+    pids: list[int] = field(default_factory=list)  # compute processes, when last read
 
     @property
     def label(self) -> str:
@@ -183,6 +185,8 @@ class NvmlSource:
     binding: pynvml from nvidia-ml-py, or anything with the same functions and errors.
     `slow_interval_s`: how often the slow calls run (PCIe throughput, process count); None: never.
     `energy_interval_s`: how often the energy counter is read (0: every poll).
+    `jobs`: which job runs on each GPU (its pod by UUID; its Slurm job from the cgroups of
+    the processes on it, which then reads the process list every poll).
     """
 
     vendor = VENDOR
@@ -196,9 +200,11 @@ class NvmlSource:
         energy_interval_s: float = 60.0,
         lost_retry_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        jobs: JobFinder | None = None,
     ) -> None:
         self._tags = {key: value for key, value in tags.items() if value}
         self._nvml = nvml
+        self.jobs = jobs
         self._slow = Every(slow_interval_s, clock)
         self._energy = Every(energy_interval_s, clock)
         self.lost_retry_s = lost_retry_s
@@ -215,7 +221,8 @@ class NvmlSource:
 
     async def collect(self) -> list[Sample]:
         started_ns = time.time_ns()  # one timestamp for the whole poll
-        return await asyncio.to_thread(self._poll_alone, started_ns)
+        lookup = await self.jobs.lookup() if self.jobs is not None else None
+        return await asyncio.to_thread(self._poll_alone, started_ns, lookup)
 
     async def close(self) -> None:
         """Shut NVML down (it is started again by the next collect())."""
@@ -223,11 +230,11 @@ class NvmlSource:
 
     # --- in the worker thread ----------------------------------------------------------------
 
-    def _poll_alone(self, time_ns: int) -> list[Sample]:
+    def _poll_alone(self, time_ns: int, lookup: JobLookup | None) -> list[Sample]:
         if not self._busy.acquire(blocking=False):
             raise NvmlUnavailable("the previous NVML poll is still running (an NVML call hangs)")
         try:
-            return self.poll(time_ns)
+            return self.poll(time_ns, lookup)
         finally:
             self._busy.release()
 
@@ -240,8 +247,9 @@ class NvmlSource:
                 except pynvml.NVMLError as exc:
                     log.debug("nvmlShutdown: %s", exc)
 
-    def poll(self, time_ns: int) -> list[Sample]:
-        """One poll, blocking: every GPU's sample, the host total, and events for lost GPUs."""
+    def poll(self, time_ns: int, lookup: JobLookup | None = None) -> list[Sample]:
+        """One poll, blocking: every GPU's sample, the host total, and events for lost GPUs;
+        with `lookup`, each GPU's job fields."""
         gpus = self._gpus if self._gpus is not None else self._start()
         slow, energy = self._slow.due(), self._energy.due()
         samples: list[Sample] = []
@@ -254,7 +262,10 @@ class NvmlSource:
                     continue
                 gpus[position] = gpu = back
             try:
-                fields = self._read(gpu, slow=slow, energy=energy)
+                pids = lookup is not None and lookup.wants_pids
+                fields = self._read(gpu, slow=slow, energy=energy, pids=pids)
+                if lookup is not None:
+                    fields.update(lookup.fields((gpu.tags.get("uuid", ""),), gpu.pids))
                 instances = self._mig(gpu, fields.get("mig_enabled") is True, time_ns)
             except _GpuLost as exc:
                 self._mark_lost(gpu, exc.code)
@@ -384,7 +395,9 @@ class NvmlSource:
                 return value
         return None
 
-    def _read(self, gpu: _Gpu, *, slow: bool, energy: bool) -> dict[str, FieldValue]:
+    def _read(
+        self, gpu: _Gpu, *, slow: bool, energy: bool, pids: bool = False
+    ) -> dict[str, FieldValue]:
         call = self._call
         fields: dict[str, FieldValue] = {}
         utilization = call(gpu, "utilization", "nvmlDeviceGetUtilizationRates")
@@ -429,6 +442,11 @@ class NvmlSource:
             fields["mig_enabled"] = mig[0] == pynvml.NVML_DEVICE_MIG_ENABLE
         if slow:
             fields.update(self._slow_readings(gpu))
+        if slow or pids:
+            processes = self._call(gpu, "processes", "nvmlDeviceGetComputeRunningProcesses")
+            if processes is not None:
+                fields["processes"] = len(processes)
+                gpu.pids = [int(process.pid) for process in processes]
         return fields
 
     def _throttle(self, gpu: _Gpu) -> dict[str, FieldValue]:
@@ -481,9 +499,6 @@ class NvmlSource:
             kb_per_s = self._call(gpu, name, "nvmlDeviceGetPcieThroughput", counter)
             if kb_per_s is not None:
                 fields[name] = float(kb_per_s) * 1000.0  # NVML counts KB/s
-        processes = self._call(gpu, "processes", "nvmlDeviceGetComputeRunningProcesses")
-        if processes is not None:
-            fields["processes"] = len(processes)
         return fields
 
     def _mig(self, gpu: _Gpu, enabled: bool, time_ns: int) -> list[Sample]:

@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from agent.accelerators.config import AcceleratorSettings
-from telemetry.sample import Sample
+from agent.accelerators.jobs import FAILURE_KINDS, JobFinder
+from telemetry.sample import FieldValue, Sample
 
 if TYPE_CHECKING:
     from agent.accelerators.nvml_events import NvmlEvents
@@ -40,6 +41,46 @@ def with_host_totals(collect: Collect, tags: Mapping[str, str]) -> Collect:
     return collect_with_totals
 
 
+def job_totals(samples: list[Sample], tags: Mapping[str, str]) -> list[Sample]:
+    """`accelerator_job`: one per job on this host per poll (its cards and their power), the
+    series a dashboard groups by job and integrates into the job's energy."""
+    by_job: dict[tuple[str, str], list[Sample]] = {}
+    for sample in samples:
+        job = sample.fields.get("job")
+        if sample.measurement == "accelerator" and isinstance(job, str) and job:
+            by_job.setdefault((sample.tags.get("vendor", ""), job), []).append(sample)
+    totals = []
+    for (vendor, job), cards in by_job.items():
+        fields: dict[str, FieldValue] = {"cards": len(cards)}
+        power = [float(s.fields["power_w"]) for s in cards if "power_w" in s.fields]
+        if power:
+            fields["power_w"] = sum(power)
+        util = [float(s.fields["util_pct"]) for s in cards if "util_pct" in s.fields]
+        if util:
+            fields["util_pct"] = sum(util) / len(util)
+        job_tags = {**tags, "vendor": vendor, "job": job}
+        totals.append(Sample("accelerator_job", job_tags, fields, cards[0].time_ns))
+    return totals
+
+
+def with_jobs(collect: Collect, jobs: JobFinder, tags: Mapping[str, str]) -> Collect:
+    """Adds the poll's `accelerator_job` samples, and the job lookups' failure counters to the
+    host's `accelerator_host` sample."""
+
+    async def collect_with_jobs() -> list[Sample]:
+        samples = await collect()
+        failures = {f"job_{kind}_failures_total": jobs.failures[kind] for kind in FAILURE_KINDS}
+        samples = [
+            Sample(s.measurement, s.tags, {**s.fields, **failures}, s.time_ns)
+            if s.measurement == "accelerator_host"
+            else s
+            for s in samples
+        ]
+        return samples + job_totals(samples, tags)
+
+    return collect_with_jobs
+
+
 class Accelerators:
     """The sources a host's `accelerators:` config names: one poll per vendor (with per-host
     totals), plus NVIDIA's event listener, which runs beside the polls."""
@@ -59,6 +100,7 @@ class Accelerators:
         self.polls: dict[str, Collect] = {}
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._events: NvmlEvents | None = None
+        self.jobs = JobFinder(settings.jobs) if settings.jobs is not None else None
         if settings.nvidia is not None:
             from agent.accelerators.nvml import NvmlSource
             from agent.accelerators.nvml_events import NvmlEvents
@@ -67,8 +109,9 @@ class Accelerators:
                 tags,
                 slow_interval_s=settings.nvidia.slow_interval_s,
                 energy_interval_s=settings.nvidia.energy_interval_s,
+                jobs=self.jobs,
             )
-            self.polls["nvidia"] = with_host_totals(nvml.collect, tags | {"vendor": "nvidia"})
+            self.polls["nvidia"] = self._wrap(nvml.collect, tags | {"vendor": "nvidia"})
             self._closers.append(nvml.close)
             if settings.nvidia.events:
                 self._events = NvmlEvents(tags, emit)
@@ -80,8 +123,15 @@ class Accelerators:
                 settings.ascend.command,
                 settings.ascend.timeout_s,
                 usages=settings.ascend.usages,
+                jobs=self.jobs,
             )
-            self.polls["ascend"] = with_host_totals(ascend.collect, tags | {"vendor": "huawei"})
+            self.polls["ascend"] = self._wrap(ascend.collect, tags | {"vendor": "huawei"})
+
+    def _wrap(self, collect: Collect, tags: Mapping[str, str]) -> Collect:
+        collect = with_host_totals(collect, tags)
+        if self.jobs is None:
+            return collect
+        return with_jobs(collect, self.jobs, {k: v for k, v in tags.items() if k != "vendor"})
 
     def start(self) -> None:
         """Start the event listeners; call from the running event loop."""
@@ -93,3 +143,5 @@ class Accelerators:
             await self._events.stop()
         for close in self._closers:
             await close()
+        if self.jobs is not None:
+            self.jobs.close()

@@ -17,9 +17,10 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, TypeVar
 
+from agent.accelerators.jobs import JobFinder
 from agent.accelerators.repeated_warnings import RepeatedWarnings
 from telemetry.sample import FieldValue, Sample
 
@@ -129,6 +130,10 @@ class Reading:
     fields: Mapping[str, FieldValue]
     chip: str | None = None  # only where one card holds several chips
     uuid: str | None = None  # None until the tool has told us a stable identity
+    # For job attribution only (not tags): the keys the kubelet names this card by
+    # (agent/accelerators/kubelet.py) and the processes the tool says run on it.
+    device_ids: tuple[str, ...] = ()
+    pids: tuple[int, ...] = ()
 
 
 class ToolSource(ABC):
@@ -141,8 +146,15 @@ class ToolSource(ABC):
 
     vendor: ClassVar[str]
 
-    def __init__(self, tags: Mapping[str, str], command: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        tags: Mapping[str, str],
+        command: str,
+        timeout_s: float,
+        jobs: JobFinder | None = None,
+    ) -> None:
         self._tags = {key: value for key, value in tags.items() if value}
+        self.jobs = jobs
         self.tool = ToolRunner(command, timeout_s)
         self._warnings = RepeatedWarnings()
 
@@ -153,7 +165,14 @@ class ToolSource(ABC):
 
     async def collect(self) -> list[Sample]:
         started_ns = time.time_ns()  # one timestamp for the whole poll, as for every device
-        return [self._sample(reading, started_ns) for reading in await self.read()]
+        readings = await self.read()
+        if self.jobs is not None:
+            lookup = await self.jobs.lookup()
+            readings = [
+                replace(r, fields={**r.fields, **lookup.fields(r.device_ids, r.pids)})
+                for r in readings
+            ]
+        return [self._sample(reading, started_ns) for reading in readings]
 
     @abstractmethod
     async def read(self) -> list[Reading]:
