@@ -51,7 +51,7 @@ def series(samples: list[Sample], measurement: str) -> set[tuple[tuple[str, str]
 def test_cooling_profiles_are_shipped() -> None:
     """The three cooling profiles load and validate with the built-in set."""
     assert {"apc_inrow", "liebert_gp", "rittal_cmc3"} <= set(builtin_profiles())
-    assert builtin_profiles()["liebert_gp"].include == ("ups_rfc1628",)
+    assert builtin_profiles()["liebert_gp"].include == ("ups_mib",)  # the UPS-MIB fragment
 
 
 # ---- APC InRow RC (ACRC103) ---------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.registry import builtin_profiles, detect
+from agent.registry import builtin_profiles, detect, with_includes
 from agent.snmp import SnmpDevice, SnmpTarget
 from rackwatch import localservices
 from rackwatch.localservices import Running
@@ -290,11 +290,14 @@ def test_a_generex_card_is_recognised_by_its_sys_descr() -> None:
     assert found.name == "ups_rfc1628"
 
 
-def test_the_eaton_profile_includes_the_ups_mib_profile() -> None:
-    """eaton_ups polls ups_rfc1628 too, which other vendor profiles can include by name."""
+def test_ups_mib_is_one_fragment_that_several_profiles_include() -> None:
+    """UPS-MIB's tables are written once (fragments/ups_mib.yaml) and polled with the generic
+    UPS profile, eaton_ups and liebert_gp alike."""
     profiles = builtin_profiles()
-    assert profiles["eaton_ups"].include == ("ups_rfc1628",)
-    assert profiles["ups_rfc1628"].kind == "ups"
+    for name in ("ups_rfc1628", "eaton_ups", "liebert_gp"):
+        assert profiles[name].include == ("ups_mib",)
+        parts = with_includes(profiles[name])
+        assert [len(p.tables) for p in parts[1:]] == [3], name  # input, output, bypass
 
 
 # --- derived recordings: APC firmware and models the shared set does not have ------------
@@ -459,8 +462,8 @@ async def test_old_apc_firmware_reads_the_integrated_probe_table(derived: Runnin
 
 async def test_smart_ups_uio_temperatures_need_no_unit_setting(snmpsim: Running) -> None:
     """uioSensorStatusTemperatureDegC is Celsius by definition: read with no setting at all."""
-    profile = builtin_profiles()["apc_ups"]
-    uio = [t for t in profile.tables if t.entry == "1.3.6.1.4.1.318.1.1.25.1.2.1"]
+    parts = with_includes(builtin_profiles()["apc_ups"])  # the card's tables: apc_nmc
+    uio = [t for p in parts for t in p.tables if t.entry == "1.3.6.1.4.1.318.1.1.25.1.2.1"]
     assert [t.fields["temperature_c"].temperature_unit for t in uio] == [None]
     _, _, samples = await poll(snmpsim, "apc_smart1500")
     temperatures = {
