@@ -396,3 +396,35 @@ def test_a_bad_pivot_key_is_an_error_with_file_and_line(tmp_path: object) -> Non
     )
     with pytest.raises(config.ConfigError, match=r"bad.yaml:\d+: .*key 1: .*enum"):
         config.load(path, Profile)
+
+
+async def test_a_self_describing_table_with_unit_and_scale_columns() -> None:
+    """PowerNet coolingUnitStatusAnalogTable (an APC Uniflair): each row has a description, a
+    value, a unit and a divisor, and some readings come twice, in °F and in °C. A condition on
+    the unit column keeps the metric rows, the description names the field, the divisor column
+    scales it (rows from the apc_uniflair-sp recording)."""
+    spec = table(
+        measurement="cooling",
+        where=[{"column": 4, "in": ["C", "%"]}],
+        pivot={
+            "column": 2,
+            "value": {"column": 3, "scale_from": {"column": 5, "kind": "divisor"}},
+            "keys": {
+                "Supply Temperature": "supply_air_c",
+                "Room Temperature": "return_air_c",
+                "Commanded Evap. Fan Speed": "fan_speed_pct",
+            },
+        },
+    )
+    rows: dict[str, dict[int, Value]] = {
+        "1.7": {2: b"Supply Temperature", 3: 766, 4: b"F", 5: 10},
+        "1.8": {2: b"Supply Temperature", 3: 248, 4: b"C", 5: 10},
+        "1.5": {2: b"Commanded Evap. Fan Speed", 3: 90, 4: b"%", 5: 1},
+        "1.11": {2: b"Room Temperature", 3: 706, 4: b"F", 5: 10},
+        "1.12": {2: b"Room Temperature", 3: 214, 4: b"C", 5: 10},
+        "1.2": {2: b"Discharge Pressure", 3: 148, 4: b"bar", 5: 10},
+    }
+    samples = await poll([spec], walked(rows))
+    assert [dict(s.fields) for s in samples] == [
+        {"supply_air_c": 24.8, "fan_speed_pct": 90.0, "return_air_c": 21.4}
+    ]
