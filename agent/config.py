@@ -11,11 +11,17 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.accelerators.config import AcceleratorSettings
 from agent.mqtt_devices.config import MqttDevicesConfig
+from agent.resolve import is_ip
 from telemetry.config import KeyPath, Secret, StrictModel
 from telemetry.metrics import MetricsSettings
 from telemetry.mqtt import BrokerSettings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# A DNS name (RFC 1123 labels; underscores, which many sites' names have, tolerated). The agent
+# resolves it (agent/resolve.py); whether it resolves is known only where the agent runs.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
+_DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")
 
 
 def _plain_name(value: str) -> str:
@@ -159,6 +165,11 @@ class Device(StrictModel):
             raise ValueError(f"{value!r}: port is not a number") from None
         if not host or not 0 < port < 65536:
             raise ValueError(f"{value!r} is not host, host:port or [v6]:port")
+        if not is_ip(host):
+            if _DOTTED_NUMBERS.match(host):  # a mistyped IPv4 address, not a name to look up
+                raise ValueError(f"{value!r}: {host} is not an IPv4 address")
+            if not _HOST_NAME.match(host):
+                raise ValueError(f"{value!r}: {host!r} is neither an IP address nor a host name")
         return value
 
 

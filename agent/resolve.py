@@ -29,7 +29,7 @@ class Resolver:
     def __init__(self, host: str, refresh_s: float = REFRESH_S) -> None:
         self.host = host
         self.refresh_s = refresh_s
-        self._literal = _is_ip(host)
+        self._literal = is_ip(host)
         self._address: str | None = host if self._literal else None
         self._resolved_at = 0.0
 
@@ -78,7 +78,8 @@ class Resolver:
 _FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """An IPv4 or IPv6 literal (with a zone for a link-local one), not a name."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agent.config import Device
 from agent.profile import Profile, load_profile
 from agent.registry import Registry, load_registry
@@ -22,8 +24,9 @@ from telemetry.config import ConfigError
 async def probe(args: argparse.Namespace) -> int:
     try:
         host, port = Device(name="probe", address=args.address).host_port()
-    except ValueError as exc:
-        print(f"rackwatch probe: {exc}", file=sys.stderr)
+    except ValidationError as exc:  # one line, as `rackwatch check` says it
+        problem = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        print(f"rackwatch probe: {problem}", file=sys.stderr)
         return 2
     if args.snmp_version == "3" and not args.user:
         # Without a user a v3 agent drops the request unanswered: say so before trying.

@@ -5,6 +5,7 @@ literal: gufo-snmp takes only IP addresses, so the agent resolves names itself
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 
-from agent.config import AgentConfig, MqttSettings
+from agent.config import AgentConfig, Device, MqttSettings
 from agent.publisher import Publisher
 from agent.resolve import ResolveError, Resolver
 from agent.service import Agent
@@ -151,8 +152,6 @@ async def ipv6_snmpsim(snmpsim: Running) -> AsyncIterator[int]:
 
 
 async def test_a_device_at_an_ipv6_literal_is_polled(ipv6_snmpsim: int) -> None:
-    from agent.config import Device
-
     host, port = Device(name="pdu-1", address=f"[::1]:{ipv6_snmpsim}").host_port()
     samples = await SnmpDevice("pdu-1", SnmpTarget(host, port, "apc_ap8853"), {}).collect()
     assert any(s.measurement == "pdu_phase" for s in samples)
@@ -246,3 +245,32 @@ async def test_a_trap_from_a_device_named_by_host_name_is_its_own(
         listener.cancel()
     (event,) = [parse_line(line) for line in received if line.startswith(b"snmp_trap,")]
     assert (event.tags["device"], event.tags["rack"]) == ("pdu-a01", "A01")
+
+
+@pytest.mark.parametrize(
+    "address", ["pdu-a01.example", "pdu_a01:1161", "localhost", "[2001:db8::7]:161", "::1"]
+)
+def test_a_device_address_may_be_a_name_or_an_ip(address: str) -> None:
+    assert Device(name="d", address=address).address == address
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("10.20.1.300", "10.20.1.300 is not an IPv4 address"),
+        ("10.1", "10.1 is not an IPv4 address"),
+        ("pdu a01", "'pdu a01' is neither an IP address nor a host name"),
+        ("pdu..a01", "'pdu..a01' is neither an IP address nor a host name"),
+    ],
+)
+def test_an_address_that_is_no_name_is_refused_when_checked(address: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        Device(name="d", address=address)
+    result = subprocess.run(
+        [sys.executable, "-m", "rackwatch", "probe", address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (2, f"rackwatch probe: {address!r}: {problem}\n")
