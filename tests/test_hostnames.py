@@ -1,6 +1,7 @@
-"""Devices, the probe and the broker named by host name or IPv6 literal, not only by IPv4
-literal: gufo-snmp takes only IP addresses, so the agent resolves names itself
-(agent/resolve.py), again after a failed poll and periodically."""
+"""Devices, the probe, the broker and InfluxDB named by host name or IPv6 literal, not only by
+IPv4 literal: gufo-snmp takes only IP addresses, so the agent resolves device names itself
+(agent/resolve.py), again after a failed poll and periodically; paho-mqtt and httpx resolve
+theirs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -19,7 +21,10 @@ from agent.publisher import Publisher
 from agent.resolve import ResolveError, Resolver
 from agent.service import Agent
 from agent.snmp import SnmpDevice, SnmpTarget
-from rackwatch.localservices import Running, free_port
+from collector.config import InfluxSettings, RetrySettings
+from collector.deadletter import DeadLetters
+from collector.influx import InfluxWriter
+from rackwatch.localservices import Running, free_port, influx_query
 from telemetry.lineproto import parse_line
 from tests.test_agent_spool import collect_lines
 from tests.test_end_to_end import eventually
@@ -87,12 +92,14 @@ async def test_a_failed_refresh_keeps_the_address_a_failed_lookup_names_the_host
         await resolver.address()
 
 
+@pytest.mark.integration
 async def test_a_device_named_localhost_is_polled(snmpsim: Running) -> None:
     target = SnmpTarget("localhost", snmpsim.port, "apc_ap8853")
     samples = await SnmpDevice("pdu-1", target, {}).collect()
     assert any(s.measurement == "pdu_phase" for s in samples)
 
 
+@pytest.mark.integration
 async def test_a_device_follows_its_name_after_a_failed_poll(
     snmpsim: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,12 +158,14 @@ async def ipv6_snmpsim(snmpsim: Running) -> AsyncIterator[int]:
     back.close()
 
 
+@pytest.mark.integration
 async def test_a_device_at_an_ipv6_literal_is_polled(ipv6_snmpsim: int) -> None:
     host, port = Device(name="pdu-1", address=f"[::1]:{ipv6_snmpsim}").host_port()
     samples = await SnmpDevice("pdu-1", SnmpTarget(host, port, "apc_ap8853"), {}).collect()
     assert any(s.measurement == "pdu_phase" for s in samples)
 
 
+@pytest.mark.integration
 def test_the_probe_takes_a_host_name(snmpsim: Running) -> None:
     address = f"localhost:{snmpsim.port}"
     result = subprocess.run(
@@ -184,6 +193,7 @@ def test_the_probe_names_a_host_that_does_not_resolve() -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.integration
 async def test_the_broker_may_be_named_by_host_name(mosquitto: Running, unique: str) -> None:
     """paho-mqtt resolves the broker's name itself: `mqtt.host: localhost` works."""
     received: list[bytes] = []
@@ -200,6 +210,7 @@ async def test_the_broker_may_be_named_by_host_name(mosquitto: Running, unique: 
         listener.cancel()
 
 
+@pytest.mark.integration
 async def test_a_trap_from_a_device_named_by_host_name_is_its_own(
     snmpsim: Running, mosquitto: Running, unique: str
 ) -> None:
@@ -274,3 +285,16 @@ def test_an_address_that_is_no_name_is_refused_when_checked(address: str, proble
         check=False,
     )
     assert (result.returncode, result.stderr) == (2, f"rackwatch probe: {address!r}: {problem}\n")
+
+
+@pytest.mark.integration
+async def test_influxdb_may_be_named_by_host_name(
+    influxdb: Running, database: str, tmp_path: Path
+) -> None:
+    """httpx resolves the URL's host itself: `influxdb.url: http://localhost:PORT` works."""
+    settings = InfluxSettings(url=f"http://localhost:{influxdb.port}", database=database)
+    writer = InfluxWriter(settings, RetrySettings(), DeadLetters(tmp_path / "dead.jsonl"))
+    await writer.write([b"pdu,device=d power_w=5.0 1700000000000000000"])
+    await writer.aclose()
+    rows = influx_query(influxdb, database, 'SELECT count("power_w") FROM "pdu"')
+    assert rows[0]["values"][0][1] == 1  # type: ignore[index]
