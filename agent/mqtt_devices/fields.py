@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from agent.mapping import Counters, convert, counted, in_celsius
+from agent.mapping import Counters, convert, in_celsius
 from agent.mqtt_devices.config import FieldSpec
 from agent.mqtt_devices.units import conversion
 from agent.profile import TemperatureUnit
@@ -69,7 +69,9 @@ def field_value(
     if spec.type == "counter":
         if isinstance(number, int) and number < 0:
             raise BadPayload(f"{field}: a counter cannot be negative, got {number}")
-        return value if counters is None else counted(spec.rules, int(number), key, counters)
+        if counters is None:
+            return value
+        return counters.smooth(key, int(number), spec.counter_bits or 64)  # unscaled, as sent
     if spec.unit == "fahrenheit":
         return in_celsius(value, _FAHRENHEIT, "fahrenheit")
     if spec.unit is not None and isinstance(value, float):
