@@ -186,6 +186,7 @@ class _Builder:
         self.readings: list[Reading] = []
         self.walked_values: dict[str, Value] = {}
         self._point_of: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        self._pivot_fields: dict[tuple[int, str], dict[str, FieldSpec]] = {}
 
     def point(self, measurement: str, tags: dict[str, str]) -> int:
         """Readings with the same measurement and tags make one sample."""
@@ -249,7 +250,9 @@ class _Builder:
                 key = text(row.read(pivot.entry, pivot.column or 0, pivot.join)).strip(".")
             if key not in pivot.keys:
                 return False
-            fields |= pivot.fields_of(key)
+            if (id(pivot), key) not in self._pivot_fields:  # validated once per key
+                self._pivot_fields[id(pivot), key] = pivot.fields_of(key)
+            fields |= self._pivot_fields[id(pivot), key]
             key_tags = pivot.keys[key].tags
         tags = {**self.base, **{name: row.tag(tag) for name, tag in table.tags.items()}}
         tags |= key_tags
