@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import snmp
 from agent.mapping import Value
 from agent.snmp import SnmpDevice, SnmpTarget
 from rackwatch import localservices
@@ -616,3 +617,20 @@ async def test_pivoted_tables_cost_no_extra_requests_per_poll(
     samples = await device.collect()
     assert device.walked == []
     assert device.asked == [sum(len(s.fields) for s in samples) + 1]
+
+
+async def test_the_plan_is_made_again_when_it_is_old(
+    snmpsim: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every LAYOUT_REFRESH_S the tables are walked again (a probe plugged in, an outlet
+    added shows up), with the same columns as the first time and the same samples."""
+    device = CountingDevice(snmpsim, "raritan-pdu_px2")
+    first = await device.collect()
+    walked = list(device.walked)
+    monkeypatch.setattr(snmp, "LAYOUT_REFRESH_S", 0.0)
+    device.walked.clear()
+    second = await device.collect()
+    assert device.walked == walked
+    assert [(s.measurement, s.tags, s.fields) for s in second] == [
+        (s.measurement, s.tags, s.fields) for s in first
+    ]
