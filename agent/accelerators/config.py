@@ -44,6 +44,15 @@ class JobSettings(StrictModel):
     proc_root: str = "/proc"
 
 
+class VendorToolSettings(StrictModel):
+    """Cards read through a vendor tool described in YAML (agent/accelerators/vendor_tools.py)."""
+
+    # A built-in definition (hygon_hy_smi, metax_mx_smi) or the path of a site's own YAML.
+    definition: str = Field(min_length=1)
+    program: str | None = None  # the tool's path, where it is not on PATH under its name
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class AcceleratorSettings(StrictModel):
     host: str = Field(default_factory=socket.gethostname, min_length=1)
     room: str = ""
@@ -53,4 +62,5 @@ class AcceleratorSettings(StrictModel):
     tags: dict[str, str] = {}  # e.g. cluster: ascend-10k
     nvidia: NvidiaSettings | None = None
     ascend: AscendSettings | None = None
+    tools: list[VendorToolSettings] = []
     jobs: JobSettings | None = None

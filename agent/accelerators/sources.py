@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.accelerators.config import AcceleratorSettings
 from agent.accelerators.jobs import FAILURE_KINDS, JobFinder
+from agent.accelerators.vendor_tools import CARD_FAILURES
 from telemetry.sample import FieldValue, Sample
 
 if TYPE_CHECKING:
@@ -81,6 +84,22 @@ def with_jobs(collect: Collect, jobs: JobFinder, tags: Mapping[str, str]) -> Col
     return collect_with_jobs
 
 
+def with_card_failures(collect: Collect, failures: Counter[str]) -> Collect:
+    """Adds a vendor tool's card-level failure counters to the host's `accelerator_host`."""
+
+    async def collect_with_failures() -> list[Sample]:
+        samples = await collect()
+        counts = {f"tool_failures_{kind}_total": failures[kind] for kind in CARD_FAILURES}
+        return [
+            Sample(s.measurement, s.tags, {**s.fields, **counts}, s.time_ns)
+            if s.measurement == "accelerator_host"
+            else s
+            for s in samples
+        ]
+
+    return collect_with_failures
+
+
 class Accelerators:
     """The sources a host's `accelerators:` config names: one poll per vendor (with per-host
     totals), plus NVIDIA's event listener, which runs beside the polls."""
@@ -126,6 +145,22 @@ class Accelerators:
                 jobs=self.jobs,
             )
             self.polls["ascend"] = self._wrap(ascend.collect, tags | {"vendor": "huawei"})
+        for tool_settings in settings.tools:
+            from agent.accelerators.vendor_tools import (
+                VendorToolSource,
+                find_definition,
+                load_definition,
+            )
+
+            definition = load_definition(find_definition(tool_settings.definition))
+            source = VendorToolSource(
+                tags, definition, tool_settings.program, tool_settings.timeout_s, jobs=self.jobs
+            )
+            name = definition.vendor if definition.vendor not in self.polls else None
+            collect = self._wrap(source.collect, tags | {"vendor": definition.vendor})
+            self.polls[name or Path(tool_settings.definition).stem] = with_card_failures(
+                collect, source.failures
+            )
 
     def _wrap(self, collect: Collect, tags: Mapping[str, str]) -> Collect:
         collect = with_host_totals(collect, tags)

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar, TypeVar
+from typing import TypeVar
 
 from agent.accelerators.jobs import JobFinder
 from agent.accelerators.repeated_warnings import RepeatedWarnings
@@ -144,7 +144,7 @@ class ToolSource(ABC):
     what they have, and carry on.
     """
 
-    vendor: ClassVar[str]
+    vendor: str  # the `vendor` tag
 
     def __init__(
         self,

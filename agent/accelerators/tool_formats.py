@@ -1,0 +1,159 @@
+"""Vendor tool outputs as records: one `{column: text}` per card, whatever the layout.
+
+`table`: a header line of column names over one whitespace-separated line per card (hy-smi).
+`boxed`: an nvidia-smi-like box, each card a group of `| a | b | c |` lines between borders, the
+column names in a header group of the same shape (mx-smi, xpu-smi, efsmi, ...).
+
+A layout the definition does not describe (no header with the named first column: another
+version's output, or not the tool's at all) raises OutputError for the whole output. A line of
+one card that cannot be read is a `CardProblem` beside the records of the others, so one bad
+card never costs the rest; so is output that stops before its end line (truncated).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.accelerators.tool_source import OutputError
+
+_BORDER = re.compile(r"[+|][-=+|\s]*")  # +----+----+ and |====+====|
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    line: int  # 1-based, where the card's first line is
+    values: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CardProblem:
+    kind: str  # "card" (a card's line unreadable), "truncated" (no end line)
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    records: list[Record]
+    problems: list[CardProblem]
+
+
+def parse_table(text: str, header: str, end: str | None) -> Parsed:
+    """A header line whose first word is `header`, then one line per card until a line that
+    does not start with a value (a border, a blank line, the end marker)."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.split()[:1] == [header]), None)
+    if start is None:
+        raise OutputError(f"no header line starting with {header!r}")
+    names = lines[start].split()
+    records: list[Record] = []
+    problems: list[CardProblem] = []
+    finished = end is None  # without an end line, running out of lines is the end
+    for number, line in enumerate(lines[start + 1 :], start + 2):
+        values = line.split()
+        if not values or not values[0][0].isalnum():
+            finished = end is None or any(end in rest for rest in lines[number - 1 :])
+            break
+        if len(values) != len(names):
+            problems.append(
+                CardProblem(
+                    "card",
+                    f"line {number}: {len(values)} values under {len(names)} columns "
+                    f"({' '.join(names)})",
+                )
+            )
+            continue
+        records.append(Record(number, dict(zip(names, values, strict=True))))
+    if not finished:
+        problems.append(CardProblem("truncated", f"output ends before {end or 'its last line'!r}"))
+    return Parsed(records, problems)
+
+
+def parse_boxed(text: str, header: str, end: str | None) -> Parsed:
+    """A box whose header group's first cell starts with `header`; each card is a group of as
+    many `|`-lines as the header, between border lines, until the box ends."""
+    lines = text.splitlines()
+    groups = _groups(lines)
+    # the header: the first group of several cells whose first cell starts with `header`
+    first = next(
+        (i for i, g in enumerate(groups) if len(g[0][1]) > 1 and _starts(g[0][1][0], header)),
+        None,
+    )
+    if first is None:
+        raise OutputError(f"no '| {header} ...' header in a box")
+    columns = [[cell.split() for cell in cells] for _, cells in groups[first]]
+    records: list[Record] = []
+    problems: list[CardProblem] = []
+    for group in groups[first + 1 :]:
+        number = group[0][0]
+        if len(group) != len(columns) or any(
+            len(cells) != len(names) for (_, cells), names in zip(group, columns, strict=False)
+        ):
+            problems.append(CardProblem("card", f"line {number}: not shaped like the header"))
+            continue
+        values: dict[str, str] = {}
+        problem = None
+        for (line_number, cells), row_names in zip(group, columns, strict=True):
+            for cell, names in zip(cells, row_names, strict=True):
+                found = _cell_values(cell, names)
+                if found is None:
+                    problem = f"line {line_number}: {cell!r} does not fit {' '.join(names)}"
+                    break
+                values.update(found)
+        if problem is not None:
+            problems.append(CardProblem("card", problem))
+        else:
+            records.append(Record(number, values))
+    last_line = groups[-1][-1][0] if groups else 0
+    if end is not None and not any(end in line for line in lines[last_line:]):
+        problems.append(CardProblem("truncated", f"output ends before {end!r}"))
+    return Parsed(records, problems)
+
+
+def _starts(cell: str, word: str) -> bool:
+    return cell.split()[:1] == [word]
+
+
+def _cell_values(cell: str, names: Sequence[str]) -> dict[str, str] | None:
+    """One column: the whole cell ("60982/65536 MiB"); several: one word each."""
+    if not names:
+        return {} if not cell else None
+    if len(names) == 1:
+        return {names[0]: cell}
+    words = cell.split()
+    if len(words) != len(names):
+        return None
+    return dict(zip(names, words, strict=True))
+
+
+def _groups(lines: list[str]) -> list[list[tuple[int, list[str]]]]:
+    """Runs of `| ... |` lines between borders, with their line numbers and cells; the first
+    blank line after a group ends the box (what follows is another box: the process table)."""
+    groups: list[list[tuple[int, list[str]]]] = []
+    current: list[tuple[int, list[str]]] = []
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if _BORDER.fullmatch(line) or not line:
+            if current:
+                groups.append(current)
+                current = []
+            if not line and groups:
+                break
+            continue
+        if line.startswith("|") and line.endswith("|"):
+            current.append((number, [cell.strip() for cell in line[1:-1].split("|")]))
+    if current:
+        groups.append(current)
+    return groups
+
+
+class Parser(Protocol):
+    def __call__(self, text: str, header: str, end: str | None) -> Parsed: ...
+
+
+FORMATS: dict[str, Parser] = {
+    "table": parse_table,
+    "boxed": parse_boxed,
+}
