@@ -24,6 +24,7 @@ from gufo.snmp import (
     BasePrivKey,
     DesKey,
     Md5Key,
+    NoSuchInstance,
     Sha1Key,
     Sha224Key,
     Sha256Key,
@@ -275,6 +276,13 @@ class SnmpDevice:
         for candidate in self._registry.fallbacks(sys_object_id):
             for oid in candidate.detect.answers:
                 if await self._has_objects(oid):
+                    log.info(
+                        "%s: sysObjectID %s is no profile's; read with %s, as it answers %s",
+                        self._where(),
+                        sys_object_id,
+                        candidate.name,
+                        oid,
+                    )
                     return candidate, f"fallback: the device answers {oid}"
         raise UnsupportedDevice(
             f"{self._where()}: no profile matches sysObjectID {sys_object_id or '(none)'} "
@@ -288,8 +296,11 @@ class SnmpDevice:
         """Whether the device has any object under `base` (one GETNEXT/GETBULK)."""
 
         async def first() -> bool:
-            async for _ in (await self._open()).fetch(base):
-                return True
+            try:
+                async for _ in (await self._open()).fetch(base):
+                    return True
+            except NoSuchInstance:  # SNMPv1 agents say noSuchName past their last object
+                pass
             return False
 
         return await self._retrying(f"probe of {base}", first)
