@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
+from agent.accelerators.hccn import parse_link, parse_optical, parse_stat
 from agent.accelerators.npu_smi import (
     MIB,
     NpuSmiSource,
@@ -399,3 +400,88 @@ async def test_hung_tool_is_killed_after_the_timeout(fake: FakeNpuSmi) -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # killed and reaped, not left running
     assert source.failures == {"timeout": 1}
+
+
+# --- HBM ECC and the RoCE network (hccn_tool) --------------------------------------------------
+
+HCCN = Path(__file__).parent / "data" / "hccn_tool"
+
+
+def test_hbm_ecc_counts_from_the_ecc_detail() -> None:
+    # HBM Single Bit Error Count : 0 ... HBM Double Bit Aggregate Total Err Cnt : 0
+    found = detail_fields(recording("ecc_i0_910.txt"), chips=[0])[0]
+    assert found == {
+        "ecc_corrected_total": 0,
+        "ecc_uncorrected_total": 0,
+        "ecc_corrected_aggregate_total": 0,
+        "ecc_uncorrected_aggregate_total": 0,
+    }
+    assert all(isinstance(value, int) for value in found.values())
+
+
+def test_hccn_tool_link_counters_and_optical_power() -> None:
+    assert parse_link((HCCN / "link_i0.txt").read_text()) == {"roce_link_up": True}
+    assert parse_stat((HCCN / "stat_i0.txt").read_text()) == {
+        "roce_tx_pfc_packets_total": 0,
+        "roce_qp_errors_total": 0,
+        "roce_tx_packets_total": 122404,
+        "roce_tx_bytes_total": 16921741,
+        "roce_rx_packets_total": 6414803,
+        "roce_rx_bytes_total": 482237805,
+    }
+    optical = parse_optical((HCCN / "optical_i0.txt").read_text())
+    assert optical == pytest.approx(
+        {"optical_tx_power_w": 0.0044035, "optical_rx_power_w": 0.0010189}
+    )
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "problem"),
+    [
+        (parse_link, "link status: FLAPPING\n", "is not 'link status: UP|DOWN'"),
+        (parse_stat, "packet statistics:\nnic_tx_all_pkg_num:12x\n", "line 2: nic_tx_all_pkg_num"),
+        (parse_stat, "Usage: hccn_tool -i <id> ...\n", "none of nic_tx_all_pkg_num"),
+        (parse_optical, "Tx Power             : -inf dBm\n", "line 1: Tx Power"),
+    ],
+)
+def test_bad_hccn_tool_output_says_where(
+    parse: Callable[[str], object], text: str, problem: str
+) -> None:
+    with pytest.raises(OutputError, match=re.escape(problem)):
+        parse(text)
+
+
+async def test_ecc_and_network_are_read_on_their_interval_and_failures_cost_only_them(
+    fake: FakeNpuSmi,
+) -> None:
+    fake.answer("info", "info_910b3_x8.txt")
+    fake.answer("info -t ecc -i 0", "ecc_i0_910.txt")
+    for option in ("link", "stat", "optical"):
+        shutil.copy(HCCN / f"{option}_i0.txt", fake.directory / f"-i_0_-{option}_-g.txt")
+    for npu in range(8):
+        fake.fail(f"info -t board -i {npu} -c 0", "Permission denied\n")
+    now = [100.0]
+    source = NpuSmiSource(
+        HOST_TAGS,
+        timeout_s=5,
+        ecc=True,
+        hccn_tool=str(DATA / "npu-smi"),  # the same stand-in, answering hccn_tool's arguments
+        details_interval_s=60,
+        clock=lambda: now[0],
+    )
+
+    samples = await source.collect()
+
+    first = samples[0].fields
+    assert first["ecc_uncorrected_total"] == 0
+    assert first["roce_link_up"] is True
+    assert first["roce_rx_bytes_total"] == 482237805
+    assert first["util_pct"] == 27.0  # the summary's fields are all still there
+    assert "roce_link_up" not in samples[1].fields  # NPU 1: no recording, no invented value
+    # NPUs 1-7: ecc, 3 hccn_tool commands and the board each exit non-zero: counted, logged
+    assert source.failures == {"exit": 7 * 5 + 1}
+    calls = len(fake.calls())
+
+    now[0] += 30  # within details_interval_s: the summary only
+    await source.collect()
+    assert fake.calls()[calls:] == ["info"] + [f"info -t board -i {n} -c 0" for n in range(8)]

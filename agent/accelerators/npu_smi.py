@@ -11,13 +11,15 @@ is kept in the tables below; docs/accelerators-ascend.md maps them to fields.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
+from agent.accelerators.hccn import COMMANDS, PARSERS
 from agent.accelerators.jobs import JobFinder
-from agent.accelerators.tool_source import OutputError, Reading, ToolError, ToolSource
+from agent.accelerators.tool_source import OutputError, Reading, ToolError, ToolRunner, ToolSource
 from telemetry.sample import FieldValue
 
 MIB = 1024 * 1024  # npu-smi's "MB" is 2**20 bytes: a 64 GiB HBM card prints 65536
@@ -43,6 +45,12 @@ DETAIL_KEYS: dict[str, tuple[str, ...]] = {
     "temp_c": ("Temperature(C)", "NPU Temperature(C)"),
     "health": ("Health", "Health Status"),
     "mem_total_bytes": ("HBM Capacity(MB)", "Memory Capacity(MB)", "Capacity(MB)"),
+    # HBM ECC (`-t ecc`): single-bit errors are corrected, double-bit ones are not; "Error
+    # Count" since the driver loaded, "Aggregate Total" over the card's life, as NVML's.
+    "ecc_corrected_total": ("HBM Single Bit Error Count",),
+    "ecc_uncorrected_total": ("HBM Double Bit Error Count",),
+    "ecc_corrected_aggregate_total": ("HBM Single Bit Aggregate Total Err Cnt",),
+    "ecc_uncorrected_aggregate_total": ("HBM Double Bit Aggregate Total Err Cnt",),
 }
 # The fields each `npu-smi info -t TYPE -i N` can supply.
 DETAIL_TYPES: dict[str, tuple[str, ...]] = {
@@ -57,6 +65,12 @@ DETAIL_TYPES: dict[str, tuple[str, ...]] = {
     "temp": ("temp_c",),
     "health": ("health",),
     "memory": ("mem_total_bytes",),
+    "ecc": (
+        "ecc_corrected_total",
+        "ecc_uncorrected_total",
+        "ecc_corrected_aggregate_total",
+        "ecc_uncorrected_aggregate_total",
+    ),
 }
 # Chip identity from `-t board -i N -c C`: the die ID is burned into each chip, so it is unique
 # per chip and survives reboots and card moves. The card's serial number (`-t board -i N`) is
@@ -273,6 +287,8 @@ def _detail_value(name: str, raw: str, printed: str) -> FieldValue | None:
     if name == "health":
         return raw
     number = _float(raw, where=printed)
+    if name.endswith("_total"):
+        return int(number)
     if name == "mem_total_bytes":
         return int(number) * MIB or None  # a 0 MB capacity: no memory of that kind
     return number
@@ -297,7 +313,10 @@ def _unsupported(exc: ToolError) -> bool:
 
 class NpuSmiSource(ToolSource):
     """A host's Ascend NPUs. `usages=True` also runs `-t usages -i N` for every NPU on every
-    poll, for the fields the summary never has (mem_util_pct, aicpu_util_pct, ctrl_cpu_util_pct)."""
+    poll, for the fields the summary never has (mem_util_pct, aicpu_util_pct, ctrl_cpu_util_pct).
+    At most once per `details_interval_s`: `ecc=True` runs `-t ecc -i N` (HBM ECC counters), and
+    `hccn_tool` (its path) reads each chip's RoCE port (agent/accelerators/hccn.py); their
+    failures are counted with npu-smi's and cost only their fields."""
 
     vendor = "huawei"
 
@@ -308,10 +327,21 @@ class NpuSmiSource(ToolSource):
         timeout_s: float = 10.0,
         *,
         usages: bool = False,
+        ecc: bool = False,
+        hccn_tool: str | None = None,
+        details_interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
         jobs: JobFinder | None = None,
     ) -> None:
         super().__init__(tags, command, timeout_s, jobs)
         self.usages = usages
+        self.ecc = ecc
+        self.hccn = ToolRunner(hccn_tool, timeout_s) if hccn_tool else None
+        if self.hccn is not None:
+            self.hccn.failures = self.tool.failures  # one count of failed runs per source
+        self.details_interval_s = details_interval_s
+        self._clock = clock
+        self._details_at: float | None = None  # when ECC and the network were last read
         self.unsupported: set[tuple[int, str]] = set()  # (NPU, detail type) never asked again
         self._uuids: dict[tuple[int, int], str | None] = {}  # None: board prints no die ID
         self._processes: dict[tuple[int, int], list[int]] = {}  # of the last `npu-smi info`
@@ -321,16 +351,41 @@ class NpuSmiSource(ToolSource):
         by_npu: dict[int, list[ChipSummary]] = {}
         for chip in chips:
             by_npu.setdefault(chip.npu, []).append(chip)
+        details = self._details_due()
         for npu, members in by_npu.items():
-            for kind in self._detail_types(npu, members):
+            for kind in self._detail_types(npu, members, details):
                 await self._fill(npu, kind, members)
             for chip in members:
                 if (npu, chip.chip) not in self._uuids:
                     await self._identify(npu, chip.chip)
+                if details and self.hccn is not None:
+                    await self._network(self.hccn, chip)
         return [self._reading(chip, several=len(by_npu[chip.npu]) > 1) for chip in chips]
 
-    def _detail_types(self, npu: int, members: Iterable[ChipSummary]) -> list[str]:
+    def _details_due(self) -> bool:
+        now = self._clock()
+        if self._details_at is not None and now - self._details_at < self.details_interval_s:
+            return False
+        self._details_at = now
+        return True
+
+    async def _network(self, hccn: ToolRunner, chip: ChipSummary) -> None:
+        """The chip's RoCE port; hccn_tool names a chip by its device id."""
+        device = str(chip.device if chip.device is not None else chip.npu)
+        for option in COMMANDS:
+            args = ("-i", device, option, "-g")
+            command = hccn.command(args)
+            try:
+                chip.fields.update(await hccn.read(PARSERS[option], *args))
+            except ToolError as exc:
+                self.warn(command, str(exc))
+                continue
+            self.recovered(command)
+
+    def _detail_types(self, npu: int, members: Iterable[ChipSummary], details: bool) -> list[str]:
         kinds = ["usages"] if self.usages else []
+        if self.ecc and details:
+            kinds.append("ecc")
         for name in sorted({name for chip in members for name in chip.missing}):
             for kind, offers in DETAIL_TYPES.items():
                 if name in offers and (npu, kind) not in self.unsupported:

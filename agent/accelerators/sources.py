@@ -142,6 +142,9 @@ class Accelerators:
                 settings.ascend.command,
                 settings.ascend.timeout_s,
                 usages=settings.ascend.usages,
+                ecc=settings.ascend.ecc,
+                hccn_tool=settings.ascend.hccn_tool,
+                details_interval_s=settings.ascend.details_interval_s,
                 jobs=self.jobs,
             )
             self.polls["ascend"] = self._wrap(ascend.collect, tags | {"vendor": "huawei"})

@@ -1,0 +1,77 @@
+"""The RoCE network port of each Ascend NPU through Huawei's `hccn_tool`.
+
+Per chip (by its device id, as `hccn_tool -i D` takes it) three commands, each parsed into
+fields of that chip's `accelerator` sample: `-link -g` (link state), `-stat -g` (packet, byte,
+PFC and queue-pair error counters) and `-optical -g` (the optical module's transmit and receive
+power). Which of hccn_tool's keys feeds which field is the table below; keys it prints that are
+not in the table are not read. Only keys seen in real output are in the tables (the module's
+temperature and received PFC frames are not: the outputs found print them elided).
+"""
+
+from __future__ import annotations
+
+from agent.accelerators.tool_source import OutputError
+from telemetry.sample import FieldValue
+
+# `-stat -g` "key:value" lines -> counter field.
+STAT_KEYS: dict[str, str] = {
+    "nic_tx_all_pkg_num": "roce_tx_packets_total",
+    "nic_rx_all_pkg_num": "roce_rx_packets_total",
+    "nic_tx_all_oct_num": "roce_tx_bytes_total",
+    "nic_rx_all_oct_num": "roce_rx_bytes_total",
+    "mac_tx_pfc_pkt_num": "roce_tx_pfc_packets_total",
+    "roce_qp_status_err_num": "roce_qp_errors_total",
+}
+# `-optical -g` "Key : value unit" lines -> (field, unit printed, factor to the field's unit).
+OPTICAL_KEYS: dict[str, tuple[str, str, float]] = {
+    "Tx Power": ("optical_tx_power_w", "mW", 0.001),
+    "Rx Power": ("optical_rx_power_w", "mW", 0.001),
+}
+COMMANDS = ("-link", "-stat", "-optical")
+
+
+def parse_link(text: str) -> dict[str, FieldValue]:
+    """`link status: UP` (or DOWN)."""
+    name, _, state = text.strip().partition(":")
+    if name.strip().lower() != "link status" or state.strip() not in ("UP", "DOWN"):
+        raise OutputError(f"{text.strip()[:80]!r} is not 'link status: UP|DOWN'")
+    return {"roce_link_up": state.strip() == "UP"}
+
+
+def parse_stat(text: str) -> dict[str, FieldValue]:
+    fields: dict[str, FieldValue] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        key, colon, value = line.partition(":")
+        name = STAT_KEYS.get(key.strip())
+        if not colon or name is None:
+            continue  # the heading, counters not read, the manual's "..."
+        try:
+            fields[name] = int(value.strip())
+        except ValueError:
+            raise OutputError(
+                f"line {number}: {key.strip()} {value.strip()!r} is no count"
+            ) from None
+    if not fields:
+        raise OutputError("none of " + ", ".join(STAT_KEYS))
+    return fields
+
+
+def parse_optical(text: str) -> dict[str, FieldValue]:
+    fields: dict[str, FieldValue] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        key, colon, value = line.partition(":")
+        known = OPTICAL_KEYS.get(key.strip())
+        if not colon or known is None:
+            continue
+        name, unit, factor = known
+        number_text = value.strip().removesuffix(unit).strip()
+        try:
+            fields[name] = float(number_text) * factor
+        except ValueError:
+            raise OutputError(
+                f"line {number}: {key.strip()} {value.strip()!r} is no {unit}"
+            ) from None
+    return fields
+
+
+PARSERS = {"-link": parse_link, "-stat": parse_stat, "-optical": parse_optical}
