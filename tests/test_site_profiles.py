@@ -218,10 +218,19 @@ def test_a_site_profile_replaces_the_builtin_of_the_same_name(tmp_path: Path) ->
     assert site_ups.vendor == "site"
     found = registry.detect("1.3.6.1.2.1.33", "")
     assert found is site_ups
-    # Profiles that include it get the site's.
-    assert site_ups in registry.with_includes(registry.profiles["liebert_gp"])
     # The built-ins themselves are untouched.
     assert load_registry().profiles["ups_rfc1628"].vendor == "generic"
+
+
+def test_a_site_fragment_replaces_the_builtin_one_for_every_profile(tmp_path: Path) -> None:
+    (tmp_path / "fragments").mkdir()
+    builtin = (BUILTIN_DIR / "fragments" / "ups_mib.yaml").read_text()
+    (tmp_path / "fragments" / "ups_mib.yaml").write_text(builtin)
+    registry = load_registry(tmp_path)
+    site_mib = registry.fragments["ups_mib"]
+    assert site_mib is not load_registry().fragments["ups_mib"]
+    for name in ("ups_rfc1628", "liebert_gp"):  # profiles that include it get the site's
+        assert any(part is site_mib for part in registry.with_includes(registry.profiles[name]))
 
 
 def test_a_site_profile_wins_a_tie_with_a_builtin(tmp_path: Path) -> None:
