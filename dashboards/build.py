@@ -789,7 +789,8 @@ def accelerators() -> Dashboard:
         "rackwatch-accelerators",
         "rackwatch / Accelerators",
         "Utilization, memory, power, temperatures, throttling, ECC and XID events, by cluster, "
-        "rack, host and card, whichever vendor made the card.",
+        "rack, host and card, whichever vendor made the card; which job runs on each card, and "
+        "each job's power and energy.",
         [SITE, ROOM, ROW, RACK, cluster, host],
         [
             Panel(
@@ -856,8 +857,78 @@ def accelerators() -> Dashboard:
                 custom={"drawStyle": "bars"},
             ),
             Panel("XID and other events", "table", [events("accelerator_event", card)], width=24),
+            Row("Jobs"),
+            Panel(
+                "Job per card",
+                "table",
+                [
+                    Query(
+                        latest(
+                            'last("job") AS "job", max("power_w") AS "peak_w"',
+                            "accelerator",
+                            filters,
+                            ["rack", "host", "index"],
+                        ),
+                        table=True,
+                    )
+                ],
+                width=12,
+                description="The job on each card in the time range (k8s:<namespace>/<pod> or "
+                "slurm:<id>; empty: none) and the card's highest power. Narrow the range to "
+                "a minute to see which job drew what then.",
+            ),
+            Panel(
+                "Jobs per rack",
+                "table",
+                [
+                    Query(
+                        per_job('sum("cards") AS "cards"', 'last("cards")', card, "rack"),
+                        table=True,
+                    )
+                ],
+                width=12,
+                description="Cards each job holds in each rack, at the end of the time range.",
+            ),
+            Panel(
+                "Power by job",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("power_w")', "accelerator_job", card, ["job", "host"]),
+                        "$tag_job on $tag_host",
+                    )
+                ],
+                unit="watt",
+                min=0,
+                custom={"stacking": {"mode": "normal", "group": "A"}},
+            ),
+            Panel(
+                "Energy by job",
+                "table",
+                [
+                    Query(
+                        per_job('sum("energy_j") / 3600000 AS "kWh"', 'last("energy_j")', card),
+                        table=True,
+                    )
+                ],
+                unit="kwatth",
+                description="Energy each job's cards used while this agent saw the job: "
+                "energy counters where the card has one, power over time where not.",
+            ),
         ],
     )
+
+
+def per_job(total: str, per_host: str, filters: Sequence[str], *by: str) -> str:
+    """`total` over each job's hosts of `per_host` (a job's series are one per host)."""
+    field = per_host.split('"')[1]
+    tags = ", ".join(f'"{tag}"' for tag in (*by, "job", "host"))
+    inner = (
+        f'SELECT {per_host} AS "{field}" FROM "accelerator_job" WHERE {where(filters)} '
+        f"GROUP BY {tags}"
+    )
+    group = ", ".join(f'"{tag}"' for tag in (*by, "job"))
+    return f"SELECT {total} FROM ({inner}) GROUP BY {group}"
 
 
 # --- rackwatch health ------------------------------------------------------------------------

@@ -39,6 +39,7 @@ EXPECTED_MEASUREMENTS = (
     "rackwatch_mqtt_device",
     "accelerator",
     "accelerator_host",
+    "accelerator_job",
     "mqtt_device_event",
     "rack_power",
     "row_power",
@@ -186,7 +187,32 @@ def demo_accelerators(workdir: Path) -> dict[str, object]:
         "interval_s": 5,
         "tags": {"cluster": "ascend-demo"},
         "ascend": {"command": str(command)},
+        "jobs": {"slurm": True, "proc_root": str(demo_proc(workdir))},
     }
+
+
+# The recording's process table (NPU -> pid) and, as the demo's stand-in for /proc, the real
+# Slurm cgroup texts of tests/data/slurm (cgroups.source) put on those pids: NPUs 0-3 run one
+# job, 4-7 another, so the accelerators dashboard has jobs to show.
+DEMO_JOBS = {
+    1067983: "cgroup_v2_job_840392.txt",
+    1070524: "cgroup_v2_job_840392.txt",
+    1073093: "cgroup_v2_job_840392.txt",
+    1075396: "cgroup_v2_job_840392.txt",
+    1077642: "cgroup_v1_job_280678.txt",
+    1079652: "cgroup_v1_job_280678.txt",
+    1082071: "cgroup_v1_job_280678.txt",
+    1084428: "cgroup_v1_job_280678.txt",
+}
+
+
+def demo_proc(workdir: Path) -> Path:
+    proc = workdir / "proc"
+    for pid, recording in DEMO_JOBS.items():
+        (proc / str(pid)).mkdir(parents=True, exist_ok=True)
+        text = (NPU_SMI_DATA.parent / "slurm" / recording).read_bytes()
+        (proc / str(pid) / "cgroup").write_bytes(text)
+    return proc
 
 
 def write_configs(

@@ -20,6 +20,7 @@ import pytest
 
 from agent.accelerators import podresources_pb2, podresources_pb2_grpc
 from agent.accelerators.config import AcceleratorSettings, JobSettings
+from agent.accelerators.job_energy import JobEnergy
 from agent.accelerators.jobs import JobFinder
 from agent.accelerators.kubelet import Container, KubeletError, PodResources
 from agent.accelerators.npu_smi import NpuSmiSource
@@ -300,3 +301,41 @@ async def test_job_fields_and_samples_keep_to_the_schema(kubelet: Kubelet, tmp_p
     assert jobs == ["k8s:train/llama-70b-0", "slurm:280678"]
     problems = sorted({p for s in samples for p in schema().sample_problems(s, ())})
     assert problems == []
+
+
+# --- energy per job ----------------------------------------------------------------------------
+
+
+def card_at(seconds: float, job: str, **fields: float) -> Sample:
+    tags = {**TAGS, "vendor": "nvidia", "index": "0"}
+    return Sample("accelerator", tags, {"job": job, **fields}, int(seconds * 1e9))
+
+
+def test_a_jobs_energy_is_its_cards_power_over_time_without_a_counter() -> None:
+    energy = JobEnergy(max_gap_s=30)
+    energy.add([card_at(0, "slurm:7", power_w=700.0)])
+    energy.add([card_at(10, "slurm:7", power_w=700.0)])
+    energy.add([card_at(20, "slurm:7", power_w=650.0)])
+    assert energy.joules == {("nvidia", "slurm:7"): 7000.0 + 6500.0}
+    energy.add([card_at(120, "slurm:7", power_w=700.0)])  # after a 100 s gap: no guess
+    assert energy.joules[("nvidia", "slurm:7")] == 13500.0
+
+
+def test_a_jobs_energy_comes_from_the_energy_counter_where_the_card_has_one() -> None:
+    energy = JobEnergy()
+    energy.add([card_at(0, "k8s:train/a", power_w=700.0, energy_j=1_000_000.0)])
+    energy.add([card_at(10, "k8s:train/a", power_w=700.0)])  # between counter readings
+    energy.add([card_at(60, "k8s:train/a", power_w=700.0, energy_j=1_042_000.0)])
+    assert energy.joules == {("nvidia", "k8s:train/a"): 42_000.0}
+    # another job on the card starts from its own first reading
+    energy.add([card_at(120, "slurm:8", power_w=300.0, energy_j=1_060_000.0)])
+    energy.add([card_at(180, "slurm:8", power_w=300.0, energy_j=1_078_000.0)])
+    assert energy.joules[("nvidia", "slurm:8")] == 18_000.0
+    assert energy.joules[("nvidia", "k8s:train/a")] == 42_000.0
+
+
+def test_a_finished_job_is_forgotten() -> None:
+    energy = JobEnergy(forget_after_s=600)
+    energy.add([card_at(0, "slurm:7", power_w=700.0)])
+    energy.add([card_at(700, "slurm:9", power_w=100.0)])
+    assert set(energy.joules) == {("nvidia", "slurm:9")}

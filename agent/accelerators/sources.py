@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.accelerators.config import AcceleratorSettings
+from agent.accelerators.job_energy import JobEnergy
 from agent.accelerators.jobs import FAILURE_KINDS, JobFinder
 from agent.accelerators.vendor_tools import CARD_FAILURES
 from telemetry.sample import FieldValue, Sample
@@ -44,9 +45,13 @@ def with_host_totals(collect: Collect, tags: Mapping[str, str]) -> Collect:
     return collect_with_totals
 
 
-def job_totals(samples: list[Sample], tags: Mapping[str, str]) -> list[Sample]:
-    """`accelerator_job`: one per job on this host per poll (its cards and their power), the
-    series a dashboard groups by job and integrates into the job's energy."""
+def job_totals(
+    samples: list[Sample],
+    tags: Mapping[str, str],
+    energy: Mapping[tuple[str, str], float] | None = None,
+) -> list[Sample]:
+    """`accelerator_job`: one per job on this host per poll: its cards, their power and mean
+    use, and (from `energy`, by vendor and job) the energy it has used here."""
     by_job: dict[tuple[str, str], list[Sample]] = {}
     for sample in samples:
         job = sample.fields.get("job")
@@ -61,6 +66,8 @@ def job_totals(samples: list[Sample], tags: Mapping[str, str]) -> list[Sample]:
         util = [float(s.fields["util_pct"]) for s in cards if "util_pct" in s.fields]
         if util:
             fields["util_pct"] = sum(util) / len(util)
+        if energy is not None and (vendor, job) in energy:
+            fields["energy_j"] = energy[(vendor, job)]
         job_tags = {**tags, "vendor": vendor, "job": job}
         totals.append(Sample("accelerator_job", job_tags, fields, cards[0].time_ns))
     return totals
@@ -69,6 +76,7 @@ def job_totals(samples: list[Sample], tags: Mapping[str, str]) -> list[Sample]:
 def with_jobs(collect: Collect, jobs: JobFinder, tags: Mapping[str, str]) -> Collect:
     """Adds the poll's `accelerator_job` samples, and the job lookups' failure counters to the
     host's `accelerator_host` sample."""
+    energy = JobEnergy()
 
     async def collect_with_jobs() -> list[Sample]:
         samples = await collect()
@@ -79,7 +87,8 @@ def with_jobs(collect: Collect, jobs: JobFinder, tags: Mapping[str, str]) -> Col
             else s
             for s in samples
         ]
-        return samples + job_totals(samples, tags)
+        energy.add(samples)
+        return samples + job_totals(samples, tags, energy.joules)
 
     return collect_with_jobs
 
