@@ -254,13 +254,21 @@ class InfluxWriter:
         """Set aside the refused lines if the reason, and what was seen stored, tell which;
         returns the lines to send again, or None when it cannot tell."""
         dropped = refusal.dropped
-        if len(lines) == 1 or (dropped is not None and dropped >= len(lines)):
+        if len(lines) == 1:
             self._refuse(lines, refusal)
             return []
-        candidates = refusal.candidates(lines)
-        if refusal.cardinality:
-            candidates = self._stored.unknown(refusal, lines if candidates is None else candidates)
+        if dropped is not None and dropped >= len(lines):
+            candidates: list[bytes] | None = lines
+        else:
+            candidates = refusal.candidates(lines)
+            if refusal.cardinality:
+                candidates = self._stored.unknown(refusal, candidates or lines)
         if candidates is None or len(candidates) != dropped:
+            return None
+        if refusal.kind == "series_limit" and len({shape_of(line) for line in candidates}) > 1:
+            # InfluxDB refuses all new series of a batch that would pass the limit, so a
+            # device's few new series may share the fate of a burst's: sorted out by shape,
+            # they may get in on their own.
             return None
         self._refuse(candidates, refusal)
         if refusal.kind in ("type_conflict", "parse"):

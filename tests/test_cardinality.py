@@ -4,7 +4,9 @@ is stored; nothing InfluxDB already stored is sent again needlessly."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from collector.receipts import Receipt
 from collector.refusal import parse_refusal
 from rackwatch import localservices
 from rackwatch.localservices import Running, influx_create_database, influx_query
+from tests.test_end_to_end import collector_config, eventually, running
 
 pytestmark = pytest.mark.integration
 
@@ -246,6 +249,46 @@ async def test_a_poisoned_batch_is_acknowledged_before_it_is_sorted_out(
     assert second.sorting_when_done is not None
     assert count(limited_influxdb, limited_db, "request !~ /./") == 60
     assert writer.stats.sort_requests > 0
+
+
+async def test_through_a_collector_the_stream_flows_past_a_burst(
+    mosquitto: Running, limited_influxdb: Running, limited_db: str, unique: str, tmp_path: Path
+) -> None:
+    """Agents' messages over MQTT: a burst of new series beside steady devices; every steady
+    line is stored and every message acknowledged while the burst is set aside."""
+    import aiomqtt
+
+    from collector.service import Collector
+
+    prefix = f"rackwatch/v1-{unique}"
+    config = collector_config(mosquitto, limited_influxdb, limited_db, prefix, tmp_path)
+    collector = Collector(config)
+    messages, burst_lines = 60, 0
+    now = time.time_ns()
+
+    def steady_stored() -> bool:
+        """every steady line in InfluxDB"""
+        return count(limited_influxdb, limited_db, "request !~ /./") == 20 * messages
+
+    async with running(collector):
+        await eventually(lambda: collector.ingest.connection.connected, 10)
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            for m in range(messages):
+                lines = [f"pdu,device=d{i:02d} power_w={m} {now + m}" for i in range(20)]
+                if m % 2:  # every other message carries a burst of new series (a request id)
+                    lines += [
+                        f"pdu,device=d{i % 20:02d},request=r{m}-{i} power_w=1 {now + m}"
+                        for i in range(500)
+                    ]
+                    burst_lines += 500
+                await client.publish(f"{prefix}/s/agent/metrics", "\n".join(lines), qos=1)
+        await eventually(steady_stored, 60)
+        await eventually(lambda: collector.ingest.acknowledger.acknowledged == messages, 30)
+        await asyncio.wait_for(collector.writer.settled(), 60)
+
+    stats = collector.writer.stats
+    assert stats.lines_rejected_cardinality >= burst_lines - MAX_SERIES
+    assert stats.requests < messages  # fewer write requests than messages, let alone lines
 
 
 def test_influxdb_refusals_are_read() -> None:
