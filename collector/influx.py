@@ -262,7 +262,9 @@ class InfluxWriter:
         else:
             candidates = refusal.candidates(lines)
             if refusal.cardinality:
-                candidates = self._stored.unknown(refusal, candidates or lines)
+                candidates = self._stored.unknown(
+                    refusal, lines if candidates is None else candidates
+                )
         if candidates is None or len(candidates) != dropped:
             return None
         if refusal.kind == "series_limit" and len({shape_of(line) for line in candidates}) > 1:
@@ -314,9 +316,8 @@ class InfluxWriter:
         self.stats.lines_unsorted += len(lines)
         self._reject(
             lines,
-            f"{refusal.text} ({why}: these {len(lines)} lines were not sorted out, and "
-            f"{refusal.dropped if refusal.dropped is not None else 'some'} of them were refused; "
-            "the others are stored)",
+            f"{refusal.text} ({why}: {len(lines)} lines not sorted out, of which InfluxDB "
+            f"refused {refusal.dropped if refusal.dropped is not None else 'some'})",
         )
 
     def _reject(self, lines: list[bytes], reason: str) -> None:

@@ -291,6 +291,24 @@ async def test_through_a_collector_the_stream_flows_past_a_burst(
     assert stats.requests < messages  # fewer write requests than messages, let alone lines
 
 
+async def test_what_is_not_sorted_out_at_a_stop_is_set_aside_with_a_reason(
+    limited_influxdb: Running, limited_db: str, tmp_path: Path
+) -> None:
+    writer = make_writer(limited_influxdb, limited_db, tmp_path)
+    await writer.write(steady(0))
+    poisoned = [f"pdu,device=d00,request=r{i:04d} power_w=1 {T0 + i}".encode() for i in range(1500)]
+    await writer.write([*poisoned, *steady(1)])  # the series limit: left to the sorter
+    assert writer.sorting_lines == 1520
+    await writer.aclose()
+    assert writer.sorting_lines == 0
+    dead = dead_lines(tmp_path)
+    assert len(dead) == writer.stats.lines_unsorted == 1520
+    assert (
+        "collector stopping: 1520 lines not sorted out, of which InfluxDB refused 1500"
+        in (dead[0]["reason"])
+    )
+
+
 def test_influxdb_refusals_are_read() -> None:
     values = parse_refusal(
         'partial write: max-values-per-tag limit exceeded (10/5): measurement="m,1" '
