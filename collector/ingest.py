@@ -1,8 +1,9 @@
 """Takes line-protocol batches off MQTT through a shared subscription and validates each line.
 
-Valid lines go to the pipeline untouched (no re-encoding); each invalid line goes to the
-dead-letter file with its topic, line number and reason, so one bad device never costs the
-good lines in the same message.
+Valid lines go to the pipeline untouched (no re-encoding), but for a timestamp in s, ms or us,
+rewritten in ns; each invalid line (a time far from the clock included) goes to the dead-letter
+file with its topic, line number and reason, so one bad device never costs the good lines in
+the same message.
 """
 
 from __future__ import annotations
