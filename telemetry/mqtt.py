@@ -69,11 +69,53 @@ class BrokerSettings(StrictModel):
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
     password: Secret | None = None
-    keepalive_s: int = Field(default=30, ge=5)
+    # A silent broker (or a connection that died unseen) is noticed within about this long
+    # (paho-mqtt pings after it is idle this long, and gives up after as long again without an
+    # answer); after a freeze (SIGSTOP) it pings at once.
+    keepalive_s: int = Field(default=10, ge=5)
     tls: TlsSettings | None = None  # usually with port 8883
 
 
-class AckingClient(aiomqtt.Client):
+class _Client(aiomqtt.Client):
+    """aiomqtt 2.5 with its socket watches made safe on a connection that dies under them.
+
+    When paho-mqtt has something to send, aiomqtt schedules "watch this socket for writing"
+    by file number, and on close it stops watching for reading only. After a freeze (SIGSTOP)
+    past the keepalive the broker has hung up: the socket closes before the scheduled watch
+    runs, or a stale write watch meets the next connection's socket under the same number, and
+    uvloop logged a traceback (OSError, RuntimeError). Here the write watch is set up only on an
+    open socket, removed on close, and a socket the loop refuses ends the connection, which
+    Reconnecting reports in one line. These are aiomqtt's own hooks (pinned below 3; a test
+    fails if they move); the write callback is aiomqtt's."""
+
+    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        def callback() -> None:
+            try:
+                client.loop_write()
+            except Exception as exc:  # a broken connection: aiomqtt's way of ending it
+                self._end(exc)
+
+        def watch() -> None:
+            try:
+                if sock.fileno() >= 0:  # -1 once closed
+                    self._loop.add_writer(sock.fileno(), callback)
+            except (OSError, RuntimeError) as exc:
+                self._end(aiomqtt.MqttError(f"socket gone: {exc}"))
+
+        # paho-mqtt may call this from another thread (connect runs in an executor).
+        self._loop.call_soon_threadsafe(watch)
+
+    def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
+        if sock.fileno() >= 0:
+            self._loop.remove_writer(sock.fileno())
+        super()._on_socket_close(client, userdata, sock)
+
+    def _end(self, exc: Exception) -> None:
+        if not self._disconnected.done():
+            self._disconnected.set_exception(exc)
+
+
+class AckingClient(_Client):
     """An aiomqtt client whose QoS 1 messages are acknowledged by the application.
 
     aiomqtt 2.5 acknowledges every message as soon as it is read off the socket. The paho-mqtt
@@ -106,7 +148,7 @@ def payload_bytes(message: aiomqtt.Message) -> bytes:
     return str(payload).encode()
 
 
-class ConfirmingClient(aiomqtt.Client):
+class ConfirmingClient(_Client):
     """An aiomqtt client whose QoS 1 publishes report the reason code of the broker's PUBACK.
 
     aiomqtt 2.5 waits for the PUBACK but drops its reason code. In MQTT v5 the code 0x10 "No
