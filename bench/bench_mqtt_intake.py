@@ -9,13 +9,15 @@ a private InfluxDB 1.x and one `rackwatch collector` process. Publishers offer `
 QoS 1 messages of `--lines` lines each at `--rate` per second (several MQTT connections, as many
 agents would) and count the broker's acknowledgements. The clock stops when InfluxDB counts every
 line; sustained = messages / that time. Dropped: the broker's own counter
-($SYS/broker/publish/messages/dropped), read after the run.
+($SYS/broker/publish/messages/dropped), read after the run. Collector CPU: user + system time of
+the collector processes per message, which says what one core could take on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -100,6 +102,11 @@ def offer(
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stored(influx: Running, database: str) -> int:
     rows = localservices.influx_query(influx, database, f'SELECT count("v") FROM "{MEASUREMENT}"')
     return int(rows[0]["values"][0][1]) if rows else 0  # type: ignore[index]
@@ -162,6 +169,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
                 if collector.poll() is not None:
                     raise SystemExit(log.read_text())
                 time.sleep(0.05)
+        cpu_before = sum(cpu_seconds(c.pid) for c in collectors)
         started = time.monotonic()
         offered = offer(broker, topic, args.messages, args.rate, args.lines)
         want, have = args.messages * args.lines, 0
@@ -171,6 +179,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             if (count := stored(influx, database)) != have:
                 have, last_change = count, time.monotonic() - started
         elapsed = last_change  # when the last line arrived
+        cpu_s = sum(cpu_seconds(c.pid) for c in collectors) - cpu_before
         time.sleep(1.5)  # one more $SYS interval, so the counter covers the whole run
         dropped = asyncio.run(broker_dropped(broker))
     finally:
@@ -191,6 +200,10 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     print(
         f"sustained: {sustained:,.0f} messages/s ({sustained * args.lines:,.0f} lines/s), "
         f"{sustained / offered_rate:.2f} of the offered rate"
+    )
+    print(
+        f"collector CPU: {cpu_s / args.messages * 1e6:,.0f} us per message, so one core "
+        f"takes ~{args.messages / cpu_s:,.0f} messages/s"
     )
 
 

@@ -26,8 +26,8 @@ class MqttSettings(BrokerSettings):
     persistent_session: bool = True
     session_expiry_s: int = Field(default=3600, ge=0)
     # Messages in flight to this collector, unacknowledged until written (MQTT v5 Receive
-    # Maximum; it overrides Mosquitto's max_inflight_messages). Too small a window leaves the
-    # broker queueing while InfluxDB has room; keep receive_maximum x lines per message under
+    # Maximum; it overrides Mosquitto's max_inflight_messages): 1,000 lets a batch's worth of
+    # small messages be in flight. Keep receive_maximum x lines per message under
     # batch.max_pending_lines (docs/reliability.md, "The broker").
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
