@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.accelerators.hccn import parse_link, parse_optical, parse_stat
+from agent.accelerators.hccn import parse_link, parse_optical, parse_stat, parse_status
 from agent.accelerators.npu_smi import (
     MIB,
     NpuSmiSource,
@@ -458,6 +458,8 @@ async def test_ecc_and_network_are_read_on_their_interval_and_failures_cost_only
     fake.answer("info -t ecc -i 0", "ecc_i0_910.txt")
     for option in ("link", "stat", "optical"):
         shutil.copy(HCCN / f"{option}_i0.txt", fake.directory / f"-i_0_-{option}_-g.txt")
+    # the only real -status output is of device 3 of another host: device 0 answers with it
+    shutil.copy(HCCN / "status_i3.txt", fake.directory / "-i_0_-status_-g.txt")
     for npu in range(8):
         fake.fail(f"info -t board -i {npu} -c 0", "Permission denied\n")
     now = [100.0]
@@ -478,10 +480,27 @@ async def test_ecc_and_network_are_read_on_their_interval_and_failures_cost_only
     assert first["roce_rx_bytes_total"] == 482237805
     assert first["util_pct"] == 27.0  # the summary's fields are all still there
     assert "roce_link_up" not in samples[1].fields  # NPU 1: no recording, no invented value
-    # NPUs 1-7: ecc, 3 hccn_tool commands and the board each exit non-zero: counted, logged
-    assert source.failures == {"exit": 7 * 5 + 1}
+    assert first["roce_link_speed_gbps"] == 200.0
+    # NPUs 1-7: ecc, 4 hccn_tool commands and the board each exit non-zero: counted, logged
+    assert source.failures == {"exit": 7 * 6 + 1}
     calls = len(fake.calls())
 
     now[0] += 30  # within details_interval_s: the summary only
     await source.collect()
     assert fake.calls()[calls:] == ["info"] + [f"info -t board -i {n} -c 0" for n in range(8)]
+
+
+def test_vector_core_use_and_the_ai_core_clock_of_a_910b1() -> None:
+    # Aivector Usage Rate(%) : 0 (usages), Aicore curFreq(MHZ) : 800 of a rated 1800 (common)
+    usages = detail_fields(recording("usages_i0_910b1.txt"), chips=[0])[0]
+    assert usages["vector_util_pct"] == 0.0
+    assert usages["mem_total_bytes"] == 65536 * MIB
+    common = detail_fields(recording("common_i1_910b1.txt"), chips=[0])[0]
+    assert common["aicore_clock_mhz"] == 800.0
+    assert common["temp_c"] == 46.0  # the chip's, not the MCU block's 38
+
+
+def test_hccn_tool_status_gives_the_port_speed() -> None:
+    # Speed: 200000Mb/s   # <-- 200Gbps 网卡
+    assert parse_status((HCCN / "status_i3.txt").read_text()) == {"roce_link_speed_gbps": 200.0}
+    assert parse_status("Settings for eth3:\n        Speed: Unknown!\n") == {}

@@ -28,11 +28,12 @@ class AscendSettings(StrictModel):
     command: str = "npu-smi"
     timeout_s: float = Field(default=10.0, gt=0)
     usages: bool = False  # `npu-smi info -t usages` per NPU per poll (memory bandwidth, AI CPU)
-    ecc: bool = (
-        False  # `npu-smi info -t ecc` per NPU (HBM ECC counters), once per details_interval_s
-    )
+    # Once per details_interval_s, per NPU: `npu-smi info -t ecc` (HBM ECC counters) and
+    # `npu-smi info -t common` (the AI Core clock).
+    ecc: bool = False
+    clocks: bool = False
     # hccn_tool's path (e.g. /usr/local/Ascend/driver/tools/hccn_tool): each chip's RoCE port
-    # (link, counters, optical power), three runs per chip, once per details_interval_s.
+    # (link, speed, counters, optical power), four runs per chip, once per details_interval_s.
     hccn_tool: str | None = None
     details_interval_s: float = Field(default=60.0, ge=0)
 

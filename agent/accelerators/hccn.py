@@ -1,11 +1,12 @@
 """The RoCE network port of each Ascend NPU through Huawei's `hccn_tool`.
 
-Per chip (by its device id, as `hccn_tool -i D` takes it) three commands, each parsed into
+Per chip (by its device id, as `hccn_tool -i D` takes it) four commands, each parsed into
 fields of that chip's `accelerator` sample: `-link -g` (link state), `-stat -g` (packet, byte,
-PFC and queue-pair error counters) and `-optical -g` (the optical module's transmit and receive
-power). Which of hccn_tool's keys feeds which field is the table below; keys it prints that are
-not in the table are not read. Only keys seen in real output are in the tables (the module's
-temperature and received PFC frames are not: the outputs found print them elided).
+PFC and queue-pair error counters), `-optical -g` (the optical module's transmit and receive
+power) and `-status -g` (the port's speed). Which of hccn_tool's keys feeds which field is the
+table below; keys it prints that are not in the table are not read. Only keys seen in real
+output are in the tables (the module's temperature and received PFC frames are not: the
+outputs found print them elided).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ OPTICAL_KEYS: dict[str, tuple[str, str, float]] = {
     "Tx Power": ("optical_tx_power_w", "mW", 0.001),
     "Rx Power": ("optical_rx_power_w", "mW", 0.001),
 }
-COMMANDS = ("-link", "-stat", "-optical")
+COMMANDS = ("-link", "-stat", "-optical", "-status")
 
 
 def parse_link(text: str) -> dict[str, FieldValue]:
@@ -74,4 +75,25 @@ def parse_optical(text: str) -> dict[str, FieldValue]:
     return fields
 
 
-PARSERS = {"-link": parse_link, "-stat": parse_stat, "-optical": parse_optical}
+def parse_status(text: str) -> dict[str, FieldValue]:
+    """`-status -g` (ethtool's report): the port's speed, `Speed: 200000Mb/s`."""
+    for number, line in enumerate(text.splitlines(), 1):
+        key, colon, value = line.partition(":")
+        if key.strip() != "Speed" or not colon:
+            continue
+        speed = value.split()[0] if value.split() else ""
+        if not speed.endswith("Mb/s"):
+            continue  # "Unknown!" while the link is down: no speed
+        try:
+            return {"roce_link_speed_gbps": float(speed.removesuffix("Mb/s")) / 1000.0}
+        except ValueError:
+            raise OutputError(f"line {number}: Speed {value.strip()!r} is no Mb/s") from None
+    return {}
+
+
+PARSERS = {
+    "-link": parse_link,
+    "-stat": parse_stat,
+    "-optical": parse_optical,
+    "-status": parse_status,
+}

@@ -40,6 +40,8 @@ DETAIL_KEYS: dict[str, tuple[str, ...]] = {
     # Bandwidth, like NVML's memory utilization (time the memory was busy), not capacity.
     "mem_util_pct": ("HBM Bandwidth Usage Rate(%)", "Memory Bandwidth Usage Rate(%)"),
     "aicpu_util_pct": ("Aicpu Usage Rate(%)",),
+    "vector_util_pct": ("Aivector Usage Rate(%)",),  # the Vector units (AI Core is the Cube's)
+    "aicore_clock_mhz": ("Aicore curFreq(MHZ)",),  # now; "Aicore Freq(MHZ)" is the rated one
     "ctrl_cpu_util_pct": ("Ctrlcpu Usage Rate(%)",),
     "power_w": ("NPU Real-time Power(W)",),
     "temp_c": ("Temperature(C)", "NPU Temperature(C)"),
@@ -60,11 +62,13 @@ DETAIL_TYPES: dict[str, tuple[str, ...]] = {
         "aicpu_util_pct",
         "ctrl_cpu_util_pct",
         "mem_total_bytes",
+        "vector_util_pct",
     ),
     "power": ("power_w",),
     "temp": ("temp_c",),
     "health": ("health",),
     "memory": ("mem_total_bytes",),
+    "common": ("aicore_clock_mhz",),
     "ecc": (
         "ecc_corrected_total",
         "ecc_uncorrected_total",
@@ -314,7 +318,8 @@ def _unsupported(exc: ToolError) -> bool:
 class NpuSmiSource(ToolSource):
     """A host's Ascend NPUs. `usages=True` also runs `-t usages -i N` for every NPU on every
     poll, for the fields the summary never has (mem_util_pct, aicpu_util_pct, ctrl_cpu_util_pct).
-    At most once per `details_interval_s`: `ecc=True` runs `-t ecc -i N` (HBM ECC counters), and
+    At most once per `details_interval_s`: `ecc=True` runs `-t ecc -i N` (HBM ECC counters),
+    `clocks=True` `-t common -i N` (the AI Core clock), and
     `hccn_tool` (its path) reads each chip's RoCE port (agent/accelerators/hccn.py); their
     failures are counted with npu-smi's and cost only their fields."""
 
@@ -328,6 +333,7 @@ class NpuSmiSource(ToolSource):
         *,
         usages: bool = False,
         ecc: bool = False,
+        clocks: bool = False,
         hccn_tool: str | None = None,
         details_interval_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -336,6 +342,7 @@ class NpuSmiSource(ToolSource):
         super().__init__(tags, command, timeout_s, jobs)
         self.usages = usages
         self.ecc = ecc
+        self.clocks = clocks
         self.hccn = ToolRunner(hccn_tool, timeout_s) if hccn_tool else None
         if self.hccn is not None:
             self.hccn.failures = self.tool.failures  # one count of failed runs per source
@@ -384,8 +391,8 @@ class NpuSmiSource(ToolSource):
 
     def _detail_types(self, npu: int, members: Iterable[ChipSummary], details: bool) -> list[str]:
         kinds = ["usages"] if self.usages else []
-        if self.ecc and details:
-            kinds.append("ecc")
+        if details:
+            kinds += [kind for kind, on in (("ecc", self.ecc), ("common", self.clocks)) if on]
         for name in sorted({name for chip in members for name in chip.missing}):
             for kind, offers in DETAIL_TYPES.items():
                 if name in offers and (npu, kind) not in self.unsupported:

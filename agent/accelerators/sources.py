@@ -152,6 +152,7 @@ class Accelerators:
                 settings.ascend.timeout_s,
                 usages=settings.ascend.usages,
                 ecc=settings.ascend.ecc,
+                clocks=settings.ascend.clocks,
                 hccn_tool=settings.ascend.hccn_tool,
                 details_interval_s=settings.ascend.details_interval_s,
                 jobs=self.jobs,
