@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.accelerators.config import AcceleratorSettings
+from agent.accelerators.config import AcceleratorSettings, JobSettings
+from agent.accelerators.jobs import JobFinder
 from agent.accelerators.sources import Accelerators
 from agent.accelerators.tool_source import ToolError
 from agent.accelerators.vendor_tools import (
@@ -207,3 +208,28 @@ async def test_a_configured_tool_polls_with_host_totals_and_its_failure_counts(
     }
     problems = sorted({p for s in samples for p in schema().sample_problems(s, ())})
     assert problems == []
+
+
+async def test_the_process_table_gives_each_gpu_its_slurm_job(
+    tool: FakeTool, tmp_path: Path
+) -> None:
+    # |  0                    15652         python                       60032          |
+    # |  1                    22854         ray::RayWorkerW              59584          |
+    tool.prints("mx_smi_mxc500_x4.txt")
+    slurm = Path(__file__).parent / "data" / "slurm"
+    for pid, recording in (
+        (15652, "cgroup_v2_job_840392.txt"),
+        (22854, "cgroup_v1_job_280678.txt"),
+    ):
+        (tmp_path / "proc" / str(pid)).mkdir(parents=True)
+        (tmp_path / "proc" / str(pid) / "cgroup").write_text((slurm / recording).read_text())
+    finder = JobFinder(JobSettings(slurm=True, proc_root=str(tmp_path / "proc")))
+    metax = VendorToolSource(
+        TAGS, load_definition(find_definition("metax_mx_smi")), FAKE, timeout_s=5, jobs=finder
+    )
+
+    cards = by_index(await metax.collect())
+
+    jobs = {index: card.fields["job"] for index, card in cards.items()}
+    # GPUs 2 and 3: their processes have no /proc entry here, so no job
+    assert jobs == {"0": "slurm:840392", "1": "slurm:280678", "2": "", "3": ""}

@@ -153,6 +153,22 @@ class Parser(Protocol):
     def __call__(self, text: str, header: str, end: str | None) -> Parsed: ...
 
 
+def parse_processes(text: str, after: str, card: int, pid: int) -> dict[str, list[int]]:
+    """The process table below a line holding `after`: card index -> process ids, from the
+    words at positions `card` and `pid` of each `| ... |` line whose pid word is a number.
+    For job attribution only: a line that does not fit is skipped, not counted."""
+    found: dict[str, list[int]] = {}
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if after in line), None)
+    if start is None:
+        return found
+    for line in lines[start + 1 :]:
+        words = line.strip().strip("|").split()
+        if len(words) > max(card, pid) and words[pid].isdigit():
+            found.setdefault(words[card], []).append(int(words[pid]))
+    return found
+
+
 FORMATS: dict[str, Parser] = {
     "table": parse_table,
     "boxed": parse_boxed,

@@ -24,7 +24,7 @@ line) and `card_missing` (a card seen in an earlier poll is absent).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +32,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from agent.accelerators.jobs import JobFinder
-from agent.accelerators.tool_formats import FORMATS, Parsed, Record
+from agent.accelerators.tool_formats import FORMATS, Parsed, Record, parse_processes
 from agent.accelerators.tool_source import Reading, ToolSource
 from telemetry.config import StrictModel
 from telemetry.sample import FieldValue
@@ -82,6 +82,14 @@ class Identity(StrictModel):
         return self
 
 
+class ProcessTable(StrictModel):
+    """Where the output lists the processes on each card (for Slurm jobs)."""
+
+    after: str = Field(min_length=1)  # a text on the line above the table
+    card: int = Field(ge=0)  # which word of a table line is the card's index
+    pid: int = Field(ge=0)  # which word is the process id
+
+
 class VendorTool(StrictModel):
     vendor: str = Field(min_length=1)
     description: str = ""
@@ -92,6 +100,7 @@ class VendorTool(StrictModel):
     index: str = Field(min_length=1)
     model: Identity
     uuid: str | None = None  # a column holding a stable identity (serial, UUID)
+    processes: ProcessTable | None = None
     fields: dict[str, ColumnField] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -142,20 +151,29 @@ class VendorToolSource(ToolSource):
         self.vendor = tool.vendor
         self.definition = tool
         self.seen: set[str] = set()  # card indexes of earlier polls
+        self._last_text = ""
 
     async def read(self) -> list[Reading]:
         tool = self.definition
-        parse = partial(FORMATS[tool.format], header=tool.header, end=tool.end)
-        parsed: Parsed = await self.tool.read(parse, *tool.command[1:])
+        parsed: Parsed = await self.tool.read(self._parse, *tool.command[1:])
         command = self.tool.command(tuple(tool.command[1:]))
         for problem in parsed.problems:
             self._failed(problem.kind, f"{command}: {problem.message}")
         readings = [r for r in (self._reading(record, command) for record in parsed.records) if r]
+        if tool.processes is not None and self.jobs is not None:
+            table = tool.processes
+            pids = parse_processes(self._last_text, table.after, table.card, table.pid)
+            readings = [replace(r, pids=tuple(pids.get(r.index, ()))) for r in readings]
         present = {reading.index for reading in readings}
         for index in sorted(self.seen - present):
             self._failed("card_missing", f"{command}: card {index} is missing from the output")
         self.seen |= present
         return readings
+
+    def _parse(self, text: str) -> Parsed:
+        self._last_text = text  # the process table is read from the same output
+        tool = self.definition
+        return FORMATS[tool.format](text, header=tool.header, end=tool.end)
 
     def _failed(self, kind: str, message: str) -> None:
         self.tool.failures[kind] += 1
