@@ -371,7 +371,7 @@ class Fragment(Readings):
 class Profile(Readings):
     name: str
     vendor: str
-    kind: Literal["pdu", "cooling", "ups", "env_sensor"]
+    kind: Literal["pdu", "cooling", "ups", "env_sensor", "dc_power"]
     detect: Detect
     identity: dict[Literal["model"], list[IdentitySource]] = {}
 

@@ -65,6 +65,10 @@ KNOWN_GAPS = {
     "poweralert_2", "rittal-cmc-iii-pu", "rittal-cmc-iii-pu_pdu-controller",
     # LibreNMS's "power" is the current OID times 230 V, not a reading (digipower_pdu.yaml)
     "digipower",
+    # LibreNMS divides rectifiersCurrentValue by 10 here and not on `enexus` (same flags), where
+    # the rectifiers' sum says amperes; and a Fahrenheit plant's disabled battery-temperature
+    # group reads 0 (eltek_enexus.yaml)
+    "enexus_smartpacks", "enexus_smartpacks2", "enexus_smartpacks-version-214",
 }  # fmt: skip
 RECORDING_NAMES = sorted(p.stem for p in RECORDINGS.glob("*.snmprec"))
 WITH_GAPS = [
