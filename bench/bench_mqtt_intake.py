@@ -3,6 +3,7 @@ and whether the broker dropped any (docs/benchmarks.md, "MQTT intake").
 
     .venv/bin/python bench/bench_mqtt_intake.py [--rate 3000] [--messages 60000] [--lines 10]
         [--receive-maximum N] [--collectors 1]
+    .venv/bin/python bench/bench_mqtt_intake.py --backlog --messages 300000
 
 A private Mosquitto with the broker settings rackwatch ships (configs/mosquitto/rackwatch.conf),
 a private InfluxDB 1.x and one `rackwatch collector` process. Publishers offer `--messages`
@@ -33,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from rackwatch import localservices
 from rackwatch.localservices import Running
-from telemetry.mqtt import payload_bytes
+from telemetry.mqtt import BrokerSettings, Reconnecting, Session, payload_bytes
 
 BASE_NS = 1_700_000_000_000_000_000
 MEASUREMENT = "intake"
@@ -207,6 +208,44 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     )
 
 
+async def park(broker: Running, topic: str) -> None:
+    """Subscribe over a persistent session and leave: the broker queues for it from now on."""
+
+    async def subscribe(client: aiomqtt.Client) -> None:
+        await client.subscribe(topic, qos=1)
+
+    settings = BrokerSettings(host=broker.host, port=broker.port)
+    await Reconnecting(settings, "away", Session(persistent=True)).run(subscribe)
+
+
+def backlog(args: argparse.Namespace, workdir: Path) -> None:
+    """--backlog: no collector, so everything queues in the broker; what saving that store
+    every second or two costs the broker (its CPU while otherwise idle, and its intake)."""
+    broker = localservices.start_mosquitto(workdir / "mosquitto", persistent=True)
+    store = workdir / "mosquitto" / "mosquitto.db"
+    try:
+        asyncio.run(park(broker, "rackwatch/v1/#"))
+        offered = offer(broker, "rackwatch/v1/bench/agent/metrics", args.messages, 1e9, args.lines)
+        saves, mtime = 0, store.stat().st_mtime
+        cpu_before, started = cpu_seconds(broker.process.pid), time.monotonic()
+        while time.monotonic() - started < 10:
+            time.sleep(0.05)
+            if store.stat().st_mtime != mtime:
+                saves, mtime = saves + 1, store.stat().st_mtime
+        cpu_s = cpu_seconds(broker.process.pid) - cpu_before
+        size = store.stat().st_size
+    finally:
+        localservices.stop(broker)
+    print(
+        f"{args.messages} messages of {args.lines} lines queued for an absent collector, "
+        f"taken at {args.messages / offered.elapsed_s:,.0f}/s (as fast as the broker would)"
+    )
+    print(
+        f"store {size / 1e6:,.0f} MB, saved {saves} times in 10 s idle: "
+        f"{cpu_s / 10:.0%} of a core, {size * saves / 10 / 1e6:,.0f} MB/s written"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=3000)
@@ -214,9 +253,10 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=10)
     parser.add_argument("--receive-maximum", type=int, default=None)
     parser.add_argument("--collectors", type=int, default=1, help="in one share group")
+    parser.add_argument("--backlog", action="store_true", help="no collector: the save cost")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rackwatch-bench-") as tmp:
-        run(args, Path(tmp))
+        (backlog if args.backlog else run)(args, Path(tmp))
 
 
 if __name__ == "__main__":
