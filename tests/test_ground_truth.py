@@ -59,7 +59,7 @@ GROUND_TRUTH = ground_truth()
 # Read by a profile (vendor or generic fallback), but some of LibreNMS's sensors are read
 # differently or not at all (2026-12-06).
 KNOWN_GAPS = {
-    "apc_ap7900b", "apc_smx750", "apc_smx750i", "cetpower",
+    "apc_ap7900b", "apc_smx750", "apc_smx750i",
     "dell-ups_tower1000w", "deltaups_mini-snmp", "liebert_apm", "liebert_web485",
     "netmanplus_208",
     # XPPC-MIB's battery current is "percent of maximum current"; LibreNMS reads tenths of A
