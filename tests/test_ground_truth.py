@@ -62,6 +62,8 @@ KNOWN_GAPS = {
     "apc_ap7900b", "apc_smx750", "apc_smx750i",
     "dell-ups_tower1000w", "deltaups_mini-snmp", "liebert_apm", "liebert_web485",
     "netmanplus_208",
+    # Sinetica output power: the MIB says watts, LibreNMS divides by 10 (sinetica_ups.yaml)
+    "sinetica",
     # XPPC-MIB's battery current is "percent of maximum current"; LibreNMS reads tenths of A
     "netagent2",
     # envirTemperature is 1/10 degF with no unit setting: no fixed-Fahrenheit conversion in
