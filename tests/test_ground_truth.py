@@ -60,8 +60,8 @@ GROUND_TRUTH = ground_truth()
 # differently or not at all (2026-12-06).
 KNOWN_GAPS = {
     "apc_ap7900b", "apc_smx750", "apc_smx750i",
+    # dell-ups_tower1000w: two run times (UPS-MIB minutes, Dell seconds) for one field
     "dell-ups_tower1000w", "deltaups_mini-snmp", "liebert_apm", "liebert_web485",
-    "netmanplus_208",
     # Sinetica output power: the MIB says watts, LibreNMS divides by 10 (sinetica_ups.yaml)
     "sinetica",
     # XPPC-MIB's battery current is "percent of maximum current"; LibreNMS reads tenths of A
@@ -69,7 +69,7 @@ KNOWN_GAPS = {
     # envirTemperature is 1/10 degF with no unit setting: no fixed-Fahrenheit conversion in
     # the profile language; ePDULoadStatusActivePower on a UPS card (cyberpower_ups.yaml)
     "cyberpower",
-    "poweralert_2", "rittal-cmc-iii-pu", "rittal-cmc-iii-pu_pdu-controller",
+    "rittal-cmc-iii-pu", "rittal-cmc-iii-pu_pdu-controller",
     # LibreNMS's "power" is the current OID times 230 V, not a reading (digipower_pdu.yaml)
     "digipower",
     # LibreNMS divides rectifiersCurrentValue by 10 here and not on `enexus` (same flags), where
