@@ -110,8 +110,9 @@ def test_a_field_whose_type_contradicts_its_unit_suffix_is_refused_with_its_line
 def test_a_measurement_naming_an_undefined_field_is_refused(tmp_path: Path) -> None:
     text = (ROOT / "telemetry" / "schema.yaml").read_text(encoding="utf-8")
     path = tmp_path / "schema.yaml"
-    path.write_text(text.replace("[speed_pct]", "[speed_pct, speed_rpm]"), encoding="utf-8")
-    with pytest.raises(ConfigError, match="'speed_rpm' is not under fields:"):
+    fields = text.replace("[speed_pct, speed_rpm]", "[speed_pct, speed_rpm, speed_mph]")
+    path.write_text(fields, encoding="utf-8")
+    with pytest.raises(ConfigError, match="'speed_mph' is not under fields:"):
         load_schema(path)
 
 
