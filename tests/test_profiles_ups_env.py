@@ -295,9 +295,9 @@ def test_ups_mib_is_one_fragment_that_several_profiles_include() -> None:
     UPS profile, eaton_ups and liebert_gp alike."""
     profiles = builtin_profiles()
     for name in ("ups_rfc1628", "eaton_ups", "liebert_gp"):
-        assert profiles[name].include == ("ups_mib",)
+        assert profiles[name].include[0] == "ups_mib"  # eaton_ups adds eaton_xups after it
         parts = with_includes(profiles[name])
-        assert [len(p.tables) for p in parts[1:]] == [3], name  # input, output, bypass
+        assert len(parts[1].tables) == 3, name  # input, output, bypass
 
 
 # --- derived recordings: APC firmware and models the shared set does not have ------------
