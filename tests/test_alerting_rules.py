@@ -38,6 +38,10 @@ def test_default_rules_load_and_cover_the_issue() -> None:
         "GpuUncorrectedEcc",
         "DeviceUnreachable",
         "AgentDown",
+        "EnvLeak",
+        "EnvDoorOpen",
+        "EnvHumidityHigh",
+        "EnvHumidityLow",
     } <= names
     by_name = {rule.alert: rule for rule in rules.rules}
     assert by_name["RackInletHot"].above == 27
@@ -47,6 +51,8 @@ def test_default_rules_load_and_cover_the_issue() -> None:
     assert by_name["GpuXidError"].kind == "event"
     assert by_name["GpuUncorrectedEcc"].change == "increase"
     assert by_name["DeviceUnreachable"].equals is False
+    assert by_name["EnvHumidityHigh"].above == 60  # ASHRAE's recommended envelope
+    assert by_name["EnvDewPointLow"].below == -9
 
 
 def test_rackwatch_check_takes_a_rules_file(tmp_path: Path) -> None:
