@@ -59,7 +59,7 @@ GROUND_TRUTH = ground_truth()
 # Read by a profile (vendor or generic fallback), but some of LibreNMS's sensors are read
 # differently or not at all (2026-12-06).
 KNOWN_GAPS = {
-    "apc_ap7900b", "apc_smx750",
+    "apc_ap7900b",
     # dell-ups_tower1000w: two run times (UPS-MIB minutes, Dell seconds) for one field
     "dell-ups_tower1000w", "liebert_apm", "liebert_web485",
     # Sinetica output power: the MIB says watts, LibreNMS divides by 10 (sinetica_ups.yaml)
