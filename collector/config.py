@@ -106,6 +106,9 @@ class RollupSettings(StrictModel):
     interval_s: float = Field(default=10.0, gt=0)
     stale_after_s: float = Field(default=120.0, gt=0)  # older readings no longer count
     peak_window_s: float = Field(default=7 * 86400.0, gt=0)  # stranded = capacity - this peak
+    # A feed whose PDUs measure a voltage further than this from its nominal one is flagged
+    # (`feed_power.voltage_mismatch`): a wrong inventory, or a PDU on another supply.
+    voltage_tolerance_pct: float = Field(default=5.0, gt=0)
     own_subscription: bool = False
     # Where the peaks behind stranded capacity are kept across restarts (none: in memory only).
     state_path: Path | None = None

@@ -32,6 +32,12 @@ class Feed(StrictModel):
     def rated_w(self) -> float:
         return self.rated_a * self.voltage_v * (math.sqrt(3) if self.phases == 3 else 1.0)
 
+    def nominal_voltages_v(self) -> tuple[float, ...]:
+        """What a PDU on this feed may measure: line to line, or (3 phases) line to neutral."""
+        if self.phases == 3:
+            return (self.voltage_v, self.voltage_v / math.sqrt(3))
+        return (self.voltage_v,)
+
 
 class Rack(StrictModel):
     site: str = Field(min_length=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.config import RollupSettings
-from collector.inventory import Inventory, Meter, Rack, RackKey
+from collector.inventory import Feed, Inventory, Meter, Rack, RackKey
 from telemetry.lineproto import LineProtocolError, encode, parse_line
 from telemetry.sample import FieldValue, Sample
 from telemetry.statefile import StateFile
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 # Where a PDU's own total comes from: the first of these that the device reports (APC gives
 # `pdu`, Raritan and ServerTech only inlets, Vertiv only phases). Each is summed over its rows.
 POWER_SOURCES = ("pdu", "pdu_inlet", "pdu_phase")
+# Where a PDU's supply voltage comes from: lines (delta, line to line), phases (line to neutral,
+# or line to line on a delta cord), inlets (one phase). Compared with the feed's nominal voltage.
+VOLTAGE_SOURCES = ("pdu_line", "pdu_phase", "pdu_inlet")
 ACCELERATOR_HOSTS = "accelerator_host"  # per-host accelerator totals (issue 5), field power_w
 PEAK_BUCKETS = 96
 PEAKS_SAVE_S = 60.0  # at most this much of the peaks' history is lost to a crash
@@ -92,6 +96,8 @@ class _Pdu:
     feed: str
     # source measurement -> row (unit, inlet, phase tags) -> latest power_w
     readings: dict[str, dict[SeriesKey, Reading]] = field(default_factory=dict)
+    # source measurement -> row -> latest voltage_v
+    voltages: dict[str, dict[SeriesKey, Reading]] = field(default_factory=dict)
 
     def power(self, oldest_ns: int) -> float | None:
         for source in POWER_SOURCES:
@@ -101,6 +107,18 @@ class _Pdu:
             if fresh:
                 return sum(fresh)
         return None
+
+    def voltages_now(self, oldest_ns: int) -> list[float]:
+        """Fresh voltages of the first source that has any (lines before phases before inlets)."""
+        for source in VOLTAGE_SOURCES:
+            fresh = [
+                r.value
+                for r in self.voltages.get(source, {}).values()
+                if r.time_ns >= oldest_ns and r.value > 0
+            ]
+            if fresh:
+                return fresh
+        return []
 
 
 @dataclass(slots=True)
@@ -136,10 +154,11 @@ class Rollup:
         self._meter_readings: dict[tuple[str, str, int], dict[SeriesKey, Reading]] = defaultdict(
             dict
         )
-        names = {*POWER_SOURCES, ACCELERATOR_HOSTS, *self._meters}
+        names = {*POWER_SOURCES, *VOLTAGE_SOURCES, ACCELERATOR_HOSTS, *self._meters}
         # A line starts with its measurement, then a comma (tags) or a space (fields).
         self._prefixes = tuple(f"{name}{end}".encode() for name in names for end in ", ")
         self._warned: set[tuple[str, str]] = set()
+        self._feed_voltages: dict[tuple[RackKey, str], list[float]] = defaultdict(list)
 
     @property
     def prefixes(self) -> tuple[bytes, ...]:
@@ -163,10 +182,11 @@ class Rollup:
 
     def _take(self, sample: Sample) -> None:
         measurement, tags = sample.measurement, sample.tags
-        if measurement in POWER_SOURCES:
-            power = _number(sample.fields, "power_w")
-            if power is not None:
-                self._take_pdu(sample, power)
+        if measurement in POWER_SOURCES or measurement in VOLTAGE_SOURCES:
+            power = _number(sample.fields, "power_w") if measurement in POWER_SOURCES else None
+            voltage = _number(sample.fields, "voltage_v")
+            if power is not None or voltage is not None:
+                self._take_pdu(sample, power, voltage)
         elif measurement == ACCELERATOR_HOSTS:
             power = _number(sample.fields, "power_w")
             if power is not None:
@@ -180,7 +200,7 @@ class Rollup:
             if value is not None and all(tags.get(k) == v for k, v in meter.tags.items()):
                 _keep_latest(self._meter_readings[(site, kind, i)], _series(tags), value, sample)
 
-    def _take_pdu(self, sample: Sample, power: float) -> None:
+    def _take_pdu(self, sample: Sample, power: float | None, voltage: float | None) -> None:
         tags = sample.tags
         rack = self._place(tags, "device", need_feed=True)
         if rack is None:
@@ -189,8 +209,11 @@ class Rollup:
         pdu = self._pdus.get(key)
         if pdu is None or pdu.rack != rack or pdu.feed != tags["feed"]:
             pdu = self._pdus[key] = _Pdu(rack, tags["feed"])  # new, or moved in the config
-        row = tuple((k, tags.get(k, "")) for k in ("unit", "inlet", "phase"))
-        _keep_latest(pdu.readings.setdefault(sample.measurement, {}), row, power, sample)
+        row = tuple((k, tags.get(k, "")) for k in ("unit", "inlet", "phase", "line"))
+        if power is not None:
+            _keep_latest(pdu.readings.setdefault(sample.measurement, {}), row, power, sample)
+        if voltage is not None:
+            _keep_latest(pdu.voltages.setdefault(sample.measurement, {}), row, voltage, sample)
 
     def _place(self, tags: Mapping[str, str], name_tag: str, *, need_feed: bool) -> RackKey | None:
         key = (tags.get("site", ""), tags.get("room", ""), tags.get("rack", ""))
@@ -218,10 +241,12 @@ class Rollup:
         """The roll-up points for `now_ns`, from the readings no older than stale_after_s."""
         oldest = now_ns - int(self.settings.stale_after_s * 1e9)
         feeds: dict[tuple[RackKey, str], float] = defaultdict(float)
+        self._feed_voltages = defaultdict(list)
         for pdu in self._pdus.values():
             power = pdu.power(oldest)
             if power is not None:
                 feeds[(pdu.rack, pdu.feed)] += power
+            self._feed_voltages[(pdu.rack, pdu.feed)] += pdu.voltages_now(oldest)
         accelerators: dict[RackKey, list[float]] = defaultdict(list)
         for rack_key, reading in self._hosts.values():
             if reading.time_ns >= oldest:
@@ -256,6 +281,7 @@ class Rollup:
                 "capacity_w": derated[name],
                 "load_pct": 100.0 * power / derated[name],
             }
+            fields |= self._voltage_fields(rack.feeds[name], self._feed_voltages[(rack.key, name)])
             samples.append(Sample("feed_power", {**tags, "feed": name}, fields, now_ns))
         capacity = self.inventory.capacity_w(rack)
         now = _RackNow(rack, None, capacity, None, None, None)
@@ -290,6 +316,22 @@ class Rollup:
         if fields:
             samples.append(Sample("rack_power", tags, fields, now_ns))
         return now
+
+    def _voltage_fields(self, feed: Feed, measured: list[float]) -> dict[str, FieldValue]:
+        """The PDUs' median voltage against the feed's nominal one. A three-phase feed's
+        nominal is line to line; a PDU may measure line to neutral (nominal / sqrt 3) or line
+        to line, so the nearer of the two is the one compared."""
+        if not measured:
+            return {}
+        voltage = statistics.median(measured)
+        nominal = min(feed.nominal_voltages_v(), key=lambda v: abs(voltage - v))
+        deviation = 100.0 * (voltage - nominal) / nominal
+        return {  # to 0.1 V and 0.1 %: what a summary shows, and no meter reads finer
+            "voltage_v": round(voltage, 1),
+            "nominal_voltage_v": round(nominal, 1),
+            "voltage_deviation_pct": round(deviation, 1),
+            "voltage_mismatch": abs(deviation) > self.settings.voltage_tolerance_pct,
+        }
 
     def _groups(
         self, racks: list[_RackNow], now_ns: int, samples: list[Sample]

@@ -225,8 +225,41 @@ def hub_overview() -> Dashboard:
                 unit="watt",
                 min=0,
             ),
+            firing_now(site),
             Panel("Alert transitions", "table", [events("alert", site, 50)], width=24),
         ],
+    )
+
+
+ALERT_PLACE = ("alertname", "severity", "site", "room", "row", "rack", "device")
+ACTIVE_WINDOW = "3m"  # three of the collector's `alerting.active_interval` (60 s)
+
+
+def firing_now(filters: Sequence[str]) -> Panel:
+    """What fires now: the newest `alert_active` snapshot of each alert, which the collector
+    writes for every firing alert each `alerting.active_interval`."""
+    columns = ("state", "age_s", "silenced_by", "summary", "value")
+    inner = ", ".join(f'last("{name}") AS "{name}"' for name in columns)
+    group = ", ".join(f'"{tag}"' for tag in ALERT_PLACE)
+    # Not $timeFilter: what fires now is now, whatever range the dashboard shows. An alert's
+    # newest point says `resolved` once it ended (in the next snapshot); the points of a
+    # collector gone quiet age out of the window.
+    window = where(filters).replace("$timeFilter", f"time > now() - {ACTIVE_WINDOW}")
+    query = (
+        f'SELECT "age_s", "silenced_by", "summary", "value" FROM (SELECT {inner} '
+        f'FROM "alert_active" WHERE {window} GROUP BY {group}) '
+        f"WHERE \"state\" = 'firing' GROUP BY {group}"
+    )
+    return Panel(
+        "Firing now",
+        "table",
+        [Query(query, table=True)],
+        width=24,
+        options={"sortBy": [{"displayName": "age_s", "desc": True}]},
+        description="Every alert firing now, with its severity, how long it has been active "
+        "(age_s, seconds), what silences it (silenced_by: a silence or an inhibiting alert; "
+        "empty: it notifies) and where it is. From the collector's `alert_active` points of "
+        f"the last {ACTIVE_WINDOW}, whatever the dashboard's time range.",
     )
 
 
@@ -298,6 +331,25 @@ def rows_and_racks() -> Dashboard:
                 min=0,
                 thresholds=GREEN_YELLOW_RED,
                 custom={"thresholdsStyle": {"mode": "line"}},
+            ),
+            Panel(
+                "Feed voltage against nominal",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("voltage_deviation_pct")', "feed_power", place, ["rack", "feed"]
+                        ),
+                        "$tag_rack $tag_feed",
+                    )
+                ],
+                unit="percent",
+                thresholds=((None, "red"), (-5.0, "green"), (5.0, "red")),
+                custom={"thresholdsStyle": {"mode": "line"}},
+                description="What the feed's PDUs measure against the inventory's voltage "
+                "(line to line, or line to neutral on three phases, whichever is nearer). "
+                "Beyond rollup.voltage_tolerance_pct (5 %) the inventory is wrong (and with it "
+                "the capacities) or the PDU is on another supply: FeedVoltageMismatch.",
             ),
             Panel(
                 "N+N headroom (one feed carrying the rack)",
@@ -404,23 +456,35 @@ def pdu_detail() -> Dashboard:
                     ),
                 ],
                 unit="watt",
+                width=8,
                 min=0,
             ),
             Panel(
-                "Inlet current and voltage",
+                "Inlet current",
                 "timeseries",
                 [
                     Query(
-                        over_time(
-                            'mean("current_a") AS "A", mean("voltage_v") AS "V"',
-                            "pdu_inlet",
-                            pdu,
-                            ["device", "inlet"],
-                        ),
-                        "$tag_device inlet $tag_inlet $col",
+                        over_time('mean("current_a")', "pdu_inlet", pdu, ["device", "inlet"]),
+                        "$tag_device inlet $tag_inlet",
                     )
                 ],
-                custom={"axisSoftMin": 0},
+                unit="amp",
+                width=8,
+                min=0,
+            ),
+            Panel(
+                "Inlet voltage",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("voltage_v")', "pdu_inlet", pdu, ["device", "inlet"]),
+                        "$tag_device inlet $tag_inlet",
+                    )
+                ],
+                unit="volt",
+                width=8,
+                description="Compared with the inventory's nominal voltage on the rows-and-racks "
+                "dashboard (Feed voltage against nominal).",
             ),
             Panel(
                 "Load state",
@@ -428,15 +492,44 @@ def pdu_detail() -> Dashboard:
                 [
                     Query(over_time('last("load_state")', "pdu", pdu, ["device"]), "$tag_device"),
                     Query(
-                        over_time('last("load_state")', "pdu_phase", pdu, ["device", "phase"]),
-                        "$tag_device L$tag_phase",
+                        over_time(
+                            'last("load_state")', "pdu_inlet", pdu, ["device", "unit", "inlet"]
+                        ),
+                        "$tag_device $tag_unit inlet $tag_inlet",
+                    ),
+                    # Each inlet's phases apart: grouped by phase alone, L1 of one inlet (or
+                    # unit) hid L1 of the other, near_overload included.
+                    Query(
+                        over_time(
+                            'last("load_state")',
+                            "pdu_phase",
+                            pdu,
+                            ["device", "unit", "inlet", "phase"],
+                        ),
+                        "$tag_device $tag_unit inlet $tag_inlet L$tag_phase",
+                    ),
+                    # Three-phase Raritans judge each pole (line) and each line pair (phase).
+                    Query(
+                        over_time(
+                            'last("load_state")',
+                            "pdu_line",
+                            pdu,
+                            ["device", "unit", "inlet", "line"],
+                        ),
+                        "$tag_device $tag_unit inlet $tag_inlet $tag_line",
+                    ),
+                    Query(
+                        over_time(
+                            'last("load_state")', "pdu_bank", pdu, ["device", "unit", "bank"]
+                        ),
+                        "$tag_device $tag_unit bank $tag_bank",
                     ),
                 ],
                 width=24,
-                height=5,
+                height=8,
                 states=LOAD_STATES,
-                description="The PDU's own judgement, per device or, where it judges them, "
-                "per phase.",
+                description="The PDU's own judgement of each element it judges: the device, "
+                "inlets, phases (line pairs on a delta), lines (poles) and banks.",
             ),
             Row("Phases and banks"),
             Panel(
@@ -686,12 +779,20 @@ def ups() -> Dashboard:
             Panel(
                 "Load",
                 "timeseries",
-                [Query(over_time('mean("load_pct")', "ups", unit, ["device"]), "$tag_device")],
+                [
+                    Query(over_time('mean("load_pct")', "ups", unit, ["device"]), "$tag_device"),
+                    Query(
+                        over_time('mean("load_pct")', "ups_output", unit, ["device", "phase"]),
+                        "$tag_device L$tag_phase",
+                    ),
+                ],
                 unit="percent",
                 min=0,
                 max=100,
                 thresholds=GREEN_YELLOW_RED,
                 custom={"thresholdsStyle": {"mode": "line"}},
+                description="The UPS's own load figure where it has one (APC), else each "
+                "output phase's (UPS-MIB upsOutputPercentLoad, Eaton XUPS).",
             ),
             Panel(
                 "Runtime on battery",
@@ -701,20 +802,30 @@ def ups() -> Dashboard:
                 min=0,
             ),
             Panel(
-                "Battery charge and temperature",
+                "Battery charge",
                 "timeseries",
                 [
                     Query(
-                        over_time(
-                            'mean("battery_charge_pct") AS "charge %", '
-                            'mean("battery_temperature_c") AS "temperature C"',
-                            "ups",
-                            unit,
-                            ["device"],
-                        ),
-                        "$tag_device $col",
+                        over_time('mean("battery_charge_pct")', "ups", unit, ["device"]),
+                        "$tag_device",
                     )
                 ],
+                unit="percent",
+                width=6,
+                min=0,
+                max=100,
+            ),
+            Panel(
+                "Battery temperature",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("battery_temperature_c")', "ups", unit, ["device"]),
+                        "$tag_device",
+                    )
+                ],
+                unit="celsius",
+                width=6,
             ),
             Panel(
                 "Battery status",
@@ -733,10 +844,12 @@ def ups() -> Dashboard:
                     Query(
                         over_time('mean("output_power_w")', "ups", unit, ["device"]),
                         "$tag_device",
-                    )
+                    ),
+                    Query(per_phase_sum("power_w", "ups_output", unit), "$tag_device"),
                 ],
                 unit="watt",
-                min=0,
+                description="The UPS's own total where it has one (APC), else the sum of its "
+                "output phases (UPS-MIB, Eaton XUPS; a lightly loaded phase may read negative).",
             ),
             Panel(
                 "Input and output voltage per phase",
@@ -916,6 +1029,15 @@ def accelerators() -> Dashboard:
                 "energy counters where the card has one, power over time where not.",
             ),
         ],
+    )
+
+
+def per_phase_sum(field: str, measurement: str, filters: Sequence[str]) -> str:
+    """Each device's total over its phases, per interval: the phases' means, summed."""
+    inner = over_time(f'mean("{field}") AS "{field}"', measurement, filters, ["device", "phase"])
+    return (
+        f'SELECT sum("{field}") FROM ({inner}) WHERE $timeFilter '
+        'GROUP BY time($__interval), "device" fill(none)'
     )
 
 

@@ -107,9 +107,25 @@ def last_number(series: Series) -> float | None:
     return points[-1][1] if points else None
 
 
+BYTE_PREFIXES = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
 def fmt(value: float, unit: str) -> str:
+    """A value as Grafana shows it in `unit` (the units the dashboards use)."""
     if unit == "watt":
         return f"{value / 1000:.2f} kW" if abs(value) >= 1000 else f"{value:.0f} W"
+    if unit == "bytes":  # Grafana's IEC bytes
+        power = 0
+        while abs(value) >= 1024 and power < len(BYTE_PREFIXES) - 1:
+            value /= 1024
+            power += 1
+        return f"{value:.0f} B" if power == 0 else f"{value:.1f} {BYTE_PREFIXES[power]}"
+    if unit == "amp":
+        return f"{value:.1f} A"
+    if unit == "volt":
+        return f"{value:.0f} V"
+    if unit == "kwatth":
+        return f"{value:.2f} kWh"
     if unit == "percent":
         return f"{value:.0f}%"
     if unit == "celsius":

@@ -243,6 +243,7 @@ def receiver(kind: str, server: RecordingServer, **extra: Any) -> Receiver:
     base |= {
         "webhook": {"url": server.url("/webhook"), "secret": SECRET},
         "alertmanager": {"url": server.url("/am"), "external_url": "http://rackwatch.example"},
+        "alertmanager_api": {"url": server.url("/") + "/"},
         "pagerduty": {"url": server.url("/v2/enqueue"), "routing_key": ROUTING_KEY},
         "dingtalk": {"url": server.url("/robot/send") + "?access_token=tok", "secret": SECRET},
         "wecom": {"url": server.url("/cgi-bin/webhook/send"), "key": "wecom-key"},
@@ -267,9 +268,11 @@ def group(*notices: Notice) -> Notification:
     )
 
 
-async def send(kind: str, server: RecordingServer, n: Notification, now: float) -> None:
+async def send(
+    kind: str, server: RecordingServer, n: Notification, now: float, **extra: Any
+) -> None:
     async with httpx.AsyncClient(trust_env=False) as client:
-        outcome = await deliver(client, receiver(kind, server), n, now)
+        outcome = await deliver(client, receiver(kind, server, **extra), n, now)
     assert outcome.ok, outcome
 
 
@@ -328,6 +331,66 @@ async def test_alertmanager_webhook_version_4(server: RecordingServer) -> None:
         assert alert["endsAt"] == "0001-01-01T00:00:00Z"
         assert alert["startsAt"] == "2027-01-15T08:00:00.000Z"
         assert len(alert["fingerprint"]) == 16
+
+
+async def test_alertmanager_api_posts_postable_alerts(server: RecordingServer) -> None:
+    """Alertmanager's POST /api/v2/alerts takes a list of postableAlert: labels (non-empty
+    values), annotations, startsAt, endsAt, generatorURL; a firing alert's endsAt is a lease
+    of four resend intervals, a resolved one's the time it ended."""
+    server.respond("/api/v2/alerts", 200, b"")
+    blank = notice("pdu-3")
+    blank = Notice(blank.fingerprint, {**blank.labels, "row": ""}, "firing", T0, None, "s", 1.0)
+    await send("alertmanager_api", server, group(notice("pdu-1"), notice("pdu-2", "resolved")), T0)
+    await send("alertmanager_api", server, group(blank), T0 + 60)
+    first, second = (r.json() for r in server.to("/api/v2/alerts"))
+    assert first == [
+        {
+            "labels": {"alertname": "Hot", "severity": "warning", "rack": "A01", "device": "pdu-1"},
+            "annotations": {"summary": "pdu-1 is hot"},
+            "startsAt": "2027-01-15T08:00:00.000Z",
+            "endsAt": "2027-01-15T08:04:00.000Z",  # T0 + 4 x 60 s
+        },
+        {
+            "labels": {"alertname": "Hot", "severity": "warning", "rack": "A01", "device": "pdu-2"},
+            "annotations": {"summary": "pdu-2 is hot"},
+            "startsAt": "2027-01-15T08:00:00.000Z",
+            "endsAt": "2027-01-15T08:01:40.000Z",  # when it ended
+        },
+    ]
+    assert "row" not in second[0]["labels"]
+    assert second[0]["endsAt"] == "2027-01-15T08:05:00.000Z"  # the lease, renewed
+
+
+def test_alertmanager_api_alerts_are_pushed_again_before_their_lease_ends() -> None:
+    """Whatever the route's repeat_interval (4 h here), a group of an Alertmanager API
+    receiver is sent again every resend_interval while it fires; others keep theirs."""
+    config = AlertingSettings.model_validate(
+        {
+            "rules_file": "unused.yaml",
+            "receivers": [
+                {"name": "am", "kind": "alertmanager_api", "url": "http://am:9093"},
+                {"name": "noc", "kind": "webhook", "url": "http://127.0.0.1:9/"},
+            ],
+            "route": {
+                "receiver": "am",
+                "group_wait": "0s",
+                "routes": [{"matchers": ["rack=A02"], "receiver": "noc"}],
+            },
+        }
+    )
+    g = grouper(config)
+    g.add(notice("pdu-1"), T0)
+    g.add(notice("pdu-9", rack="A02"), T0)
+    sent = {n.receiver: n for n in g.due(T0)}
+    assert sorted(sent) == ["am", "noc"]
+    for n in sent.values():
+        g.delivered(n, T0)
+    assert g.due(T0 + 59) == []
+    (again,) = g.due(T0 + 60)
+    assert (again.receiver, devices(again)) == ("am", (["pdu-1"], []))
+    g.delivered(again, T0 + 60)
+    (third,) = g.due(T0 + 120)
+    assert third.receiver == "am"
 
 
 async def test_pagerduty_trigger_then_resolve_with_one_dedup_key(server: RecordingServer) -> None:
@@ -401,6 +464,80 @@ async def test_feishu_sign_verifies_as_feishu_does(server: RecordingServer) -> N
     assert body["msg_type"] == "text"
     assert "pdu-1 is hot" in body["content"]["text"]
     assert "Resolved:" in body["content"]["text"]
+
+
+ON_CALL = {"mobiles": ["13800138000", "+86-139-0013-9000"], "user_ids": ["zhangsan"]}
+
+
+async def test_dingtalk_mentions_on_call_in_at_and_in_the_text(server: RecordingServer) -> None:
+    """DingTalk: `at.atMobiles` / `at.atUserIds` notify only if the markdown text names
+    them too (@13800138000)."""
+    await send("dingtalk", server, group(notice("pdu-1")), T0, mention=ON_CALL)
+    await send("dingtalk", server, group(notice("pdu-1", "resolved")), T0, mention=ON_CALL)
+    firing, resolved = (r.json() for r in server.to("/robot/send"))
+    assert firing["at"] == {
+        "atMobiles": ["13800138000", "+86-139-0013-9000"],
+        "atUserIds": ["zhangsan"],
+        "isAtAll": False,
+    }
+    text = firing["markdown"]["text"]
+    assert text.endswith("@13800138000 @+86-139-0013-9000 @zhangsan")
+    assert "pdu-1 is hot" in text
+    assert "at" not in resolved  # a resolution wakes no one
+
+
+async def test_wecom_mentions_go_in_a_text_message(server: RecordingServer) -> None:
+    """WeCom's mentioned_list / mentioned_mobile_list belong to the `text` message type."""
+    await send("wecom", server, group(notice("pdu-1")), T0, mention={**ON_CALL, "all": True})
+    await send("wecom", server, group(notice("pdu-1")), T0, mention={"user_ids": ["lisi"]})
+    everyone, one = (r.json() for r in server.to("/cgi-bin/webhook/send"))
+    assert everyone["msgtype"] == "text"
+    assert everyone["text"]["mentioned_list"] == ["zhangsan", "@all"]
+    assert everyone["text"]["mentioned_mobile_list"] == [
+        "13800138000",
+        "+86-139-0013-9000",
+        "@all",
+    ]
+    assert "pdu-1 is hot" in everyone["text"]["content"]
+    assert len(everyone["text"]["content"].encode()) <= 2048
+    assert one["text"]["mentioned_list"] == ["lisi"]
+    assert "mentioned_mobile_list" not in one["text"]
+
+
+async def test_feishu_mentions_by_user_id_in_the_text(server: RecordingServer) -> None:
+    mention = {"user_ids": ["ou_7d8a6e6df7621556ce0d21922b676706ccs"], "all": True}
+    await send("feishu", server, group(notice("pdu-1")), T0, mention=mention)
+    text = server.to("/open-apis/bot/v2/hook/tok")[0].json()["content"]["text"]
+    assert text.endswith(
+        '<at user_id="ou_7d8a6e6df7621556ce0d21922b676706ccs">'
+        'ou_7d8a6e6df7621556ce0d21922b676706ccs</at> <at user_id="all">所有人</at>'
+    )
+
+
+async def test_mentions_only_for_the_listed_severities(server: RecordingServer) -> None:
+    mention = {**ON_CALL, "severities": ["critical"]}
+    await send("dingtalk", server, group(notice("pdu-1")), T0, mention=mention)
+    await send("dingtalk", server, group(notice("pdu-2", severity="critical")), T0, mention=mention)
+    warning, critical = (r.json() for r in server.to("/robot/send"))
+    assert "at" not in warning
+    assert critical["at"]["atMobiles"] == ON_CALL["mobiles"]
+
+
+def test_mentions_that_a_service_cannot_take_are_refused_with_where() -> None:
+    with pytest.raises(ValueError, match=r"receivers\.0\.feishu\.mention[\s\S]*user id"):
+        receiver_config("feishu", mention={"mobiles": ["13800138000"]})
+    with pytest.raises(ValueError, match="'138-call-me' is not a phone number"):
+        receiver_config("dingtalk", mention={"mobiles": ["138-call-me"]})
+
+
+def receiver_config(kind: str, **extra: Any) -> None:
+    AlertingSettings.model_validate(
+        {
+            "rules_file": "unused.yaml",
+            "receivers": [{"name": "r", "kind": kind, "url": "http://x/", **extra}],
+            "route": {"receiver": "r"},
+        }
+    )
 
 
 async def test_chat_robot_errors_are_failures(server: RecordingServer) -> None:

@@ -33,6 +33,10 @@ NOT_IN_DEMO_YET = {
     "accelerator.ecc_uncorrected_total": "NVIDIA only: no GPU in the demo",
     "accelerator_event": "NVIDIA XID events: no GPU in the demo",
     "alert": "issue 7: alert transitions",
+    "pdu_line": "no three-phase Raritan or delta ServerTech in the demo",
+    "pdu_inlet.load_state": "the demo's PDUs judge phases, not inlets",
+    "pdu_bank.load_state": "the demo's PDUs judge phases, not banks",
+    "alert_active": "the demo has no alerting; tests/test_alerting_active.py runs the panel",
 }
 
 
@@ -138,7 +142,9 @@ def test_each_dashboard_is_grafana_dashboard_json() -> None:
                 assert target["rawQuery"] is True
                 assert target["resultFormat"] in ("time_series", "table")
                 query = target["query"]
-                assert "$timeFilter" in query, query
+                # Every query is bound in time: the dashboard's range, or (what fires now)
+                # the last few minutes.
+                assert "$timeFilter" in query or "WHERE time > now() - " in query, query
                 if "GROUP BY time(" in query:
                     assert "GROUP BY time($__interval)" in query, query
                 assert variables_used(query) <= defined, query
@@ -158,6 +164,54 @@ def test_provisioning_files_point_at_the_dashboards() -> None:
     (provider,) = providers["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"].endswith("rackwatch")
+
+
+# --- one unit per axis -----------------------------------------------------------------------
+
+# Grafana's unit for each schema unit a timeseries panel may draw.
+GRAFANA_UNITS = {
+    "W": "watt",
+    "A": "amp",
+    "V": "volt",
+    "%": "percent",
+    "°C": "celsius",
+    "B": "bytes",
+}
+
+
+def test_a_timeseries_panel_draws_one_unit_on_its_axis() -> None:
+    """Fields of different units (current and voltage) on one axis read as nonsense; a
+    panel's unit is the unit of every field it draws."""
+    from telemetry.schema import schema
+
+    fields = schema().fields
+    mixed = []
+    for name, dashboard in dashboards().items():
+        for panel in panels(dashboard):
+            if panel["type"] != "timeseries":
+                continue
+            units = {
+                fields[field].unit
+                for target in panel["targets"]
+                for field in named(target["query"])[1]
+                if field in fields and fields[field].unit
+            }
+            unit = panel["fieldConfig"]["defaults"]["unit"]
+            expected = {GRAFANA_UNITS.get(u, unit) for u in units}
+            if expected and expected != {unit}:
+                mixed.append(f"{name} / {panel['title']}: {unit} for fields in {units}")
+    assert not mixed, "\n".join(mixed)
+
+
+def test_the_renderer_writes_values_in_their_units() -> None:
+    pytest.importorskip("matplotlib")
+    from dashboards.render import fmt
+
+    assert fmt(80 * 1024**3, "bytes") == "80.0 GiB"
+    assert fmt(512, "bytes") == "512 B"
+    assert fmt(12.34, "amp") == "12.3 A"
+    assert fmt(229.6, "volt") == "230 V"
+    assert fmt(1500, "watt") == "1.50 kW"
 
 
 # --- documented in docs/schema.md ------------------------------------------------------------

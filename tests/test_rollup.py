@@ -10,6 +10,8 @@ import aiomqtt
 import pytest
 import yaml
 
+from collector.alerting.evaluator import Evaluator, Transition
+from collector.alerting.rules import RuleFile
 from collector.config import CollectorConfig, RollupSettings
 from collector.inventory import Inventory
 from collector.rollup import Rollup, WindowPeak
@@ -53,6 +55,7 @@ INVENTORY = {
     },
 }
 A02_FEED_W = math.sqrt(3) * 400 * 16 * 0.9
+DEFAULT_RULES = Path(__file__).parents[1] / "configs" / "alert-rules.yaml"
 
 
 def inventory(**changes: object) -> Inventory:
@@ -212,6 +215,97 @@ def test_pdu_total_comes_from_pdu_then_inlets_then_phases() -> None:
     assert feeds["A02/A"]["power_w"] == 1000.0  # inlets, not the phase
     assert feeds["A02/B"]["power_w"] == 900.0
     assert feeds["A02/A"]["capacity_w"] == pytest.approx(A02_FEED_W)
+
+
+def test_feed_voltage_is_compared_with_the_inventorys_nominal_voltage() -> None:
+    """A02 is 400 V three-phase in the inventory: a wye PDU measuring 231 V line to neutral
+    matches it; a Sentry4 on a 208 V delta cord (line to line on `pdu_line`) does not; B01's
+    single-phase 230 V feed matches 228 V on its inlet."""
+    r = rollup()
+    tags = {**SITE, "rack": "A02"}
+    r.observe(
+        [
+            *(
+                line(
+                    "pdu_phase",
+                    {**tags, "feed": "A", "device": "wye", "phase": p},
+                    {"power_w": 500.0, "voltage_v": v},
+                )
+                for p, v in (("1", 231.0), ("2", 229.5), ("3", 232.0))
+            ),
+            line("pdu", {**tags, "feed": "B", "device": "sentry"}, {"power_w": 900.0}),
+            *(
+                line(
+                    "pdu_line",
+                    {**tags, "feed": "B", "device": "sentry", "line": n},
+                    {"voltage_v": v},
+                )
+                for n, v in (("L1", 208.1), ("L2", 207.9), ("L3", 208.4))
+            ),
+            line(
+                "pdu_inlet",
+                {**SITE, "row": "B", "rack": "B01", "feed": "A", "device": "b"},
+                {"power_w": 800.0, "voltage_v": 228.0},
+            ),
+        ]
+    )
+    feeds = points(r.compute(NOW), "feed_power")
+    wye = feeds["A02/A"]
+    assert wye["voltage_v"] == 231.0
+    assert wye["nominal_voltage_v"] == 230.9  # 400 / sqrt(3), to 0.1 V
+    assert wye["voltage_mismatch"] is False
+    delta = feeds["A02/B"]
+    assert delta["voltage_v"] == 208.1
+    assert delta["nominal_voltage_v"] == 230.9  # the nearer one
+    assert delta["voltage_deviation_pct"] == -9.9
+    assert delta["voltage_mismatch"] is True
+    assert delta["power_w"] == 900.0  # voltage-only lines add no power
+    single = feeds["B01/A"]
+    assert (single["nominal_voltage_v"], single["voltage_mismatch"]) == (230.0, False)
+    # A site whose supply swings more may widen the tolerance.
+    loose = rollup(voltage_tolerance_pct=12)
+    loose.observe(
+        [
+            line("pdu", {**tags, "feed": "B", "device": "sentry"}, {"power_w": 900.0}),
+            line(
+                "pdu_line",
+                {**tags, "feed": "B", "device": "sentry", "line": "L1"},
+                {"voltage_v": 208.0},
+            ),
+        ]
+    )
+    assert points(loose.compute(NOW), "feed_power")["A02/B"]["voltage_mismatch"] is False
+
+
+def test_the_default_rules_flag_a_feed_whose_voltage_is_not_the_inventorys() -> None:
+    """FeedVoltageMismatch (configs/alert-rules.yaml) fires on the roll-up's own lines after
+    its `for`, naming both voltages."""
+    r = rollup()
+    tags = {**SITE, "rack": "A02", "feed": "B", "device": "sentry"}
+    seen: list[Transition] = []
+    clock = [NOW / S]
+    evaluator = Evaluator(config.load(DEFAULT_RULES, RuleFile), seen.append, clock=lambda: clock[0])
+    for minute in range(7):
+        at = NOW + minute * 60 * S
+        r.observe(
+            [
+                line("pdu", tags, {"power_w": 900.0}, at),
+                line("pdu_line", {**tags, "line": "L1"}, {"voltage_v": 208.0}, at),
+            ]
+        )
+        clock[0] = at / S
+        evaluator.observe(r.lines(at))
+        evaluator.tick(clock[0])
+    (fired,) = [t for t in seen if t.state == "firing"]
+    assert fired.alert.labels["alertname"] == "FeedVoltageMismatch"
+    assert (fired.alert.labels["rack"], fired.alert.labels["feed"]) == ("A02", "B")
+    assert fired.summary == ("rack A02 feed B: its PDUs measure 208 V, the inventory says 230.9 V")
+
+
+def test_a_feed_without_voltage_readings_has_no_voltage_fields() -> None:
+    r = rollup()
+    r.observe([pdu("a", "A01", "A", 2000.0)])
+    assert "voltage_mismatch" not in points(r.compute(NOW), "feed_power")["A01/A"]
 
 
 def test_stale_readings_leave_the_sum_and_are_counted_missing() -> None:

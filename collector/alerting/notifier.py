@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -145,7 +146,7 @@ class Grouper:
         for group in list(self.groups.values()):
             if group.next_flush > now:
                 continue
-            group.next_flush = now + group.route.group_interval
+            group.next_flush = now + min(group.route.group_interval, self._resend(group))
             self.flushes += 1
             notification = self._flush(group, now)
             if notification is not None:
@@ -171,9 +172,8 @@ class Grouper:
             group.notified -= {a.fingerprint for a in resolved}
             resolved = []
         new = any(a.fingerprint not in group.notified for a in firing)
-        repeat = bool(firing) and (
-            group.last_sent is None or now - group.last_sent >= group.route.repeat_interval
-        )
+        every = min(group.route.repeat_interval, self._resend(group))
+        repeat = bool(firing) and (group.last_sent is None or now - group.last_sent >= every)
         if not (new or resolved or repeat):
             return None
         content = (
@@ -190,6 +190,11 @@ class Grouper:
             tuple(sorted(firing, key=lambda a: (a.starts_at, a.fingerprint))),
             tuple(sorted(resolved, key=lambda a: (a.ends_at or 0.0, a.fingerprint))),
         )
+
+    def _resend(self, group: _Group) -> float:
+        """Alertmanager's API wants firing alerts pushed again before their lease runs out."""
+        receiver = self.receivers[group.route.receiver]
+        return receiver.resend_interval if receiver.kind == "alertmanager_api" else math.inf
 
     def _tidy(self, group: _Group) -> None:
         """Forget resolved alerts no one needs to hear of, and groups left empty."""

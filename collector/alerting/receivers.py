@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ import httpx
 
 from collector.alerting.alert import Notice
 from collector.alerting.settings import (
+    AlertmanagerApiReceiver,
     AlertmanagerReceiver,
     DingTalkReceiver,
     FeishuReceiver,
+    Mentions,
     PagerDutyReceiver,
     Receiver,
     WebhookReceiver,
@@ -47,6 +50,10 @@ RATE_LIMITED_CODES = {
 }
 # Longest message body the chat services take (bytes of UTF-8).
 MAX_TEXT_BYTES = {"dingtalk": 20000, "wecom": 4096, "feishu": 20000}
+WECOM_TEXT_BYTES = 2048  # WeCom's `text` message, the one that can @mention
+# Alertmanager keeps a firing alert this many resend intervals past its last push (Prometheus
+# sends endsAt = now + 4 x its resend delay), then resolves it on its own.
+ALERTMANAGER_VALIDITY = 4
 PAGERDUTY_SEVERITY = {
     "critical": "critical",
     "error": "error",
@@ -118,6 +125,8 @@ def build(receiver: Receiver, notification: Notification, now: float) -> Request
         return _webhook(receiver, notification, now)
     if isinstance(receiver, AlertmanagerReceiver):
         return _alertmanager(receiver, notification)
+    if isinstance(receiver, AlertmanagerApiReceiver):
+        return _alertmanager_api(receiver, notification, now)
     if isinstance(receiver, PagerDutyReceiver):
         return _pagerduty(receiver, notification, now)
     if isinstance(receiver, DingTalkReceiver):
@@ -206,6 +215,30 @@ def _alertmanager(receiver: AlertmanagerReceiver, n: Notification) -> Request:
     )
 
 
+def _alertmanager_api(receiver: AlertmanagerApiReceiver, n: Notification, now: float) -> Request:
+    """https://github.com/prometheus/alertmanager/blob/main/api/v2/openapi.yaml, postAlerts:
+    POST /api/v2/alerts with a list of postableAlert (labels, annotations, startsAt, endsAt,
+    generatorURL). A firing alert's endsAt is a lease that the next push renews; a resolved
+    one's is when it ended."""
+    lease = now + ALERTMANAGER_VALIDITY * receiver.resend_interval
+    alerts = []
+    for a in n.alerts:
+        alert: dict[str, Any] = {
+            # Alertmanager drops empty label values and refuses an alert without labels.
+            "labels": {k: v for k, v in a.labels.items() if v},
+            "annotations": _annotations(a),
+            "startsAt": rfc3339(a.starts_at),
+            "endsAt": rfc3339(a.ends_at if a.ends_at is not None else lease),
+        }
+        if receiver.generator_url:
+            alert["generatorURL"] = receiver.generator_url
+        alerts.append(alert)
+    url = receiver.url.rstrip("/") + "/api/v2/alerts"
+    return Request(
+        url, _json(alerts), headers={"Content-Type": "application/json", **receiver.headers}
+    )
+
+
 def pagerduty_dedup_key(group_key: str) -> str:
     """One PagerDuty alert per group (as Alertmanager does): a stable 64-character key, under
     the API's 255."""
@@ -264,16 +297,51 @@ def _dingtalk(receiver: DingTalkReceiver, n: Notification, now: float) -> Reques
             "timestamp": str(timestamp_ms),
             "sign": dingtalk_sign(receiver.secret, timestamp_ms),
         }
-    text = _clip(_markdown(n), MAX_TEXT_BYTES["dingtalk"])
-    body = _json({"msgtype": "markdown", "markdown": {"title": _title(n)[:64], "text": text}})
+    mention = _mentioning(receiver.mention, n)
+    # DingTalk notifies those in `at` only when the text names them too (@mobile, @userid).
+    tail = ""
+    if mention is not None:
+        names = [*mention.mobiles, *mention.user_ids] + (["all"] if mention.all else [])
+        tail = "\n\n" + " ".join(f"@{name}" for name in names)
+    text = _clip(_markdown(n), MAX_TEXT_BYTES["dingtalk"] - len(tail.encode())) + tail
+    message: dict[str, Any] = {
+        "msgtype": "markdown",
+        "markdown": {"title": _title(n)[:64], "text": text},
+    }
+    if mention is not None:
+        message["at"] = {
+            "atMobiles": mention.mobiles,
+            "atUserIds": mention.user_ids,
+            "isAtAll": mention.all,
+        }
+    body = _json(message)
     return Request(receiver.url, body, params=params, headers={"Content-Type": "application/json"})
+
+
+def _mentioning(mention: Mentions | None, n: Notification) -> Mentions | None:
+    """Whom to @mention: only for firing alerts, and of the listed severities if any."""
+    if mention is None or not n.firing:
+        return None
+    if mention.severities and not any(a.severity in mention.severities for a in n.firing):
+        return None
+    return mention
 
 
 def _wecom(receiver: WeComReceiver, n: Notification) -> Request:
     """https://developer.work.weixin.qq.com/document/path/91770: POST ...webhook/send?key=KEY,
     msgtype markdown, content at most 4096 bytes of UTF-8."""
-    text = _clip(_markdown(n), MAX_TEXT_BYTES["wecom"])
-    body = _json({"msgtype": "markdown", "markdown": {"content": text}})
+    mention = _mentioning(receiver.mention, n)
+    if mention is None:
+        text = _clip(_markdown(n), MAX_TEXT_BYTES["wecom"])
+        body = _json({"msgtype": "markdown", "markdown": {"content": text}})
+    else:  # only WeCom's text message takes mentioned_list / mentioned_mobile_list
+        everyone = ["@all"] if mention.all else []
+        content: dict[str, Any] = {"content": _clip(_plain(n), WECOM_TEXT_BYTES)}
+        if mention.user_ids or mention.all:
+            content["mentioned_list"] = [*mention.user_ids, *everyone]
+        if mention.mobiles or mention.all:
+            content["mentioned_mobile_list"] = [*mention.mobiles, *everyone]
+        body = _json({"msgtype": "text", "text": content})
     return Request(
         receiver.url,
         body,
@@ -297,7 +365,14 @@ def _feishu(receiver: FeishuReceiver, n: Notification, now: float) -> Request:
     if receiver.secret:
         timestamp_s = int(now)
         message = {"timestamp": str(timestamp_s), "sign": feishu_sign(receiver.secret, timestamp_s)}
-    text = _clip(_plain(n), MAX_TEXT_BYTES["feishu"] - 1024)
+    mention = _mentioning(receiver.mention, n)
+    tail = ""
+    if mention is not None:
+        ats = [f'<at user_id="{html.escape(i)}">{html.escape(i)}</at>' for i in mention.user_ids]
+        if mention.all:
+            ats.append('<at user_id="all">所有人</at>')  # Feishu's own form for everyone
+        tail = "\n" + " ".join(ats)
+    text = _clip(_plain(n), MAX_TEXT_BYTES["feishu"] - 1024 - len(tail.encode())) + tail
     message |= {"msg_type": "text", "content": {"text": text}}
     return Request(receiver.url, _json(message), headers={"Content-Type": "application/json"})
 

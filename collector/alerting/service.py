@@ -18,7 +18,7 @@ from typing import Any
 
 from collector.alerting.alert import Alert, Notice
 from collector.alerting.evaluator import Evaluator, Transition
-from collector.alerting.history import history_line
+from collector.alerting.history import active_sample, history_line, line_of
 from collector.alerting.notifier import Notifier
 from collector.alerting.rules import RuleFile
 from collector.alerting.settings import AlertingSettings
@@ -75,6 +75,9 @@ class Alerting:
                 shards=settings.ownership.shards,
             )
         self.history_lines = 0
+        self.active_lines = 0
+        self._active_at = clock()  # when the last `alert_active` snapshot went out
+        self._active: dict[str, Alert] = {}  # what it listed, by fingerprint
         self._dirty = False
         self._restore()
 
@@ -211,9 +214,34 @@ class Alerting:
 
     def tick(self) -> None:
         self.silences.refresh()
-        self.evaluator.tick(self.clock())
+        now = self.clock()
+        self.evaluator.tick(now)
         if self._dirty or self.evaluator.changed:
             self.save()
+        interval = self.settings.active_interval
+        if interval and now - self._active_at >= interval:
+            self._active_at = now
+            self.write_active(now)
+
+    def write_active(self, now: float) -> None:
+        """An `alert_active` point for each alert firing now (Grafana's "firing now" table)."""
+        firing = {alert.fingerprint: alert for alert in self.evaluator.firing()}
+        samples = [
+            active_sample(a, self.evaluator.summary(a), self.muted(a.labels, now), now)
+            for a in firing.values()
+        ]
+        # What the last snapshot listed and no longer fires: one `resolved` point, so that the
+        # table drops it now rather than when its last point leaves the window.
+        samples += [
+            active_sample(alert, "", None, now, "resolved")
+            for key, alert in self._active.items()
+            if key not in firing
+        ]
+        self._active = firing
+        lines = [line for line in map(line_of, samples) if line is not None]
+        if lines:
+            self.add_lines(lines)
+            self.active_lines += len(lines)
 
     async def close(self, task: asyncio.Task[None], timeout_s: float) -> None:
         """Give queued notifications `timeout_s` to go out, stop, and save the state."""
@@ -237,6 +265,7 @@ class Alerting:
             "alert_stale_samples_total": stats.samples_stale,
             "alerts_stale_total": stats.alerts_stale,
             "alert_history_lines_total": self.history_lines,
+            "alert_active_lines_total": self.active_lines,
             "notifications_sent_total": sent.sent,
             "notifications_failed_total": sent.failed,
             "notification_attempts_total": sent.attempts,

@@ -6,11 +6,12 @@ and checked on their own by `rackwatch check -c alert-rules.yaml`.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, field_validator
 
 from collector.alerting.durations import Duration
 from collector.alerting.matchers import MatcherField
@@ -51,6 +52,37 @@ class AlertmanagerReceiver(ReceiverBase):
     external_url: str = ""
 
 
+class AlertmanagerApiReceiver(ReceiverBase):
+    """Alertmanager's own API: POST <url>/api/v2/alerts, for sites whose Alertmanager does the
+    routing. Firing alerts are sent again every `resend_interval`, each valid for four of
+    them (as Prometheus does), so Alertmanager resolves them itself if rackwatch goes away."""
+
+    kind: Literal["alertmanager_api"]
+    url: Secret  # Alertmanager's base URL: http://alertmanager:9093
+    headers: dict[str, Secret] = {}
+    resend_interval: Duration = Field(default=60.0, gt=0)
+    generator_url: str = ""  # each alert's generatorURL (a Grafana dashboard, say)
+
+
+class Mentions(StrictModel):
+    """Whom a chat robot's message about firing alerts @mentions: on-call phone numbers and
+    user ids (DingTalk and WeCom take both, Feishu user ids, open_ids or union_ids only)."""
+
+    mobiles: list[str] = []
+    user_ids: list[str] = []
+    all: bool = False  # @all (everyone in the group)
+    # Only for notifications with a firing alert of one of these severities; empty: any.
+    severities: list[str] = []
+
+    @field_validator("mobiles")
+    @classmethod
+    def _phone_numbers(cls, mobiles: list[str]) -> list[str]:
+        for mobile in mobiles:
+            if not re.fullmatch(r"\+?[0-9][0-9-]{4,19}", mobile):
+                raise ValueError(f"{mobile!r} is not a phone number (digits, + and - only)")
+        return mobiles
+
+
 class PagerDutyReceiver(ReceiverBase):
     kind: Literal["pagerduty"]
     routing_key: Secret
@@ -62,12 +94,16 @@ class DingTalkReceiver(ReceiverBase):
     kind: Literal["dingtalk"]
     url: Secret  # https://oapi.dingtalk.com/robot/send?access_token=...
     secret: Secret | None = None  # the robot's "加签" secret (SEC...)
+    mention: Mentions | None = None  # at.atMobiles / at.atUserIds / at.isAtAll
 
 
 class WeComReceiver(ReceiverBase):
     kind: Literal["wecom"]
     key: Secret
     url: str = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+    # mentioned_list / mentioned_mobile_list: these go with WeCom's `text` message only, so a
+    # receiver with mentions sends text (at most 2048 bytes) instead of markdown.
+    mention: Mentions | None = None
 
 
 class FeishuReceiver(ReceiverBase):
@@ -76,11 +112,23 @@ class FeishuReceiver(ReceiverBase):
     kind: Literal["feishu"]
     url: Secret  # https://open.feishu.cn/open-apis/bot/v2/hook/...
     secret: Secret | None = None  # the bot's signature verification secret
+    mention: Mentions | None = None  # <at user_id="..."> in the text; no phone numbers
+
+    @field_validator("mention")
+    @classmethod
+    def _no_mobiles(cls, mention: Mentions | None) -> Mentions | None:
+        if mention is not None and mention.mobiles:
+            raise ValueError(
+                "Feishu custom bots @mention by user id (user_id, open_id or union_id), "
+                "not by phone number: use mention.user_ids"
+            )
+        return mention
 
 
 Receiver = Annotated[
     WebhookReceiver
     | AlertmanagerReceiver
+    | AlertmanagerApiReceiver
     | PagerDutyReceiver
     | DingTalkReceiver
     | WeComReceiver
@@ -156,6 +204,8 @@ class AlertingSettings(StrictModel):
     evaluation_interval: Duration = Field(default=1.0, gt=0)  # the clock for `for`, absence
     queue_size: int = Field(default=10_000, ge=1)  # changes waiting for the notifier
     history: bool = True  # every transition as an `alert` point in InfluxDB
+    # Every firing alert as an `alert_active` point this often (Grafana's "firing now"); 0: off.
+    active_interval: Duration = 60.0
 
     def problems(self) -> list[tuple[KeyPath, str]]:
         found: list[tuple[KeyPath, str]] = []
