@@ -7,6 +7,7 @@ which rule is decided once per device layout, in agent/plan.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +26,21 @@ def text(value: Value) -> str:
             return value.hex(":")
         return decoded if decoded.isprintable() else value.hex(":")
     return "" if value is None else str(value)
+
+
+def index_text(part: str, form: str) -> str:
+    """An index part that is an OCTET STRING (one arc per byte, after its length unless the
+    index is IMPLIED) as text, hex or a MAC address; unchanged if it is not bytes."""
+    arcs = [int(arc) for arc in part.split(".") if arc.isdigit()]
+    if form == "number" or len(arcs) != part.count(".") + 1 or any(a > 255 for a in arcs):
+        return part
+    # A length in front: a MAC is 6 bytes; other strings say their length in the first arc.
+    if (form == "mac" and len(arcs) == 7) or (form != "mac" and arcs[0] == len(arcs) - 1):
+        arcs = arcs[1:]
+    data = bytes(arcs)
+    if form == "text":
+        return text(data)
+    return data.hex(":") if form == "mac" else data.hex()
 
 
 def device_scale(spec: FieldSpec, raws: Sequence[Value]) -> float | None:
@@ -68,6 +84,11 @@ def convert(spec: FieldSpec, raw: Value, scale: float | None = None) -> FieldVal
     """One raw value as a field value, or None when absent (sentinel, missing, unparseable)."""
     if raw is None:
         return None
+    if spec.pattern is not None:
+        match = re.search(spec.pattern, text(raw))
+        if match is None:
+            return None
+        raw = match.group(1)
     if spec.type == "string":
         return text(raw)
     if spec.type == "bool":

@@ -14,12 +14,23 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.mapping import Counters, Value, convert, counted, device_scale, in_celsius, text
+from agent.mapping import (
+    Counters,
+    Value,
+    convert,
+    counted,
+    device_scale,
+    in_celsius,
+    index_text,
+    text,
+)
 from agent.profile import Condition, FieldSpec, Readings, ScalarGroup, TableSpec, TagSpec
 from telemetry.sample import FieldValue, Sample
 
 Walk = Callable[[str], Awaitable[Mapping[str, Value]]]
 """Walks one column (entry.column) and gives its values by row index."""
+Get = Callable[[list[str]], Awaitable[Mapping[str, Value]]]
+"""GETs scalars (the names scalar groups take as tags); OIDs the device lacks are left out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,8 @@ class Reading:
     guards: tuple[Guard, ...] = ()
     counter: tuple[object, ...] | None = None  # the counter's key, for type counter
     checked: bool = True  # a table value: if it goes missing, the layout changed
+    part: int | None = None  # a split table's value: which element of the list
+    separator: str = ","
 
 
 @dataclass(slots=True)
@@ -80,19 +93,23 @@ def kept(condition: Condition, present: bool, value: str) -> bool:
 
 
 async def build(
-    parts: Sequence[Readings], base: Mapping[str, str], walk: Walk
+    parts: Sequence[Readings], base: Mapping[str, str], walk: Walk, get: Get | None = None
 ) -> tuple[PollPlan, dict[str, Value]]:
     """The plan for a device answering these profiles, and the values its walks already read
     (the first poll needs no GET for those).
 
     Tables are taken in order; a table with `fallback_for` is walked only when the tables it
     stands in for gave no rows (and then counts as having theirs, so fallbacks chain).
+    Scalar groups' tags read from the device (`oid`) take one GET for them all.
     """
     builder = _Builder(dict(base), walk)
-    for group in (g for part in parts for g in part.scalars):
-        builder.scalars(group)
+    groups = [copy for part in parts for g in part.scalars for copy in g.copies()]
+    named = [t.oid for g in groups for t in g.tags.values() if t.oid]
+    names = dict(await get(named)) if named and get is not None else {}
+    for group in groups:
+        builder.scalars(group, names)
     rows_by_entry: dict[str, int] = {}
-    for table in (t for part in parts for t in part.tables):
+    for table in (copy for part in parts for t in part.tables for copy in t.copies()):
         rows = sum(rows_by_entry.get(entry, 0) for entry in table.fallback_for)
         if not rows:
             rows = await builder.table(table)
@@ -114,6 +131,9 @@ def execute(
     complete = True
     for reading in plan.readings:
         raw = values.get(reading.oid)
+        if raw is not None and reading.part is not None:
+            pieces = text(raw).split(reading.separator)
+            raw = _element(pieces[reading.part]) if reading.part < len(pieces) else None
         if raw is None:
             complete = complete and not reading.checked
             continue
@@ -154,6 +174,7 @@ class _Row:
     index: str
     parts: dict[str, str]
     walks: dict[str, Mapping[str, Value]]
+    part: int | None = None  # a split table's row: its element of each value
 
     def column(self, entry: str | None, column: int) -> str:
         return f"{entry or self.table.entry}.{column}"
@@ -169,7 +190,7 @@ class _Row:
         elif tag.index is True:
             found = self.index
         elif tag.index is not None:
-            found = self.parts[tag.index]
+            found = index_text(self.parts[tag.index], tag.format)
         else:
             found = text(self.read(tag.entry, tag.column or 0, tag.join))
         if tag.pattern and found:
@@ -196,8 +217,14 @@ class _Builder:
             self.points.append((measurement, tags))
         return self._point_of[key]
 
-    def scalars(self, group: ScalarGroup) -> None:
-        tags = {**self.base, **{name: tag.value or "" for name, tag in group.tags.items()}}
+    def scalars(self, group: ScalarGroup, names: Mapping[str, Value]) -> None:
+        tags = {**self.base}
+        for name, tag in group.tags.items():
+            found = tag.value if tag.value is not None else text(names.get(tag.oid or ""))
+            if tag.pattern and found:
+                match = re.search(tag.pattern, found)
+                found = match.group(1) if match else found
+            tags[name] = found
         point = self.point(group.measurement, tags)
         for name, spec in group.fields.items():
             unit = spec.temperature_unit
@@ -224,8 +251,18 @@ class _Builder:
         count = 0
         for index in indexes:
             parts = index_parts(table.index, index)
-            if parts is not None and self._row(_Row(table, index, parts, walks), values):
-                count += 1
+            if parts is None:
+                continue
+            rows = [_Row(table, index, parts, walks)]
+            if (split := table.split) is not None:
+                length = max(
+                    _elements(walks.get(c, {}).get(index), split.separator) for c in values
+                )
+                rows = [
+                    _Row(table, index, {**parts, split.index: str(n + split.start)}, walks, n)
+                    for n in range(length)
+                ]
+            count += sum(self._row(row, values) for row in rows)
         return count
 
     def _row(self, row: _Row, values: set[str]) -> bool:
@@ -242,7 +279,7 @@ class _Builder:
                     guards.append(Guard(f"{column}.{row.index}", condition))
             if not kept(condition, present, value):
                 return False
-        fields, key_tags = dict(table.fields), {}
+        fields, key_tags, measurement = dict(table.fields), {}, table.measurement
         if (pivot := table.pivot) is not None:
             if pivot.index is not None:
                 key = row.parts[pivot.index]
@@ -254,11 +291,12 @@ class _Builder:
                 self._pivot_fields[id(pivot), key] = pivot.fields_of(key)
             fields |= self._pivot_fields[id(pivot), key]
             key_tags = pivot.keys[key].tags
+            measurement = pivot.keys[key].measurement or measurement
         tags = {**self.base, **{name: row.tag(tag) for name, tag in table.tags.items()}}
         tags |= key_tags
-        point = self.point(table.measurement, tags)
+        point = self.point(measurement, tags)
         for name, spec in fields.items():
-            self._reading(row, point, name, spec, tags, tuple(guards))
+            self._reading(row, point, name, spec, (measurement, tags), tuple(guards))
         return True
 
     def _reading(
@@ -267,7 +305,7 @@ class _Builder:
         point: int,
         name: str,
         spec: FieldSpec,
-        tags: dict[str, str],
+        sample: tuple[str, dict[str, str]],
         guards: tuple[Guard, ...],
     ) -> None:
         table = row.table
@@ -277,10 +315,14 @@ class _Builder:
             return  # the device did not say how to scale this value
         column = row.column(spec.entry, spec.column or 0)
         oid = f"{column}.{row.index}"
+        separator = table.split.separator if table.split else ","
         if not table.lookup:  # the value was walked: exactly the values the device has
             if row.index not in row.walks[column]:
                 return
-            self.walked_values[oid] = row.walks[column][row.index]
+            raw = row.walks[column][row.index]
+            if row.part is not None and row.part >= _elements(raw, separator):
+                return
+            self.walked_values[oid] = raw
         setting = None
         if (unit := spec.temperature_unit) is not None:
             if unit.oid:
@@ -297,9 +339,26 @@ class _Builder:
                 scale=scale,
                 setting=setting,
                 guards=guards,
-                counter=_counter_key(spec, table.measurement, tags, name),
+                counter=_counter_key(spec, *sample, name),
+                part=row.part,
+                separator=separator,
             )
         )
+
+
+def _element(piece: str) -> Value:
+    """One element of a split value: an integer as an integer (so `absent: [-1]` and enum
+    codes apply as to an INTEGER column), anything else as text."""
+    piece = piece.strip()
+    try:
+        return int(piece)
+    except ValueError:
+        return piece
+
+
+def _elements(raw: Value, separator: str) -> int:
+    """How many elements a split value has (none when it is missing)."""
+    return 0 if raw is None else len(text(raw).split(separator))
 
 
 def _counter_key(

@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from telemetry import config
 from telemetry.config import KeyPath, StrictModel
@@ -81,6 +89,65 @@ class TemperatureUnit(StrictModel):
         return self
 
 
+def _listed(values: object) -> list[str]:
+    """`for_each` values: a list, or text of comma-separated values and ranges ("2-9,11-44")."""
+    found: list[str] = []
+    for item in values if isinstance(values, list | tuple) else [values]:
+        for piece in str(item).split(","):
+            first, dash, last = piece.strip().partition("-")
+            if dash and first.isdigit() and last.strip().isdigit():
+                if int(last) < int(first):
+                    raise ValueError(f"for_each: range {piece.strip()!r} runs backwards")
+                found += [str(n) for n in range(int(first), int(last) + 1)]
+            elif piece.strip():
+                found.append(piece.strip())
+    return found
+
+
+def _for_each_rows(spec: object) -> list[dict[str, str]]:
+    if not isinstance(spec, dict) or not spec:
+        raise ValueError('for_each needs names with their values, e.g. {unit: "1-16"}')
+    columns = {str(name): _listed(values) for name, values in spec.items()}
+    counts = {name: len(values) for name, values in columns.items()}
+    if len(set(counts.values())) != 1 or 0 in counts.values():
+        raise ValueError(f"for_each: every name needs as many values (taken in step): {counts}")
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def _substitute(data: object, values: dict[str, str]) -> object:
+    if isinstance(data, str):
+        for name, value in values.items():
+            data = data.replace("{" + name + "}", value)
+        return data
+    if isinstance(data, dict):
+        return {_substitute(k, values): _substitute(v, values) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_substitute(item, values) for item in data]
+    return data
+
+
+class Repeated(StrictModel):
+    """A table or scalar group written once for several units: `for_each: {unit: "1-16"}`
+    makes one copy per value, with `{unit}` replaced in every text of the spec (OIDs, tag
+    values). Several names are taken in step: `{outlet: "1-42", arc: "2-9,11-44"}`."""
+
+    _copies: tuple[Any, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _for_each(cls, data: object, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        if not isinstance(data, dict) or "for_each" not in data:
+            return handler(data)
+        template = {k: v for k, v in data.items() if k != "for_each"}
+        copies = [handler(_substitute(template, row)) for row in _for_each_rows(data["for_each"])]
+        copies[0]._copies = tuple(copies)
+        return copies[0]
+
+    def copies(self) -> tuple[Self, ...]:
+        """What a poll reads: every copy of a `for_each` spec, else the spec itself."""
+        return self._copies or (self,)
+
+
 def _one_or_many(value: object) -> object:
     return (value,) if isinstance(value, str | dict) else value
 
@@ -105,6 +172,9 @@ class FieldSpec(StrictModel):
     absent: tuple[int, ...] = ()
     enum: dict[int, str] = {}
     counter_bits: Literal[32, 64] | None = None  # wrap width for type counter
+    # A number inside text ("32A", "35 C"): the value is its one capture group, before any
+    # conversion; a value the pattern does not match is absent.
+    pattern: str | None = None
 
     _many = field_validator("scale_from", mode="before")(_one_or_many)
 
@@ -123,27 +193,36 @@ class FieldSpec(StrictModel):
             raise ValueError("type counter needs counter_bits (32 or 64); only counters have it")
         if (self.type == "bool") != bool(self.true_values):
             raise ValueError("type bool needs true_values, and true_values need type bool")
+        if self.pattern is not None:
+            _check_pattern(self.pattern)
         return self
 
 
 class TagSpec(StrictModel):
     """A tag from a column's value (of this table, or of another table joined on index parts:
     an outlet's name from the outlet configuration table), from a named index part, from the
-    whole index, or fixed. `pattern` keeps its one capture group ("Phase AB" -> "AB")."""
+    whole index, from a scalar `oid` (read when the plan is made), or fixed. `pattern` keeps
+    its one capture group ("Phase AB" -> "AB"). `format` decodes an index part that is an
+    OCTET STRING (its length, if given, then one arc per byte): text, hex or mac."""
 
     column: int | None = Field(default=None, gt=0)
     entry: Oid | None = None
     join: tuple[str, ...] = ()
     index: str | Literal[True] | None = None
     value: str | None = None
+    oid: Oid | None = None
     pattern: str | None = None
+    format: Literal["number", "text", "hex", "mac"] = "number"
 
     @model_validator(mode="after")
     def _one_source(self) -> TagSpec:
-        if sum(x is not None for x in (self.column, self.index, self.value)) != 1:
-            raise ValueError("a tag needs exactly one of column, index or value")
+        sources = (self.column, self.index, self.value, self.oid)
+        if sum(x is not None for x in sources) != 1:
+            raise ValueError("a tag needs exactly one of column, index, oid or value")
         if (self.entry is not None or self.join) and self.column is None:
             raise ValueError("entry and join need column")
+        if self.format != "number" and self.index is None:
+            raise ValueError("format is for index parts (a tag with index)")
         if self.pattern is not None:
             _check_pattern(self.pattern)
         return self
@@ -179,9 +258,11 @@ class Condition(StrictModel):
 class PivotKey(StrictModel):
     """What the rows of one pivot key become: `field`, read as the pivot's `value` says with
     the key's changes (scale, enum, ...; with `column`, a field spec of its own), fixed
-    `tags`, and `also` further fields of the same row, each a field spec of its own."""
+    `tags`, and `also` further fields of the same row, each a field spec of its own. With
+    `measurement`, the key's rows are samples of that measurement instead of the table's."""
 
     field: str
+    measurement: str | None = None
     tags: dict[str, str] = {}
     also: dict[str, FieldSpec] = {}
     changes: dict[str, object] = {}
@@ -192,7 +273,7 @@ class PivotKey(StrictModel):
         if isinstance(value, str):
             return {"field": value}
         if isinstance(value, dict) and "changes" not in value:
-            own = {k: v for k, v in value.items() if k in ("field", "tags", "also")}
+            own = {k: v for k, v in value.items() if k in ("field", "measurement", "tags", "also")}
             return {**own, "changes": {k: v for k, v in value.items() if k not in own}}
         return value
 
@@ -244,7 +325,17 @@ class Pivot(StrictModel):
         return {chosen.field: main, **chosen.also}
 
 
-class TableSpec(StrictModel):
+class Split(StrictModel):
+    """Values that are lists in one string ("1,0,1,1": outlet states in one DisplayString):
+    element i of each field's value is a row of its own, its position (from `start`) the
+    index part named `index`."""
+
+    separator: str = Field(default=",", min_length=1)
+    index: str
+    start: int = 1
+
+
+class TableSpec(Repeated):
     """One SNMP table: each selected row becomes one sample of `measurement`."""
 
     measurement: str
@@ -260,12 +351,22 @@ class TableSpec(StrictModel):
     tags: dict[str, TagSpec] = {}
     pivot: Pivot | None = None
     fields: dict[str, FieldSpec] = {}
+    split: Split | None = None
 
     _many = field_validator("fallback_for", mode="before")(_one_or_many)
 
     @model_validator(mode="after")
     def _columns_and_names(self) -> TableSpec:
         names = set(self.index)
+        if self.split is not None:
+            if self.lookup:
+                raise ValueError("split needs the values walked (no lookup)")
+            if self.split.index in names:
+                raise ValueError(f"split: index part {self.split.index!r} is already named")
+            names.add(self.split.index)
+        for name, tag in self.tags.items():
+            if tag.oid is not None:
+                raise ValueError(f"tag {name}: a table's tags come from its rows (no oid)")
         specs = list(self.fields.items())
         if self.pivot:
             specs += [i for key in self.pivot.keys for i in self.pivot.fields_of(key).items()]
@@ -287,8 +388,9 @@ class TableSpec(StrictModel):
         return self
 
 
-class ScalarGroup(StrictModel):
-    """Scalar OIDs read with GET that together form one sample."""
+class ScalarGroup(Repeated):
+    """Scalar OIDs read with GET that together form one sample; its tags are fixed values or
+    scalars read when the plan is made (an outlet's name)."""
 
     measurement: str
     tags: dict[str, TagSpec] = {}
@@ -302,8 +404,8 @@ class ScalarGroup(StrictModel):
             if spec.temperature_unit and spec.temperature_unit.oid is None:
                 raise ValueError(f"field {name}: a scalar's temperature_unit needs oid")
         for name, tag in self.tags.items():
-            if tag.value is None:
-                raise ValueError(f"tag {name}: a scalar group's tags are fixed values")
+            if tag.value is None and tag.oid is None:
+                raise ValueError(f"tag {name}: a scalar group's tags are a value or an oid")
         return self
 
 
@@ -351,7 +453,7 @@ class Readings(StrictModel):
     tables: list[TableSpec] = []
 
     def problems(self) -> list[tuple[KeyPath, str]]:
-        entries = {table.entry for table in self.tables}
+        entries = {copy.entry for table in self.tables for copy in table.copies()}
         found: list[tuple[KeyPath, str]] = [
             (("tables", i, "fallback_for"), f"no table with entry {entry}")
             for i, table in enumerate(self.tables)

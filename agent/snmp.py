@@ -336,7 +336,7 @@ class SnmpDevice:
             base = {**self._tags, "vendor": identity.profile.vendor, "model": identity.model}
             parts = self._registry.with_includes(identity.profile)
             walks: dict[str, dict[str, Value]] = {}  # each column walked once per poll
-            self._plan, walked = await plan.build(parts, base, partial(self._walk, walks))
+            self._plan, walked = await plan.build(parts, base, partial(self._walk, walks), self.get)
         values = await self.get([SYS_UPTIME, *(o for o in self._plan.oids() if o not in walked)])
         uptime = values.get(SYS_UPTIME)
         uptime = uptime if isinstance(uptime, int) else None

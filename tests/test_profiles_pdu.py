@@ -634,3 +634,48 @@ async def test_the_plan_is_made_again_when_it_is_old(
     assert [(s.measurement, s.tags, s.fields) for s in second] == [
         (s.measurement, s.tags, s.fields) for s in first
     ]
+
+
+async def test_digipower_outlet_states_are_split_from_one_string(snmpsim: Running) -> None:
+    """pdu01OutletStatus "1,1,...,1" is 24 outlets' relay states; at steady state the string is
+    still one OID of the one GET list (4 inlet values, the states, sysUpTime)."""
+    device = CountingDevice(snmpsim, "digipower")
+    await device.collect()
+    device.asked.clear()
+    device.walked.clear()
+    samples = await device.collect()
+    outlets = points(samples, "pdu_outlet", "unit", "outlet")
+    assert outlets == {("1", str(n)): {"state": "on"} for n in range(1, 25)}
+    assert points(samples, "pdu_inlet", "unit") == {
+        ("1",): {
+            "current_a": 0.0,
+            "current_warning_a": 12.0,
+            "current_critical_a": 16.0,
+            "voltage_v": 230.0,
+        }
+    }
+    assert device.walked == []
+    assert device.asked == [6]
+
+
+async def test_aten_relay_states_and_readings_are_one_series_with_the_outlet_name(
+    snmpsim: Running,
+) -> None:
+    """Each outlet's relay state (a scalar per outlet) takes the outlet's name read from the
+    device, as the outlet table's row does: one series per outlet; the names are read with the
+    plan, not every poll."""
+    device = CountingDevice(snmpsim, "atenpdu")
+    await device.collect()
+    device.asked.clear()
+    samples = await device.collect()
+    outlets = points(samples, "pdu_outlet", "outlet")  # asserts one tag set per outlet
+    assert len(outlets) == 16
+    assert outlets[("13",)] == {
+        "current_a": 0.95,
+        "voltage_v": 238.85,
+        "power_w": 216.226,
+        "power_factor": 0.91,
+        "state": "on",
+    }
+    assert names(samples, "pdu_outlet", "outlet")[("13",)] == {"outlet_name": "13"}
+    assert len(device.asked) == 1  # one GET list (in batches), no name lookups

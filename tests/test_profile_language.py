@@ -1,0 +1,189 @@
+"""The profile language's later constructs, without a device: numbers inside text, values
+that are lists, scalar groups tagged from the device, string indexes, `for_each` copies and
+pivot keys with a measurement of their own. Plans are built from walks served from memory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from agent import plan
+from agent.mapping import Counters, Value, convert, index_text
+from agent.profile import FieldSpec, Fragment, Profile, ScalarGroup
+from telemetry import config
+from tests.test_mapping import ENTRY, fields_by, make_plan, poll, table, walked
+
+
+def test_a_number_inside_text_is_its_pattern_group() -> None:
+    """ "32A", "35 C", "230.5V": the capture group is the value, then scaled as usual."""
+    amps = FieldSpec(column=1, pattern=r"([-\d.]+)\s*A")
+    assert convert(amps, b"32A") == 32.0
+    assert convert(amps, b"n/a") is None  # no match: absent, never zero
+    volts = FieldSpec(column=1, pattern=r"([-\d.]+)\s*V", scale=0.5)
+    assert convert(volts, "230.5V") == 115.25
+    state = FieldSpec.model_validate(
+        {"column": 1, "type": "enum", "enum": {1: "on"}, "pattern": r"state=(\d)"}
+    )
+    assert convert(state, b"state=1") == "on"
+    with pytest.raises(ValidationError, match="one capture group"):
+        FieldSpec(column=1, pattern=r"\d+")
+
+
+async def test_a_list_in_one_value_is_split_into_rows() -> None:
+    """DigiPower's "1,0,1" outlet states: element i is outlet i+1, one sample each; a list
+    that gets shorter asks for a new plan (an outlet went away)."""
+    spec = table(
+        index=["zero"],
+        split={"index": "outlet"},
+        tags={"outlet": {"index": "outlet"}},
+        fields={
+            "state": {"column": 13, "type": "enum", "absent": [-1], "enum": {0: "off", 1: "on"}}
+        },
+    )
+    samples = await poll([spec], walked({"0": {13: b"1, 0,-1,1"}}))
+    assert fields_by(samples, "outlet") == {
+        "1": {"state": "on"},
+        "2": {"state": "off"},
+        "4": {"state": "on"},  # outlet 3 is "not available": no field, no sample
+    }
+    made, _ = await make_plan([spec], walked({"0": {13: b"1,0,1"}}))
+    later, complete = plan.execute(made, {f"{ENTRY}.13.0": b"0,0"}, 2, Counters())
+    assert not complete
+    assert fields_by(later, "outlet") == {"1": {"state": "off"}, "2": {"state": "off"}}
+    with pytest.raises(ValidationError, match="no lookup"):
+        table(index=["zero"], lookup=True, split={"index": "outlet"}, fields={"a": {"column": 1}})
+
+
+async def test_a_scalar_group_is_tagged_with_a_name_read_from_the_device() -> None:
+    """ATEN's per-outlet scalars take the outlet's name from another OID, so they are the same
+    series as the outlet table's row with that name."""
+    group = ScalarGroup.model_validate(
+        {
+            "measurement": "pdu_outlet",
+            "tags": {"outlet": {"value": "1"}, "outlet_name": {"oid": "1.3.6.1.4.1.9.2.1"}},
+            "fields": {"state": {"oid": "1.3.6.1.4.1.9.3.0", "type": "enum", "enum": {2: "on"}}},
+        }
+    )
+    rows = table(
+        measurement="pdu_outlet",
+        index=["outlet"],
+        tags={"outlet": {"index": "outlet"}, "outlet_name": {"column": 2}},
+        fields={"current_a": {"column": 3}},
+    )
+    asked: list[list[str]] = []
+
+    async def get(oids: list[str]) -> Mapping[str, Value]:
+        asked.append(oids)
+        return {"1.3.6.1.4.1.9.2.1": b"web01"}
+
+    async def walk(column: str) -> Mapping[str, Value]:
+        return walked({"1": {2: b"web01", 3: 2}}).get(column, {})
+
+    made, values = await plan.build([Fragment(scalars=[group], tables=[rows])], {}, walk, get)
+    assert asked == [["1.3.6.1.4.1.9.2.1"]]  # one GET for all names, with the plan
+    samples, _ = plan.execute(made, {**values, "1.3.6.1.4.1.9.3.0": 2}, 1, Counters())
+    assert [(s.tags, dict(s.fields)) for s in samples] == [
+        ({"outlet": "1", "outlet_name": "web01"}, {"state": "on", "current_a": 2.0})
+    ]
+    with pytest.raises(ValidationError, match="no oid"):
+        table(tags={"n": {"oid": "1.3.6.1.4.1.9.2.1"}}, fields={"a": {"column": 1}})
+
+
+def test_string_index_parts_are_decoded() -> None:
+    """OCTET STRING indexes: length-prefixed or IMPLIED, as text, hex or a MAC address."""
+    assert index_text("4.80.68.85.49", "text") == "PDU1"
+    assert index_text("80.68.85.49", "text") == "PDU1"  # IMPLIED: no length
+    assert index_text("6.0.27.33.170.187.204", "mac") == "00:1b:21:aa:bb:cc"
+    assert index_text("5.1.2.3.4.5", "mac") == "05:01:02:03:04:05"  # IMPLIED, first byte 5
+    assert index_text("2.1.255", "hex") == "01ff"
+    assert index_text("3.700", "text") == "3.700"  # not bytes: left as it is
+
+
+async def test_a_string_index_becomes_a_text_tag() -> None:
+    spec = table(
+        index=["pdu", "sensor"],
+        tags={"pdu": {"index": "pdu"}, "sensor": {"index": "sensor", "format": "text"}},
+        fields={"temperature_c": {"column": 4}},
+    )
+    samples = await poll([spec], walked({"1.5.73.110.108.101.116": {4: 21}}))
+    assert [s.tags for s in samples] == [{"site": "s", "pdu": "1", "sensor": "Inlet"}]
+    with pytest.raises(ValidationError, match="format is for index parts"):
+        table(tags={"n": {"column": 2, "format": "text"}}, fields={"a": {"column": 1}})
+
+
+async def test_for_each_makes_one_spec_per_unit() -> None:
+    """DigiPower's 16 daisy-chained units are one spec: `{unit}` in the OID and the tag."""
+    spec = table(
+        for_each={"unit": "1-3"},
+        entry="1.3.6.1.4.1.17420.1.2.9.{unit}",
+        index=["zero"],
+        tags={"unit": {"value": "{unit}"}},
+        fields={"current_a": {"column": 11, "scale": 0.1}},
+    )
+    assert [copy.entry for copy in spec.copies()] == [f"1.3.6.1.4.1.17420.1.2.9.{n}" for n in "123"]
+    walks = {
+        **walked({"0": {11: 52}}, "1.3.6.1.4.1.17420.1.2.9.1"),
+        **walked({"0": {11: 7}}, "1.3.6.1.4.1.17420.1.2.9.3"),
+    }
+    samples = await poll([spec], walks)  # unit 2 is not chained: no rows, no sample
+    assert fields_by(samples, "unit") == {"1": {"current_a": 5.2}, "3": {"current_a": 0.7}}
+    stepped = ScalarGroup.model_validate(
+        {
+            "for_each": {"outlet": "1-3", "arc": "2,11-12"},
+            "measurement": "pdu_outlet",
+            "tags": {"outlet": {"value": "{outlet}"}},
+            "fields": {"state": {"oid": "1.3.6.1.4.1.21317.{arc}.0"}},
+        }
+    )
+    found = [(g.tags["outlet"].value, g.fields["state"].oid) for g in stepped.copies()]
+    assert found == [("1", "1.3.6.1.4.1.21317.2.0"), ("2", "1.3.6.1.4.1.21317.11.0"),
+                     ("3", "1.3.6.1.4.1.21317.12.0")]  # fmt: skip
+
+
+def test_a_bad_for_each_is_an_error_with_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: x\nvendor: v\nkind: pdu\ndetect: {}\ntables:\n"
+        "  - measurement: m\n    for_each: {unit: 1-4, arc: 1-3}\n"
+        "    entry: 1.3.6.1.4.1.9.{unit}\n    fields: {a: {column: 1}}\n"
+    )
+    with pytest.raises(config.ConfigError, match=r"bad.yaml:\d+: .*as many values"):
+        config.load(path, Profile)
+    path.write_text(
+        "name: x\nvendor: v\nkind: pdu\ndetect: {}\ntables:\n"
+        "  - measurement: m\n    for_each: {unit: 1-4}\n"
+        "    entry: 1.3.6.1.4.1.9.{units}\n    fields: {a: {column: 1}}\n"
+    )
+    with pytest.raises(config.ConfigError, match=r"bad.yaml:8: .*not a numeric OID"):
+        config.load(path, Profile)
+
+
+async def test_a_pivot_key_names_its_measurement() -> None:
+    """Rittal's variable table: one spec, each variable name says its measurement."""
+    spec = table(
+        index=["device", "variable"],
+        tags={"unit": {"index": "device"}},
+        pivot={
+            "column": 3,
+            "value": {"column": 11},
+            "keys": {
+                "Water.Flowrate.Value": "water_flow_lpm",
+                "Fans.Speed.Fan1": {
+                    "field": "speed_pct",
+                    "measurement": "fan",
+                    "tags": {"fan": "1"},
+                },
+            },
+        },
+    )
+    walks = walked(
+        {"2.1": {3: b"Water.Flowrate.Value", 11: 40}, "2.2": {3: b"Fans.Speed.Fan1", 11: 55}}
+    )
+    samples = await poll([spec], walks)
+    assert [(s.measurement, s.tags, dict(s.fields)) for s in samples] == [
+        ("m", {"site": "s", "unit": "2"}, {"water_flow_lpm": 40.0}),
+        ("fan", {"site": "s", "unit": "2", "fan": "1"}, {"speed_pct": 55.0}),
+    ]
