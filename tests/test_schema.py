@@ -161,9 +161,10 @@ def profile_fields(node: object, measurement: str | None = None) -> Iterator[tup
         measurement = getattr(node, "measurement", None) or measurement
         fields_of, keys = getattr(node, "fields_of", None), getattr(node, "keys", None)
         if measurement and callable(fields_of) and isinstance(keys, Mapping):  # a pivot
-            for key in keys:
+            for key, chosen in keys.items():
+                own = getattr(chosen, "measurement", None) or measurement  # a key's own
                 for field, spec in fields_of(key).items():
-                    yield measurement, field, spec
+                    yield own, field, spec
         for name in type(node).model_fields:
             yield from profile_fields(getattr(node, name), measurement)
     elif isinstance(node, Mapping):
@@ -430,7 +431,7 @@ def test_alert_history_is_in_the_schema(value: object) -> None:
 
 # --- readers: dashboards and the demo ------------------------------------------------------
 
-_FROM = re.compile(r'\bFROM\s+(?:"(?P<name>[^"]+)"|(?P<regex>/[^/]+/))')
+_FROM = re.compile(r'\bFROM\s+(?:"[^"]+"\.)?(?:"(?P<name>[^"]+)"|(?P<regex>/[^/]+/))')
 _FIELD = re.compile(r'\w+\(\s*(?:"(?P<name>[^"]+)"|/(?P<regex>[^/]+)/)')
 _TAG = re.compile(r'"(?P<tag>[^"]+)"\s*=~|GROUP BY (?P<group>.*?)(?: fill\(|$)')
 _KEY = re.compile(r'WITH KEY = "(?P<key>[^"]+)"')
