@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from collector.alerting.durations import Duration
 from collector.alerting.settings import AlertingSettings
 from telemetry.config import KeyPath, Secret, StrictModel
 from telemetry.metrics import MetricsSettings
@@ -114,6 +115,25 @@ class RollupSettings(StrictModel):
     state_path: Path | None = None
 
 
+class RetentionSettings(StrictModel):
+    """History in InfluxDB 1.x (collector/retention.py, docs/operations.md "History"): a
+    retention policy of 5-minute aggregates filled by continuous queries, set up at start.
+    Durations in seconds or with a unit (`14d`, `5m`)."""
+
+    enabled: bool = True  # InfluxDB 1.x only; the v2 API: buckets and tasks, by hand
+    # How long raw data stays: the policy the collector writes to is altered to this; unset:
+    # left as it is (InfluxDB's default `autogen` keeps everything).
+    raw_duration: Duration | None = Field(default=None, ge=3600)
+    policy: str = Field(default="rackwatch_5m", pattern=r"^[A-Za-z0-9_]+$")
+    duration: Duration = Field(default=400 * 86400.0, ge=0)  # aggregates; 0: forever
+    interval: Duration = Field(default=300.0, ge=60)
+    # Each run recomputes this much, so late (spooled) data lands in its aggregate.
+    resample_for: Duration = Field(default=900.0, ge=60)
+    # Dashboards read raw data for time ranges up to this, aggregates beyond.
+    raw_max_span: Duration = Field(default=2 * 86400.0, gt=0)
+    config_policy: str = Field(default="rackwatch_forever", pattern=r"^[A-Za-z0-9_]+$")
+
+
 class CollectorConfig(StrictModel):
     name: str = "collector"
     mqtt: MqttSettings = MqttSettings()
@@ -128,6 +148,7 @@ class CollectorConfig(StrictModel):
     timestamps: TimestampSettings | None = TimestampSettings()  # null: taken as they come
     health_interval_s: float = Field(default=10.0, gt=0)
     rollup: RollupSettings | None = None
+    retention: RetentionSettings = RetentionSettings()  # history (docs/operations.md)
     metrics: MetricsSettings | None = None  # Prometheus endpoint; off unless set
     alerting: AlertingSettings | None = None  # rules on the stream, notifications (alerting.md)
 

@@ -16,6 +16,7 @@ from collector.influx import InfluxWriter
 from collector.ingest import Ingest
 from collector.inventory import Inventory
 from collector.pipeline import Pipeline
+from collector.retention import Keeper
 from collector.rollup import Rollup
 from telemetry.config import load as load_config
 from telemetry.lineproto import Timestamps, encode
@@ -57,6 +58,7 @@ class Collector:
             else None
         )
         self.rollup_feed: StreamFeed | None = None
+        self.retention = Keeper(config)
         if self.rollup is not None and config.rollup and config.rollup.own_subscription:
             self.rollup_feed = StreamFeed(
                 "roll-ups",
@@ -127,6 +129,7 @@ class Collector:
                 ),
                 **self.broker_watch.health_fields(),
                 **(self.rollup.health_fields() if self.rollup else {}),
+                **self.retention.health_fields(),
                 **(self.alerting.health_fields() if self.alerting else {}),
             },
             time.time_ns(),
@@ -230,6 +233,7 @@ class Collector:
             self.writer.describe(),
         )
         ingest = asyncio.create_task(self.ingest.run(), name="mqtt ingest")
+        retention = asyncio.create_task(self.retention.run(), name="retention")
         health = asyncio.create_task(self._report_health(), name="health")
         broker_watch = asyncio.create_task(self.broker_watch.run(), name="broker statistics")
         rollup = (
@@ -250,6 +254,7 @@ class Collector:
         try:
             await stop.wait()
         finally:
+            retention.cancel()
             connections = [ingest, health, broker_watch, *([rollup_feed] if rollup_feed else [])]
             for task in connections:
                 task.cancel()

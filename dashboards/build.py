@@ -25,16 +25,23 @@ def where(filters: Sequence[str]) -> str:
     return "$timeFilter" + "".join(f' AND "{tag}" =~ /^${tag}$/' for tag in filters)
 
 
+def source(measurement: str) -> str:
+    """The measurement in the retention policy `$rp` picks for the time range: raw data for
+    short ranges, 5-minute aggregates beyond (collector/retention.py)."""
+    return f'"$rp"."{measurement}"'
+
+
 def over_time(select: str, measurement: str, filters: Sequence[str], by: Sequence[str] = ()) -> str:
     group = ", ".join(["time($__interval)", *(f'"{tag}"' for tag in by)])
     return (
-        f'SELECT {select} FROM "{measurement}" WHERE {where(filters)} GROUP BY {group} fill(none)'
+        f"SELECT {select} FROM {source(measurement)} WHERE {where(filters)} "
+        f"GROUP BY {group} fill(none)"
     )
 
 
 def latest(select: str, measurement: str, filters: Sequence[str], by: Sequence[str] = ()) -> str:
     group = f" GROUP BY {', '.join(f'{chr(34)}{tag}{chr(34)}' for tag in by)}" if by else ""
-    return f'SELECT {select} FROM "{measurement}" WHERE {where(filters)}{group}'
+    return f"SELECT {select} FROM {source(measurement)} WHERE {where(filters)}{group}"
 
 
 def events(measurement: str, filters: Sequence[str], limit: int = 100) -> Query:
@@ -56,6 +63,15 @@ def tag_values(key: str, filters: Sequence[str], measurement: str = "") -> Varia
     return Variable(key, key.capitalize(), query)
 
 
+# The retention policy for the time range: the first `rp_config` row (written by the collector,
+# collector/retention.py) whose span covers the range; Grafana re-asks on every range change.
+RP = Variable(
+    "rp",
+    "Resolution",
+    'SELECT "rp" FROM "rackwatch_forever"."rp_config" '
+    'WHERE "max_span_ms" >= ${__to} - ${__from} ORDER BY time LIMIT 1',
+    multi=False,
+)
 SITE = tag_values("site", ())
 ROOM = tag_values("room", ("site",))
 ROW = tag_values("row", ("site", "room"))
@@ -85,7 +101,7 @@ def hub_overview() -> Dashboard:
         "rackwatch / Hub overview",
         "Per site: IT power against capacity, PUE, the hottest racks, cooling and UPS status, "
         "accelerator utilization and alerts.",
-        [SITE],
+        [RP, SITE],
         [
             Row("Power"),
             Panel(
@@ -273,7 +289,7 @@ def rows_and_racks() -> Dashboard:
         "rackwatch / Rows and racks",
         "Rack power per feed against the derated breaker capacity, N+N headroom, stranded "
         "capacity and inlet temperatures.",
-        [SITE, ROOM, ROW, RACK],
+        [RP, SITE, ROOM, ROW, RACK],
         [
             Panel(
                 "Row $row: racks against capacity",
@@ -442,7 +458,7 @@ def pdu_detail() -> Dashboard:
         "rackwatch-pdu",
         "rackwatch / PDU detail",
         "Inlets, phases and their balance, banks and breakers, outlets.",
-        [SITE, ROOM, ROW, RACK, device],
+        [RP, SITE, ROOM, ROW, RACK, device],
         [
             Row("Inlets"),
             Panel(
@@ -646,7 +662,7 @@ def cooling() -> Dashboard:
         "rackwatch-cooling",
         "rackwatch / Cooling",
         "Supply and return air, set points, chilled water, fans, cooling output, humidity.",
-        [SITE, ROOM, ROW, device],
+        [RP, SITE, ROOM, ROW, device],
         [
             Panel(
                 "Operating state",
@@ -766,7 +782,7 @@ def ups() -> Dashboard:
         "rackwatch-ups",
         "rackwatch / UPS",
         "Load, runtime, battery and the times on battery.",
-        [SITE, ROOM, ROW, device],
+        [RP, SITE, ROOM, ROW, device],
         [
             Panel(
                 "Output source (on battery in red)",
@@ -904,7 +920,7 @@ def accelerators() -> Dashboard:
         "Utilization, memory, power, temperatures, throttling, ECC and XID events, by cluster, "
         "rack, host and card, whichever vendor made the card; which job runs on each card, and "
         "each job's power and energy.",
-        [SITE, ROOM, ROW, RACK, cluster, host],
+        [RP, SITE, ROOM, ROW, RACK, cluster, host],
         [
             Panel(
                 "Utilization by cluster",
@@ -1046,7 +1062,7 @@ def per_job(total: str, per_host: str, filters: Sequence[str], *by: str) -> str:
     field = per_host.split('"')[1]
     tags = ", ".join(f'"{tag}"' for tag in (*by, "job", "host"))
     inner = (
-        f'SELECT {per_host} AS "{field}" FROM "accelerator_job" WHERE {where(filters)} '
+        f'SELECT {per_host} AS "{field}" FROM {source("accelerator_job")} WHERE {where(filters)} '
         f"GROUP BY {tags}"
     )
     group = ", ".join(f'"{tag}"' for tag in (*by, "job"))
@@ -1084,7 +1100,7 @@ def health() -> Dashboard:
         "rackwatch / Health",
         "Is rackwatch itself well: devices answering, poll durations, failures, overruns, "
         "spools, write rate and anything dropped.",
-        [SITE, agent],
+        [RP, SITE, agent],
         [
             Row("Agents"),
             Panel(

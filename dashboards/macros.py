@@ -5,9 +5,13 @@ InfluxDB data source formats them for a regex match."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 
 ALL = ".*"  # the variables' allValue
+# Single-valued variables left unset: the value Grafana would pick for a short range.
+DEFAULTS = {"rp": "autogen"}  # the raw data: InfluxDB's default retention policy
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def regex_value(values: Sequence[str] | None) -> str:
@@ -26,15 +30,25 @@ def interpolate(
     interval: str = "10s",
 ) -> str:
     """`query` as Grafana sends it: time filter over the last `time_range`, `$__interval` as
-    `interval`, each `$name` / `${name}` as `regex_value` of its values (None: All)."""
+    `interval`, `${__from}` / `${__to}` as epoch milliseconds, each `$name` / `${name}` as
+    `regex_value` of its values (None: All, or DEFAULTS for a single-valued variable)."""
     query = query.replace("$timeFilter", f"time > now() - {time_range}")
     query = query.replace("$__interval", interval)
+    to_ms = int(time.time() * 1000)
+    span = re.fullmatch(r"(\d+)([smhd])", time_range)
+    if span is None:
+        raise ValueError(f"time range {time_range!r}: a number and s, m, h or d")
+    from_ms = to_ms - int(span.group(1)) * _UNITS_S[span.group(2)] * 1000
+    query = query.replace("${__from}", str(from_ms)).replace("${__to}", str(to_ms))
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
         if name not in variables:
             raise KeyError(f"query uses ${name}, which is not a variable: {query}")
-        return regex_value(variables[name])
+        values = variables[name]
+        if values is None and name in DEFAULTS:
+            return DEFAULTS[name]
+        return regex_value(values)
 
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, query)
 

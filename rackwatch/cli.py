@@ -199,7 +199,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(silence)
     silence.set_defaults(func=cmd_silence)
+
+    retention = commands.add_parser(
+        "retention",
+        help="create or update the history's retention policies and continuous queries "
+        "(InfluxDB 1.x; the collector also does it at start)",
+    )
+    retention.add_argument("-c", "--config", type=Path, required=True, help="collector.yaml")
+    retention.add_argument(
+        "--backfill",
+        metavar="DURATION",
+        default=None,
+        help="also aggregate the raw data of this last while (e.g. 7d) into the 5-minute policy",
+    )
+    retention.set_defaults(func=cmd_retention)
     return parser
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    """Set up the collector config's history (retention policies, continuous queries) now."""
+    from collector.retention import RetentionError, apply
+    from rackwatch.loader import load_collector
+
+    config = load_collector(args.config)
+    try:
+        for line in run_async(apply(config, args.backfill)):
+            print(line)
+    except RetentionError as exc:
+        print(f"rackwatch retention: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
