@@ -335,6 +335,47 @@ async def test_every_panel_reads_the_5_minute_aggregates(demo_influx: Running) -
     assert not empty, "nothing in the 5-minute policy:\n" + "\n".join(empty)
 
 
+@pytest.mark.integration
+def test_load_state_shows_every_phase_line_and_bank_that_nears_overload(
+    influxdb: Running, database: str
+) -> None:
+    """A PDU with two inlets (or two daisy-chained units) has an L1 on each: one near
+    overload must not hide behind the other's `normal`; nor a three-phase Raritan's pole
+    (`pdu_line`) or a bank near overload."""
+    import time
+
+    import httpx
+
+    now = time.time_ns()
+    pdu = "site=s1,room=r1,row=A,rack=A01,device=pdu-1"
+    lines = [
+        f'pdu_phase,{pdu},unit=1,inlet=2,phase=1 load_state="near_overload" {now - 2 * 10**9}',
+        f'pdu_phase,{pdu},unit=1,inlet=1,phase=1 load_state="normal" {now - 10**9}',
+        f'pdu_line,{pdu},unit=1,inlet=1,line=L2 load_state="near_overload" {now - 10**9}',
+        f'pdu_bank,{pdu},unit=2,bank=3 load_state="overload" {now - 10**9}',
+    ]
+    answer = httpx.post(
+        f"{influxdb.url()}/write", params={"db": database}, content="\n".join(lines)
+    )
+    assert answer.status_code == 204, answer.text
+    by_title = {panel["title"]: panel for panel in panels(dashboards()["pdu-detail"])}
+    shown = set()
+    for target in by_title["Load state"]["targets"]:
+        query = target["query"]
+        sent = interpolate(query, dict.fromkeys(variables_used(query)), interval="1m")
+        for series in localservices.influx_query(influxdb, database, sent):
+            tags = series["tags"]
+            values = series["values"]
+            assert isinstance(tags, dict)
+            assert isinstance(values, list)
+            where = "/".join(f"{k}={v}" for k, v in sorted(tags.items()) if v and k != "device")
+            shown |= {(series["name"], where, row[1]) for row in values}
+    assert ("pdu_phase", "inlet=2/phase=1/unit=1", "near_overload") in shown
+    assert ("pdu_phase", "inlet=1/phase=1/unit=1", "normal") in shown
+    assert ("pdu_line", "inlet=1/line=L2/unit=1", "near_overload") in shown
+    assert ("pdu_bank", "bank=3/unit=2", "overload") in shown
+
+
 # --- the demo's own view ---------------------------------------------------------------------
 
 
