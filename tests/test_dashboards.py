@@ -422,3 +422,19 @@ def test_the_pdu_dashboard_shows_pdus_that_report_per_inlet(demo_influx: Running
         demo_influx, demo.DATABASE, 'SHOW TAG VALUES FROM "ups" WITH KEY = "device"'
     )
     assert "crah-1" not in str(ups_devices)
+
+
+@pytest.mark.integration
+def test_the_ups_dashboard_shows_load_and_power_of_rfc1628_upses(demo_influx: Running) -> None:
+    """The Generex CS141 (UPS-MIB: load and power per output phase only) beside the APC
+    (its own totals), in Load and Output power."""
+    by_title = {panel["title"]: panel for panel in panels(dashboards()["ups"])}
+    for title in ("Load", "Output power"):
+        found = set()
+        for target in by_title[title]["targets"]:
+            sent = interpolate(target["query"], dict.fromkeys(variables_used(target["query"])))
+            for series in localservices.influx_query(demo_influx, demo.DATABASE, sent):
+                tags = series.get("tags")
+                assert isinstance(tags, dict)
+                found.add(str(tags["device"]))
+        assert found == {"ups-main", "ups-row-a"}, title
