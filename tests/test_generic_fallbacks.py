@@ -10,6 +10,7 @@ that fallback is tried on a small recording in the RFC 3433 layout written here.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -84,11 +85,26 @@ async def test_a_device_understood_by_nothing_is_unsupported(snmpsim: Running) -
     assert "1.3.6.1.4.1.20916.1.6" in str(raised.value)
 
 
-async def test_ups_mib_identity_alone_is_not_enough(snmpsim: Running) -> None:
-    # CyberPower's card answers upsIdentManufacturer only: nothing to read, so unsupported
-    # rather than a UPS that reports nothing.
-    with pytest.raises(UnsupportedDevice):
-        await device(snmpsim, "cyberpower").collect()
+# A card under an enterprise no profile knows that answers upsIdentManufacturer only.
+IDENT_ONLY = """\
+1.3.6.1.2.1.1.1.0|4|UPS Agent
+1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.99998.1
+1.3.6.1.2.1.1.3.0|67|123456
+1.3.6.1.2.1.33.1.1.1.0|4|Acme UPS Co.
+"""
+
+
+async def test_ups_mib_identity_alone_is_not_enough(tmp_path: Path) -> None:
+    # Nothing to read, so unsupported rather than a UPS that reports nothing.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ident_only.snmprec").write_text(IDENT_ONLY)
+    service = localservices.start_snmpsim(data, tmp_path / "cache")
+    try:
+        with pytest.raises(UnsupportedDevice):
+            await device(service, "ident_only").collect()
+    finally:
+        localservices.stop(service)
 
 
 def test_fallback_order_families_before_generic_mibs() -> None:
