@@ -61,7 +61,7 @@ GROUND_TRUTH = ground_truth()
 KNOWN_GAPS = {
     "apc_ap7900b",
     # dell-ups_tower1000w: two run times (UPS-MIB minutes, Dell seconds) for one field
-    "dell-ups_tower1000w", "liebert_apm", "liebert_web485",
+    "dell-ups_tower1000w", "liebert_apm",
     # Sinetica output power: the MIB says watts, LibreNMS divides by 10 (sinetica_ups.yaml)
     "sinetica",
     # XPPC-MIB's battery current is "percent of maximum current"; LibreNMS reads tenths of A

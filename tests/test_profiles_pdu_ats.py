@@ -158,23 +158,8 @@ async def test_exeltech_without_sysobjectid_and_its_0xffff_current(snmpsim: Runn
     assert points(samples, "ats")[()]["battery_voltage_v"] == pytest.approx(54.2)
 
 
-def site_with_includes(tmp_path: Path) -> Path:
-    """liebert_gp and rittal_cmc3 copied as site profiles that include the P2 fragments."""
-    liebert = (PROFILES_DIR / "liebert_gp.yaml").read_text(encoding="utf-8")
-    rittal = (PROFILES_DIR / "rittal_cmc3.yaml").read_text(encoding="utf-8")
-    (tmp_path / "liebert_gp.yaml").write_text(
-        liebert.replace("include: [ups_mib]", "include: [ups_mib, liebert_pdu]"), encoding="utf-8"
-    )
-    (tmp_path / "rittal_cmc3.yaml").write_text(
-        rittal.replace("identity:", "include: [rittal_cmc3_pdu]\nidentity:", 1), encoding="utf-8"
-    )
-    return tmp_path
-
-
-async def test_liebert_fragment_reads_a_floor_power_centre(
-    snmpsim: Running, tmp_path: Path
-) -> None:
-    device = await poll(snmpsim, "liebert_web485", site_with_includes(tmp_path))
+async def test_liebert_fragment_reads_a_floor_power_centre(snmpsim: Running) -> None:
+    device = await poll(snmpsim, "liebert_web485")  # liebert_gp includes liebert_pdu
     samples = await device.collect()
     whole = points(samples, "pdu")[()]
     # kVA/kW columns (139, 138) x1000, as 118 V x 1168 A on the three lines shows
@@ -189,8 +174,8 @@ async def test_liebert_fragment_reads_a_floor_power_centre(
     assert all("power_w" not in fields for fields in inputs)  # inputs carry no power
 
 
-async def test_rittal_fragment_reads_a_pdu_controller(snmpsim: Running, tmp_path: Path) -> None:
-    device = await poll(snmpsim, "rittal-cmc-iii-pu_pdu-controller", site_with_includes(tmp_path))
+async def test_rittal_fragment_reads_a_pdu_controller(snmpsim: Running) -> None:
+    device = await poll(snmpsim, "rittal-cmc-iii-pu_pdu-controller")  # includes rittal_cmc3_pdu
     samples = await device.collect()
     phases = points(samples, "pdu_phase", "phase")
     assert phases[("L1",)]["current_a"] == pytest.approx(4.73)
