@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.profile_schema import schema_problems
 from telemetry import config
 from telemetry.config import KeyPath, StrictModel
 
@@ -478,9 +479,32 @@ class Profile(Readings):
     identity: dict[Literal["model"], list[IdentitySource]] = {}
 
 
+R = TypeVar("R", bound=Readings)
+
+
+def read(path: Path, model: type[R]) -> tuple[R, list[str]]:
+    """A profile or fragment file (ConfigError with file and line where it is malformed), and
+    `file:line: key: problem` where it writes what the schema does not have."""
+    data, lines = config.parse_file(path)
+    part = config.validate(data, model, str(path), lines)
+    return part, [
+        f"{config.position(str(path), lines, key)}: {message}"
+        for key, message in schema_problems(part)
+    ]
+
+
+def _load(path: Path, model: type[R]) -> R:
+    part, problems = read(path, model)
+    if problems:
+        raise config.ConfigError("\n".join(problems))
+    return part
+
+
 def load_profile(path: Path) -> Profile:
-    return config.load(path, Profile)
+    """A profile file, refused (ConfigError) where it is malformed or departs from the schema."""
+    return _load(path, Profile)
 
 
 def load_fragment(path: Path) -> Fragment:
-    return config.load(path, Fragment)
+    """A fragment file, refused (ConfigError) where it is malformed or departs from the schema."""
+    return _load(path, Fragment)

@@ -14,15 +14,19 @@ sysObjectID (longest first), then generic profiles of standard MIBs (UPS-MIB bef
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agent.profile import Fragment, Profile, Readings, load_fragment, load_profile
+from agent.profile import Fragment, Profile, Readings, read
+from agent.profile_schema import schema_problems
 from telemetry import config
 from telemetry.config import KeyPath
+
+_log = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).parent / "profiles"
 # Generic fallbacks of these kinds describe a whole device; sensor MIBs come last.
@@ -95,7 +99,10 @@ def _yaml_files(directory: Path) -> Iterator[Path]:
     yield from sorted(directory.glob("fragments/*.yaml"))
 
 
-def _read_dir(directory: Path) -> Registry:
+def _read_dir(directory: Path, *, builtin: bool = False) -> Registry:
+    """A directory's profiles and fragments; ConfigError lists every problem. A built-in whose
+    fields depart from the schema is kept with a warning: tests/test_schema.py fails for it,
+    and refusing the whole built-in directory would stop every device the agent polls."""
     if not directory.is_dir():
         raise config.ConfigError(f"{directory}: profile directory does not exist")
     profiles: dict[str, Profile] = {}
@@ -104,9 +111,11 @@ def _read_dir(directory: Path) -> Registry:
     problems: list[str] = []
     for path in sorted(directory.glob("*.yaml")):
         try:
-            profile = load_profile(path)
+            profile, off_schema = read(path, Profile)
         except config.ConfigError as exc:
             problems.append(str(exc))
+            continue
+        if _refused(off_schema, builtin, problems):
             continue
         if profile.name in profiles:
             problems.append(
@@ -118,14 +127,26 @@ def _read_dir(directory: Path) -> Registry:
         files[profile.name] = path
     for path in sorted(directory.glob("fragments/*.yaml")):
         try:
-            fragments[path.stem] = load_fragment(path)
+            fragment, off_schema = read(path, Fragment)
         except config.ConfigError as exc:
             problems.append(str(exc))
             continue
+        if _refused(off_schema, builtin, problems):
+            continue
+        fragments[path.stem] = fragment
         files.setdefault(path.stem, path)
     if problems:
         raise config.ConfigError("\n".join(problems))
     return Registry(profiles, files, fragments)
+
+
+def _refused(off_schema: list[str], builtin: bool, problems: list[str]) -> bool:
+    """Whether a file whose fields depart from the schema is left out (a site's), else warn."""
+    if off_schema and builtin:
+        _log.warning("built-in profile off the schema (kept):\n%s", "\n".join(off_schema))
+    elif off_schema:
+        problems += off_schema
+    return bool(off_schema) and not builtin
 
 
 def _check_includes(registry: Registry) -> None:
@@ -142,7 +163,7 @@ def _check_includes(registry: Registry) -> None:
 
 @cache
 def _builtin() -> Registry:
-    registry = _read_dir(BUILTIN_DIR)
+    registry = _read_dir(BUILTIN_DIR, builtin=True)
     _check_includes(registry)
     return registry
 
@@ -211,6 +232,9 @@ def check_profile(
     what it includes is known to the built-ins or the site directory; what it is."""
     model: type[Readings] = Profile if "detect" in data else Fragment
     part = config.validate(data, model, source, lines)
+    off_schema = [f"{config.position(source, lines, k)}: {m}" for k, m in schema_problems(part)]
+    if off_schema:
+        raise config.ConfigError("\n".join(off_schema))
     registry = load_registry(profiles_dir)
     unknown = [name for name in part.include if registry.includable(name) is None]
     if unknown:

@@ -203,6 +203,38 @@ def test_a_broken_site_profile_is_named_with_file_and_line(tmp_path: Path) -> No
     assert f"gude_epc.yaml:{line + 1}:" in result.stderr
 
 
+def test_a_site_profile_off_the_schema_is_refused_with_what_the_schema_expects(
+    tmp_path: Path,
+) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    off = doc_profile().replace("power_w: {column: 4}", "powerw: {column: 4}")
+    off = off.replace(
+        'state: {column: 3, type: enum, enum: {0: "off", 1: "on"}}', "state: {column: 3}"
+    )
+    (profiles / "gude_epc.yaml").write_text(off)
+    lines = off.splitlines()
+    powerw = 1 + next(i for i, text in enumerate(lines) if "powerw:" in text)
+    state = 1 + next(i for i, text in enumerate(lines) if "state: {column: 3}" in text)
+
+    result = rackwatch("check", "-c", profiles / "gude_epc.yaml")
+    assert result.returncode == 1
+    assert (
+        f"gude_epc.yaml:{powerw}: tables[0].fields.powerw: field powerw: not in the schema's"
+        " vocabulary for pdu_inlet; near: power_w"
+    ) in result.stderr
+    assert (
+        f"gude_epc.yaml:{state}: tables[1].fields.state: field state: a gauge writes float,"
+        " but pdu_outlet.state is string (enum) in the schema: needs type enum or string"
+    ) in result.stderr
+    # The agent refuses it too, at its own file and line, and the built-ins still load.
+    config = agent_config(tmp_path / "agent.yaml", "profiles", "gude_epc")
+    result = rackwatch("check", "-c", config)
+    assert result.returncode == 1
+    assert f"gude_epc.yaml:{powerw}: tables[0].fields.powerw: field powerw" in result.stderr
+    assert "ups_rfc1628" in load_registry().profiles
+
+
 def test_every_shipped_profile_checks_clean() -> None:
     files = sorted(BUILTIN_DIR.glob("*.yaml")) + sorted(BUILTIN_DIR.glob("fragments/*.yaml"))
     result = rackwatch("check", *(arg for path in files for arg in ("-c", path)))
@@ -251,7 +283,8 @@ async def test_reload_reads_changed_site_profiles_again(tmp_path: Path) -> None:
     first = agent.pollers["pdu-lab-01"]
     await agent.reload(load_agent(path))
     assert agent.pollers["pdu-lab-01"] is first  # nothing changed: the poller keeps its state
-    (profiles / "gude_epc.yaml").write_text(doc_profile().replace("power_w:", "active_power_w:"))
+    changed = doc_profile().replace("power_w: {column: 4}", "power_w: {column: 4, absent: [-1]}")
+    (profiles / "gude_epc.yaml").write_text(changed)
     await agent.reload(load_agent(path))
     assert agent.pollers["pdu-lab-01"] is not first
 
