@@ -74,8 +74,15 @@ def _number(raw: Value) -> int | float | None:
         return int(raw)
     if isinstance(raw, int | float):
         return raw
+    # Some agents send numbers as DisplayString: an integer stays one (a 64-bit sentinel or
+    # counter as text is exact), anything else is read as a float.
+    written = text(raw)
     try:
-        return float(text(raw))  # some agents send numbers as DisplayString
+        return int(written)
+    except ValueError:
+        pass
+    try:
+        return float(written)
     except ValueError:
         return None
 
@@ -96,7 +103,7 @@ def convert(spec: FieldSpec, raw: Value, scale: float | None = None) -> FieldVal
     number = _number(raw)
     if number is None:
         return None
-    if isinstance(number, int) and number in spec.absent:
+    if number in spec.absent:  # whatever the wire type: "-1" as text, -1.0 as a float
         return None
     if spec.type == "enum":
         return spec.enum.get(int(number), f"unknown_{int(number)}")

@@ -100,6 +100,21 @@ def test_missing_and_unparseable_values_give_no_field() -> None:
     assert convert(FieldSpec(column=1), -26) == -26.0  # negative readings are real readings
 
 
+def test_a_sentinel_is_absent_whatever_its_wire_type() -> None:
+    """Some agents send numbers as DisplayString: "-1" is the sentinel -1, as is -1.0."""
+    gauge = FieldSpec(column=1, absent=(-1, 2**64 - 1))
+    for raw in (-1, b"-1", "-1", b" -1 ", -1.0, b"-1.0", b"18446744073709551615", 2**64 - 1):
+        assert convert(gauge, raw) is None, raw
+    assert convert(gauge, b"-2") == -2.0
+    assert convert(gauge, b"18446744073709551614") == float(2**64 - 2)
+    inside = FieldSpec(column=1, pattern=r"(-?\d+) ?C", absent=(-1,))
+    assert convert(inside, b"-1 C") is None
+    assert convert(inside, b"21 C") == 21.0
+    state = FieldSpec(column=1, type="enum", enum={1: "on"}, absent=(0,))
+    assert convert(state, b"0") is None
+    assert convert(state, b"1") == "on"
+
+
 def test_bool_and_absolute_fields() -> None:
     flag = FieldSpec.model_validate({"column": 1, "type": "bool", "true_values": [1]})
     assert convert(flag, 1) is True
