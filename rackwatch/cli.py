@@ -38,6 +38,9 @@ async def until_signalled(service: Service[C], load: Callable[[], C]) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from rackwatch.daemon import hold_sigterm
+
+    hold_sigterm()  # before the config and profiles are read
     from agent.config import AgentConfig
     from agent.service import Agent
     from rackwatch.loader import load_agent
@@ -49,6 +52,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
+    from rackwatch.daemon import hold_sigterm
+
+    if not args.leave_group:
+        hold_sigterm()  # before the config is read
     from collector.service import Collector
     from rackwatch.loader import load_collector
 

@@ -9,7 +9,9 @@
   so and gives the first problem. A good one is applied by the service as far as it can be
   without a restart (it names the keys that need one). Then READY=1.
 - SIGTERM/SIGINT: STOPPING=1, the metrics port is released at once (so a restarted process
-  can bind it while this one still drains), then the service flushes and stops.
+  can bind it while this one still drains), then the service flushes and stops. A SIGTERM
+  that comes while the process still starts (reading its config and profiles) is held until
+  the service runs, which then stops at once the same way (`hold_sigterm`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ from telemetry.sdnotify import Notifier
 log = logging.getLogger("rackwatch")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_held_sigterm: list[int] = []  # SIGTERMs received before Daemon.run took over
+
+
+def hold_sigterm() -> None:
+    """Call first thing: a SIGTERM during start-up then stops the service once it runs rather
+    than killing the process half-started."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: _held_sigterm.append(signum))
 
 
 class ServiceConfig(Protocol):
@@ -75,6 +84,9 @@ class Daemon(Generic[C]):
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self.reload_wanted.set)
+        if _held_sigterm:
+            _held_sigterm.clear()
+            self._on_stop_signal()
         watchdog = asyncio.create_task(self.notifier.keep_alive(), name="watchdog")
         try:
             settings = self.service.config.metrics
