@@ -67,14 +67,17 @@ async def test_influxdb_outage_under_load_loses_nothing(
     influx = localservices.start_influxdb(tmp_path / "influxdb")
     localservices.influx_create_database(influx, "outage")
     config = collector_config(tmp_path, mosquitto, influx, unique, "outage")
-    collector = await rackwatch_process("collector", config, tmp_path / "collector.log")
+    log = tmp_path / "collector.log"
+    collector = await rackwatch_process("collector", config, log)
 
     def stored() -> int:
         return count_stored(influx)
 
     peak_rss = 0
     try:
-        await asyncio.sleep(2)  # subscribed
+        # Not a fixed wait: what the broker takes for a shared subscription nobody holds yet is
+        # dropped, and a loaded CI machine took over 2 s to start the collector.
+        await eventually(lambda: b"subscribed to" in log.read_bytes(), 30)
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
             for m in range(MESSAGES):
                 await client.publish(f"{unique}/s/a/metrics", message(m), qos=1)
