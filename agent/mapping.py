@@ -110,6 +110,8 @@ def convert(spec: FieldSpec, raw: Value, scale: float | None = None) -> FieldVal
     if spec.absolute:
         number = abs(number)
     scale = spec.scale if scale is None else scale
+    if spec.type == "integer":
+        return round(number if scale == 1 else scaled(number, scale))
     if spec.type == "counter" and scale == 1:
         return int(number)
     return scaled(number, scale)

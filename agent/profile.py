@@ -156,15 +156,16 @@ def _one_or_many(value: object) -> object:
 class FieldSpec(StrictModel):
     """How one value becomes one field. Every field has one fixed type, forever.
 
-    gauge: a float reading; counter: an integer that only grows (wraps and device reboots are
-    smoothed so the series never steps down); enum: a name from `enum`; string: text;
-    bool: true when the raw value is one of `true_values`.
+    gauge: a float reading; integer: a whole-number reading (a PCIe generation, bytes), rounded
+    after scaling; counter: an integer that only grows (wraps and device reboots are smoothed
+    so the series never steps down); enum: a name from `enum`; string: text; bool: true when
+    the raw value is one of `true_values`.
     """
 
     column: int | None = Field(default=None, gt=0)  # in tables
     entry: Oid | None = None  # in tables: a column of another table with the same index
     oid: Oid | None = None  # in scalars
-    type: Literal["gauge", "counter", "enum", "string", "bool"] = "gauge"
+    type: Literal["gauge", "integer", "counter", "enum", "string", "bool"] = "gauge"
     scale: float = 1.0
     absolute: bool = False  # e.g. a signed power factor (the sign tells leading/lagging)
     true_values: tuple[int | str, ...] = ()  # with type bool: raw values that mean true

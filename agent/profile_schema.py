@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # The profile field types that write each line protocol type.
 _WRITERS: dict[FieldType, str] = {
     "float": "gauge",
-    "int": "counter with scale 1",
+    "int": "integer (or counter, with scale 1)",
     "string": "enum or string",
     "bool": "bool",
 }
@@ -30,6 +30,7 @@ _WRITERS: dict[FieldType, str] = {
 
 _WRITES: dict[str, FieldType] = {
     "gauge": "float",
+    "integer": "int",
     "enum": "string",
     "string": "string",
     "bool": "bool",

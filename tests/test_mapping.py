@@ -115,6 +115,20 @@ def test_a_sentinel_is_absent_whatever_its_wire_type() -> None:
     assert convert(state, b"1") == "on"
 
 
+def test_an_integer_gauge_is_a_whole_number_after_scaling() -> None:
+    """Levels that are counts (a PCIe generation, bytes) are ints in the schema, not floats."""
+    generation = FieldSpec(type="integer")
+    assert convert(generation, 4) == 4
+    assert isinstance(convert(generation, 4), int)
+    assert convert(generation, b"5") == 5
+    mebibytes = FieldSpec(type="integer", scale=1024**2)
+    assert convert(mebibytes, b"65536") == 64 * 1024**3
+    assert convert(FieldSpec(type="integer", scale=0.1), 1234) == 123
+    assert convert(FieldSpec(type="integer", absent=(0,)), 0) is None
+    big = 2**60 + 1  # exact at scale 1, past a float's 53 bits
+    assert convert(generation, big) == big
+
+
 def test_bool_and_absolute_fields() -> None:
     flag = FieldSpec.model_validate({"column": 1, "type": "bool", "true_values": [1]})
     assert convert(flag, 1) is True

@@ -138,6 +138,7 @@ def test_the_mqtt_unit_conversions_cover_schema_suffixes_only() -> None:
 
 SNMP_TYPES: dict[str, FieldType] = {
     "gauge": "float",
+    "integer": "int",
     "enum": "string",
     "string": "string",
     "bool": "bool",

@@ -20,6 +20,8 @@ from typing import NamedTuple
 from agent.accelerators.hccn import COMMANDS, PARSERS
 from agent.accelerators.jobs import JobFinder
 from agent.accelerators.tool_source import OutputError, Reading, ToolError, ToolRunner, ToolSource
+from agent.mapping import convert
+from agent.profile import FieldSpec
 from telemetry.sample import FieldValue
 
 MIB = 1024 * 1024  # npu-smi's "MB" is 2**20 bytes: a 64 GiB HBM card prints 65536
@@ -54,6 +56,15 @@ DETAIL_KEYS: dict[str, tuple[str, ...]] = {
     "ecc_corrected_aggregate_total": ("HBM Single Bit Aggregate Total Err Cnt",),
     "ecc_uncorrected_aggregate_total": ("HBM Double Bit Aggregate Total Err Cnt",),
 }
+# How a detail value becomes its field, as a profile's field spec (agent/mapping.py); a gauge
+# where not named. A 0 MB capacity means no memory of that kind.
+DETAIL_SPECS: dict[str, FieldSpec] = {
+    "health": FieldSpec(type="string"),
+    "mem_total_bytes": FieldSpec(type="integer", scale=MIB, absent=(0,)),
+    **{name: FieldSpec(type="integer") for name in DETAIL_KEYS if name.endswith("_total")},
+}
+_GAUGE = FieldSpec()
+
 # The fields each `npu-smi info -t TYPE -i N` can supply.
 DETAIL_TYPES: dict[str, tuple[str, ...]] = {
     "usages": (
@@ -288,14 +299,10 @@ def _fields(values: Mapping[str, str]) -> dict[str, FieldValue | None]:
 def _detail_value(name: str, raw: str, printed: str) -> FieldValue | None:
     if raw in NOT_AVAILABLE:
         return None
-    if name == "health":
-        return raw
-    number = _float(raw, where=printed)
-    if name.endswith("_total"):
-        return int(number)
-    if name == "mem_total_bytes":
-        return int(number) * MIB or None  # a 0 MB capacity: no memory of that kind
-    return number
+    spec = DETAIL_SPECS.get(name, _GAUGE)
+    if spec.type != "string":
+        _float(raw, where=printed)  # text that is not a number is a failure, not absent
+    return convert(spec, raw)
 
 
 def die_id(text: str, chip: int) -> str | None:

@@ -36,6 +36,8 @@ import pynvml
 
 from agent.accelerators.jobs import JobFinder, JobLookup
 from agent.accelerators.repeated_warnings import RepeatedWarnings
+from agent.mapping import convert
+from agent.profile import FieldSpec
 from telemetry.sample import FieldValue, Sample
 
 log = logging.getLogger(__name__)
@@ -412,10 +414,10 @@ class NvmlSource:
             fields["mem_total_bytes"] = int(memory.total)
             if hasattr(memory, "reserved"):
                 fields["mem_reserved_bytes"] = int(memory.reserved)
-        for name, functions, convert, *args in READINGS:
-            value = self._first(gpu, name, functions, *args)
+        for name, functions, spec, *args in READINGS:
+            value = convert(spec, self._first(gpu, name, functions, *args))
             if value is not None:
-                fields[name] = convert(value)
+                fields[name] = value
         if energy:
             millijoules = call(gpu, "energy_j", "nvmlDeviceGetTotalEnergyConsumption")
             if millijoules is not None:
@@ -553,25 +555,25 @@ class Every:
         return True
 
 
-def _thousandths(value: int) -> float:
-    return value / 1000.0
+_GAUGE = FieldSpec()
+_INTEGER = FieldSpec(type="integer")
+_MILLI = FieldSpec(scale=0.001)
 
-
-# Calls that give one number each: (field, functions (the first one supported is used),
-# conversion, arguments...).
+# Calls that give one number each: (field, functions (the first one supported is used), the
+# field spec that converts it, as a profile's does (agent/mapping.py), arguments...).
 READINGS: tuple[tuple[Any, ...], ...] = (
-    ("power_w", ("nvmlDeviceGetPowerUsage",), _thousandths),  # mW
-    ("power_limit_w", ("nvmlDeviceGetEnforcedPowerLimit",), _thousandths),  # mW
+    ("power_w", ("nvmlDeviceGetPowerUsage",), _MILLI),  # mW
+    ("power_limit_w", ("nvmlDeviceGetEnforcedPowerLimit",), _MILLI),  # mW
     (
         "temp_c",
         ("nvmlDeviceGetTemperatureV", "nvmlDeviceGetTemperature"),  # the latter deprecated
-        float,
+        _GAUGE,
         pynvml.NVML_TEMPERATURE_GPU,
     ),
-    ("sm_clock_mhz", ("nvmlDeviceGetClockInfo",), float, pynvml.NVML_CLOCK_SM),
-    ("mem_clock_mhz", ("nvmlDeviceGetClockInfo",), float, pynvml.NVML_CLOCK_MEM),
-    ("pcie_link_gen", ("nvmlDeviceGetCurrPcieLinkGeneration",), int),
-    ("pcie_link_width", ("nvmlDeviceGetCurrPcieLinkWidth",), int),
+    ("sm_clock_mhz", ("nvmlDeviceGetClockInfo",), _GAUGE, pynvml.NVML_CLOCK_SM),
+    ("mem_clock_mhz", ("nvmlDeviceGetClockInfo",), _GAUGE, pynvml.NVML_CLOCK_MEM),
+    ("pcie_link_gen", ("nvmlDeviceGetCurrPcieLinkGeneration",), _INTEGER),
+    ("pcie_link_width", ("nvmlDeviceGetCurrPcieLinkWidth",), _INTEGER),
 )
 # Clock-event reasons were "throttle reasons" before driver 535.
 CLOCK_EVENT_CALLS = (

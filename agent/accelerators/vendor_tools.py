@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +35,8 @@ from pydantic import Field, ValidationError, model_validator
 from agent.accelerators.jobs import JobFinder
 from agent.accelerators.tool_formats import FORMATS, Parsed, Record, parse_processes
 from agent.accelerators.tool_source import Reading, ToolSource
+from agent.mapping import convert
+from agent.profile import FieldSpec
 from telemetry.config import StrictModel
 from telemetry.sample import FieldValue
 from telemetry.schema import schema
@@ -218,8 +221,13 @@ def _value(name: str, raw: str, source: ColumnField) -> FieldValue | None:
         return text
     if source.unit and text.endswith(source.unit):
         text = text[: -len(source.unit)].strip()
-    try:
-        number = float(text) * UNITS[source.unit]
-    except ValueError:
-        raise ValueError(f"{raw!r} is not a number in {source.unit or 'no unit'}") from None
-    return int(number) if kind == "int" else number
+    value = convert(_spec(kind, source.unit), text)
+    if value is None:
+        raise ValueError(f"{raw!r} is not a number in {source.unit or 'no unit'}")
+    return value
+
+
+@cache
+def _spec(kind: str, unit: str) -> FieldSpec:
+    """How a printed number becomes the schema's value, as a profile field (agent/mapping.py)."""
+    return FieldSpec(type="integer" if kind == "int" else "gauge", scale=UNITS[unit])
