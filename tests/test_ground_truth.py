@@ -82,9 +82,6 @@ KNOWN_GAPS = {
     "enexus_smartpacks", "enexus_smartpacks2", "enexus_smartpacks-version-214",
     # HUAWEI-SITE-MONITOR-MIB states currents in tenths of A; LibreNMS reads them undivided
     "huawei-smu",
-    # algcom_smxs (env) claims the bare enterprise 1.3.6.1.4.1.49136, the DC UPS's sysObjectID, and
-    # reads nothing from it; algcom_dcups reads all of it once the SM9S claims 49136.100 only
-    "algcom-dc-ups",
 }  # fmt: skip
 RECORDING_NAMES = sorted(p.stem for p in RECORDINGS.glob("*.snmprec"))
 WITH_GAPS = [
