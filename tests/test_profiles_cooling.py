@@ -51,7 +51,8 @@ def series(samples: list[Sample], measurement: str) -> set[tuple[tuple[str, str]
 def test_cooling_profiles_are_shipped() -> None:
     """The three cooling profiles load and validate with the built-in set."""
     assert {"apc_inrow", "liebert_gp", "rittal_cmc3"} <= set(builtin_profiles())
-    assert builtin_profiles()["liebert_gp"].include == ("ups_mib",)  # the UPS-MIB fragment
+    # the UPS-MIB fragment and the power-distribution points of LIEBERT-GP-POWER-MIB
+    assert builtin_profiles()["liebert_gp"].include == ("ups_mib", "liebert_pdu")
 
 
 # ---- APC InRow RC (ACRC103) ---------------------------------------------------------------
