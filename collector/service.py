@@ -8,7 +8,6 @@ import logging
 import time
 
 from collector.alerting.service import Alerting
-from collector.brokerstats import BrokerWatch
 from collector.config import CollectorConfig
 from collector.deadletter import DeadLetters
 from collector.feed import StreamFeed
@@ -18,6 +17,7 @@ from collector.inventory import Inventory
 from collector.pipeline import Pipeline
 from collector.retention import Keeper
 from collector.rollup import Rollup
+from telemetry.brokerstats import BrokerWatch
 from telemetry.config import load as load_config
 from telemetry.lineproto import Timestamps, encode
 from telemetry.mqtt import Session

@@ -284,6 +284,12 @@ class MqttDevicesConfig(StrictModel):
     client_id: str | None = None  # default rackwatch-devices-<agent name>
     max_payload_bytes: int = Field(default=256 * 1024, ge=64)  # larger messages are bad payloads
     stale_after_s: float = Field(default=300.0, gt=0)  # a device silent this long is stale
+    # QoS 1 messages the broker may send before the agent has mapped them (MQTT v5 Receive
+    # Maximum; 65,535 is the protocol's most). Without it Mosquitto sends 20 and queues the
+    # rest, up to its max_queued_messages (1,000 by default), then drops what it already
+    # acknowledged to the devices: a burst the agent fell behind on was lost. A site's broker
+    # is not ours to configure, so the backlog waits in the agent (docs/mqtt-devices.md).
+    receive_maximum: int = Field(default=65_535, ge=1, le=65_535)
     subscriptions: list[Subscription] = []
     sparkplug: SparkplugSettings | None = None
 

@@ -2,7 +2,10 @@
 
 Messages are handled one at a time, synchronously and quickly, in the order they arrive; a
 message that cannot be used is counted and logged once per topic, and the loop goes on. What a
-message yields goes to `emit(origin, samples)`, the same path polled devices take. With a
+message yields goes to `emit(origin, samples)`, the same path polled devices take. A QoS 1
+message is acknowledged once mapped, and the broker may send `receive_maximum` ahead: a burst
+the agent falls behind on waits here, not in the broker's queue, which drops what overflows it
+(docs/mqtt-devices.md, "Bursts"); that broker's own drop counter is watched. With a
 Sparkplug `host_id`, the connection's will is the host's offline STATE and its first act is the
 online STATE (same timestamp, retained), as Sparkplug 3.0 asks of a primary host application.
 """
@@ -29,7 +32,8 @@ from agent.mqtt_devices.sparkplug import (
     state_payload,
     state_topic,
 )
-from telemetry.mqtt import Reconnecting, payload_bytes
+from telemetry.brokerstats import BrokerWatch
+from telemetry.mqtt import AckingClient, Reconnecting, Session, payload_bytes
 from telemetry.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -69,11 +73,18 @@ class DeviceSubscriber:
         self.unmatched = 0
         self.refused_subscriptions = 0
         self._state_ms = 0  # the timestamp of this connection's STATE will and birth
+        client_id = config.client_id or f"rackwatch-devices-{agent}"
         self.connection = Reconnecting(
             config.broker,
-            config.client_id or f"rackwatch-devices-{agent}",
+            client_id,
+            # Acknowledged once mapped: at most receive_maximum wait here, the rest at the broker.
+            Session(persistent=False, receive_maximum=config.receive_maximum),
             will=self._state_will if self.host_id else None,
         )
+        # Often the site's broker: what it dropped after acknowledging it to a device. Watched
+        # once the subscription is up, so a refused login is reported once, not twice.
+        self.broker_watch = BrokerWatch(config.broker, f"{client_id}-broker")
+        self._broker_watching: asyncio.Task[None] | None = None
         # Mosquitto's acl_file grants every subscription and then withholds what the user may
         # not read, so silence is all a refused device shows; say where to look.
         self.activity.silence_hint = (
@@ -164,11 +175,16 @@ class DeviceSubscriber:
 
     async def run(self) -> None:
         """Subscribe and map messages until cancelled; reconnects on loss."""
-        watcher = asyncio.create_task(self._watch_staleness(), name="mqtt device staleness")
+        watchers = [asyncio.create_task(self._watch_staleness(), name="mqtt device staleness")]
         try:
             await self.connection.run(self._session)
         finally:
-            watcher.cancel()
+            if self._broker_watching is not None:
+                watchers.append(self._broker_watching)
+                self._broker_watching = None
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.wait(watchers, timeout=STATE_PUBLISH_TIMEOUT_S)
 
     async def close(self, task: asyncio.Task[None], timeout_s: float) -> None:
         """Stop `task` (running `run()`): the offline STATE goes out, then a clean DISCONNECT;
@@ -205,14 +221,21 @@ class DeviceSubscriber:
             await self._publish_state(client, online=True)
             echo = asyncio.create_task(self._expect_state_echo(), name="sparkplug STATE echo")
         self.subscribed.set()
+        if self._broker_watching is None:
+            self._broker_watching = asyncio.create_task(
+                self.broker_watch.run(), name="mqtt device broker statistics"
+            )
         try:
             async for message in client.messages:
                 data = payload_bytes(message)
                 topic = message.topic.value
                 if self.host_id is not None and topic == state_topic(self.host_id):
                     await self._on_own_state(client, data)
-                    continue
-                rebirth = self.handle(topic, data)
+                    rebirth = None
+                else:
+                    rebirth = self.handle(topic, data)
+                if isinstance(client, AckingClient):
+                    client.ack(message)
                 if rebirth is not None:
                     await client.publish(rebirth, rebirth_request(time.time_ns() // 10**6), qos=0)
         finally:
@@ -296,6 +319,7 @@ class DeviceSubscriber:
                     else 0,
                     "devices": len(devices),
                     "stale_devices": sum(1 for d in devices if d.stale),
+                    **self.broker_watch.health_fields(),
                 },
                 time_ns,
             )

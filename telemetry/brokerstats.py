@@ -1,13 +1,14 @@
-"""The broker's own counters, read from its `$SYS` tree, for the collector's health.
+"""The broker's own counters, read from its `$SYS` tree, for the health of whoever subscribes.
 
 Mosquitto drops a QoS 1 message it has already acknowledged to the publisher when a client's
-queue is full (`max_queued_messages` / `max_queued_bytes`): the agent counts it as delivered, so
-only the broker knows. Mosquitto 2.0 publishes that count as
+queue is full (`max_queued_messages` / `max_queued_bytes`): the publisher counts it as
+delivered, so only the broker knows. Mosquitto 2.0 publishes that count as
 `$SYS/broker/publish/messages/dropped` (every `sys_interval`, 10 s by default; it starts again
 at 0 when the broker restarts), and the size of its message store beside it. The collector
-reports them as `broker_*` fields, and the default rule BrokerDroppedMessages pages on any
-increase. `$SYS` topics match no `#` subscription, and this connection's session is clean:
-it never makes the broker take a data message.
+watches rackwatch's broker (the default rule BrokerDroppedMessages pages on any increase); the
+agent watches the broker its MQTT devices publish to, often the site's own. Both report them as
+`broker_*` health fields. `$SYS` topics match no `#` subscription, and this connection's
+session is clean: it never makes the broker take a data message.
 """
 
 from __future__ import annotations
