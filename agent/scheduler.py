@@ -6,6 +6,12 @@ while the previous poll still runs, the tick is skipped and counted as an overru
 stack up behind a slow device, and a slow or dead device delays nobody else. A poll that runs
 past its deadline (by default its interval) is cancelled and counted as failed.
 
+A poll may first have to pass a gate (`gate`: an async context manager, say a semaphore shared by
+every device, taken only by polls that walk tables): the wait comes before the deadline's clock
+starts, so a device waiting its turn at start-up is late, never failed. Ticks skipped while it
+waits are overruns too (the device was not polled on them), logged only at debug level, since a
+cold start of thousands of devices would otherwise log one warning each.
+
 A runner's state says what its last finished poll found: `starting` until one has finished
 (neither up nor down: nothing is known yet), then `ok`, `failed` (counted under the reason's
 name) or `unsupported` (the source answers, but nothing can read it: up, and not a failure).
@@ -14,11 +20,16 @@ name) or `unsupported` (the source answers, but nothing can read it: up, and not
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import random
+import re
+import resource
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from telemetry.sample import Sample
@@ -27,8 +38,19 @@ log = logging.getLogger(__name__)
 
 STARTING, OK, FAILED, UNSUPPORTED = "starting", "ok", "failed", "unsupported"
 # Why polls fail, each counted under its name: a source's exception names its reason in a
-# `reason` attribute (agent.snmp.DeviceError); anything else is an "error".
-FAILURE_REASONS = ("no_answer", "resolve", "malformed", "snmp_error", "deadline", "error")
+# `reason` attribute (agent.snmp.DeviceError); the process out of file descriptors (a socket
+# per SNMP device) is "open_files"; anything else is an "error".
+FAILURE_REASONS = (
+    "no_answer",
+    "resolve",
+    "malformed",
+    "snmp_error",
+    "deadline",
+    "open_files",
+    "error",
+)
+# gufo-snmp's Rust core raises EMFILE as an OSError without errno: "... (os error 24)".
+_OUT_OF_FILES = re.compile(rf"\(os error ({errno.EMFILE}|{errno.ENFILE})\)")
 
 
 @dataclass(slots=True)
@@ -70,6 +92,7 @@ class PeriodicPoller:
         jitter_s: float = 0.0,
         deadline_s: float | None = None,
         unsupported: tuple[type[BaseException], ...] = (),
+        gate: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> None:
         self.name = name
         self.unsupported = unsupported  # what `poll` raises for "answers, but unreadable"
@@ -80,6 +103,8 @@ class PeriodicPoller:
         self._poll = poll
         self._emit = emit
         self._inflight: asyncio.Task[None] | None = None
+        self._gate = gate  # entered before each poll, outside its deadline
+        self._waiting = False  # the in-flight poll has not passed its gate yet
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -91,7 +116,9 @@ class PeriodicPoller:
                 )
                 if self._inflight is not None and not self._inflight.done():
                     self.stats.overruns += 1
-                    if self.stats.overruns == 1 or self.stats.overruns % 100 == 0:
+                    if self._waiting:
+                        log.debug("device %s: waiting for its turn; tick skipped", self.name)
+                    elif self.stats.overruns == 1 or self.stats.overruns % 100 == 0:
                         log.warning(
                             "device %s: poll still running after %.3g s; tick skipped "
                             "(%d overruns so far)",
@@ -118,6 +145,16 @@ class PeriodicPoller:
         return True
 
     async def _poll_once(self) -> None:
+        gate = self._gate() if self._gate is not None else contextlib.nullcontext()
+        self._waiting = True
+        try:
+            async with gate:
+                self._waiting = False
+                await self._timed_poll()
+        finally:
+            self._waiting = False
+
+    async def _timed_poll(self) -> None:
         stats = self.stats
         started = time.perf_counter()
         try:
@@ -151,6 +188,15 @@ class PeriodicPoller:
         if isinstance(exc, TimeoutError) and not str(exc):
             message = f"poll exceeded its deadline of {self.deadline_s:g} s"
             reason = "deadline"
+        elif isinstance(exc, OSError) and (
+            exc.errno in (errno.EMFILE, errno.ENFILE) or _OUT_OF_FILES.search(message)
+        ):
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            message = (
+                f"{message}: the agent's open-files limit (RLIMIT_NOFILE) is {soft}, "
+                "one per SNMP device; raise LimitNOFILE (docs/operations.md)"
+            )
+            reason = "open_files"
         stats.polls_failed += 1
         stats.failures[reason if reason in FAILURE_REASONS else "error"] += 1
         if stats.state != FAILED or message != stats.last_error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 from agent.accelerators.sources import Accelerators
 from agent.config import AgentConfig, Device
 from agent.mqtt_devices.subscriber import DeviceSubscriber
+from agent.open_files import check_open_files
 from agent.publisher import Publisher
 from agent.registry import load_registry
 from agent.scheduler import FAILED, FAILURE_REASONS, PeriodicPoller, PollStats
@@ -22,6 +24,10 @@ from telemetry.sample import FieldValue, Sample
 log = logging.getLogger(__name__)
 
 SHUTDOWN_DRAIN_S = 5.0
+# Polls that walk tables (a device's first, one after its layout changed, every 15 min) cost
+# 4-26 steady polls: at most this many at once, so a cold start of thousands of devices leaves
+# the publisher its share of the CPU. The rest wait their turn, outside their deadline.
+PLAN_WALKS_AT_ONCE = 32
 # The `kind` of a device whose profile was neither configured nor known when it was first
 # reported (it had not answered yet): kept, since a series must not change its tags.
 UNKNOWN_KIND = "unknown"
@@ -81,6 +87,7 @@ class Agent:
         self._traps: TrapReceiver | None = None
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
         self._profiles = load_registry(config.profiles_dir)  # what the pollers are built with
+        self._plan_walks = asyncio.Semaphore(PLAN_WALKS_AT_ONCE)  # shared by every device
         for device in config.devices:
             self.pollers[device.name] = self._device_poller(config, device)
         # Accelerator pollers live beside the device pollers; a reload leaves them alone.
@@ -122,6 +129,7 @@ class Agent:
             jitter_s=config.defaults.jitter_s,
             deadline_s=device.deadline_s or interval_s,
             unsupported=(UnsupportedDevice,),
+            gate=lambda: self._plan_walks if source.needs_plan else contextlib.nullcontext(),
         )
 
     def _start_poller(self, name: str) -> None:
@@ -293,6 +301,7 @@ class Agent:
             self._health_tags.pop(name, None)
         self.config = config
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
+        check_open_files(len(config.devices))
         for device in config.devices:
             if device.name not in self.pollers:
                 self.pollers[device.name] = self._device_poller(config, device)
@@ -328,6 +337,7 @@ class Agent:
             self.config.agent.site,
             len(self.pollers),
         )
+        check_open_files(len(self.config.devices))
         publisher = asyncio.create_task(self.publisher.run(), name="mqtt publisher")
         self._traps = self._start_traps()
         for name in self.pollers:

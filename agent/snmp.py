@@ -150,6 +150,7 @@ class SnmpDevice:
         self._counters = Counters()
         self._uptime: int | None = None
         self._plan: plan.PollPlan | None = None  # until the layout changes
+        self._recheck = False  # a poll failed: is it still the same box?
         # OID -> (position in the last poll's samples, field name), filled when tracing: lets
         # `rackwatch probe --trace` and the ground-truth tests say where each value came from.
         self.trace: dict[str, tuple[int, str]] | None = None
@@ -164,6 +165,12 @@ class SnmpDevice:
         """pdu, cooling, ups or env_sensor: from the configured profile, else once detected."""
         profile = self._forced_profile or (self._identity.profile if self._identity else None)
         return profile.kind if profile is not None else None
+
+    @property
+    def needs_plan(self) -> bool:
+        """The next poll walks the tables (no plan yet, or one LAYOUT_REFRESH_S old): the
+        costly kind of poll, which the agent lets only a few devices make at once."""
+        return self._plan is None or time.monotonic() - self._plan.made_at >= LAYOUT_REFRESH_S
 
     @property
     def address(self) -> str | None:
@@ -311,14 +318,33 @@ class SnmpDevice:
         if self._identity is None:
             self._identity = await self.identify()
             self._plan = None
+        elif self._recheck:
+            await self._same_box(self._identity)
         try:
             return await self._collect(self._identity, time_ns)
         except DeviceError:
             # A device that stops answering may come back as another box (or, for v3, with
-            # new engine boots): identify again over a new session.
-            self._identity = None
+            # new engine boots): a new session, and its sysObjectID read again first. Its
+            # plan stays: walking every table again costs a slow device 4-26 polls.
             self._session = None
+            self._recheck = True
             raise
+
+    async def _same_box(self, identity: Identity) -> None:
+        """After a failed poll: the same sysObjectID keeps identity and plan; another one is
+        identified again, with a new plan. (Rows that went away make a new plan anyway.)"""
+        system = await self.get([SYS_OBJECT_ID], "sysObjectID GET")
+        self._recheck = False
+        sys_object_id = text(system.get(SYS_OBJECT_ID)).strip(".")
+        if sys_object_id != identity.sys_object_id:
+            log.info(
+                "%s: sysObjectID is now %s (was %s): identifying it again",
+                self._where(),
+                sys_object_id or "(none)",
+                identity.sys_object_id or "(none)",
+            )
+            self._identity = self._plan = None  # until it is identified again
+            self._identity = await self.identify()
 
     async def _collect(self, identity: Identity, time_ns: int) -> list[Sample]:
         """Make a plan when there is none (or it is LAYOUT_REFRESH_S old), read what it says,
@@ -332,7 +358,7 @@ class SnmpDevice:
         if self.trace is not None:
             self.trace.clear()
         walked: dict[str, Value] = {}
-        if self._plan is None or time.monotonic() - self._plan.made_at >= LAYOUT_REFRESH_S:
+        if self._plan is None or self.needs_plan:
             base = {**self._tags, "vendor": identity.profile.vendor, "model": identity.model}
             parts = self._registry.with_includes(identity.profile)
             walks: dict[str, dict[str, Value]] = {}  # each column walked once per poll
