@@ -9,7 +9,9 @@ a site fragment replaces a built-in one of the same name too.
 A device gets the profile with the longest sysObjectID prefix that matches, else one whose
 sysDescr substring matches. When neither does, the fallbacks are tried in order (the caller
 asks the device, see `fallbacks`): vendor families whose enterprise subtree holds the
-sysObjectID (longest first), then generic profiles of standard MIBs (UPS-MIB before sensor MIBs).
+sysObjectID (longest first), then profiles found by a vendor's own subtree whatever the
+sysObjectID (a net-snmp based card), then generic profiles of standard MIBs (UPS-MIB before
+sensor MIBs).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ _log = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).parent / "profiles"
 # Generic fallbacks of these kinds describe a whole device; sensor MIBs come last.
-_GENERIC_ORDER = ("ups", "pdu", "cooling", "env_sensor")
+_GENERIC_ORDER = ("ups", "pdu", "cooling", "dc_power", "env_sensor")
+_PRIVATE = "1.3.6.1.4.1."  # enterprises: a vendor's own objects, unlike standard MIBs
 
 
 @dataclass(frozen=True)
@@ -80,18 +83,22 @@ class Registry:
         `detect.answers` the device has objects under is the device's profile."""
         oid = sys_object_id.strip(".") + "."
         family: list[tuple[int, str, Profile]] = []
+        vendor: list[tuple[int, str, Profile]] = []
         generic: list[tuple[int, str, Profile]] = []
         for profile in self.profiles.values():
             found = profile.detect
             if not found.answers:
                 continue
-            if not found.enterprise:
+            if found.enterprise:
+                matched = [len(prefix) for prefix in found.enterprise if oid.startswith(prefix)]
+                if matched:
+                    family.append((-max(matched), profile.name, profile))
+            elif all(f"{subtree}.".startswith(_PRIVATE) for subtree in found.answers):
+                # Answering a vendor's own subtree says more than answering a standard MIB.
+                vendor.append((0, profile.name, profile))
+            else:
                 generic.append((_GENERIC_ORDER.index(profile.kind), profile.name, profile))
-                continue
-            matched = [len(prefix) for prefix in found.enterprise if oid.startswith(prefix)]
-            if matched:
-                family.append((-max(matched), profile.name, profile))
-        return [profile for *_, profile in sorted(family) + sorted(generic)]
+        return [profile for *_, profile in sorted(family) + sorted(vendor) + sorted(generic)]
 
 
 def _yaml_files(directory: Path) -> Iterator[Path]:

@@ -76,13 +76,30 @@ async def test_unknown_apc_product_gets_the_family_profile_its_tables_answer(
     assert ups["load_pct"] == 31
 
 
-async def test_a_device_understood_by_nothing_is_unsupported(snmpsim: Running) -> None:
-    room_alert = device(snmpsim, "avtech_roomalert4e")
-    with pytest.raises(UnsupportedDevice) as raised:
-        await room_alert.collect()
-    assert raised.value.sys_object_id == "1.3.6.1.4.1.20916.1.6"
-    assert raised.value.sys_descr
-    assert "1.3.6.1.4.1.20916.1.6" in str(raised.value)
+# A device under an enterprise no profile knows, with objects of its own only. (Recordings of
+# real devices no profile reads get profiles: the AVTech Room Alert 4E was this test's.)
+UNKNOWN = """\
+1.3.6.1.2.1.1.1.0|4|Acme Widget 7
+1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.99997.7
+1.3.6.1.2.1.1.3.0|67|123456
+1.3.6.1.4.1.99997.7.1.1.0|2|215
+1.3.6.1.4.1.99997.7.1.2.0|4|ok
+"""
+
+
+async def test_a_device_understood_by_nothing_is_unsupported(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "widget.snmprec").write_text(UNKNOWN)
+    service = localservices.start_snmpsim(data, tmp_path / "cache")
+    try:
+        with pytest.raises(UnsupportedDevice) as raised:
+            await device(service, "widget").collect()
+    finally:
+        localservices.stop(service)
+    assert raised.value.sys_object_id == "1.3.6.1.4.1.99997.7"
+    assert raised.value.sys_descr == "Acme Widget 7"
+    assert "1.3.6.1.4.1.99997.7" in str(raised.value)
 
 
 # A card under an enterprise no profile knows that answers upsIdentManufacturer only.
@@ -107,16 +124,23 @@ async def test_ups_mib_identity_alone_is_not_enough(tmp_path: Path) -> None:
         localservices.stop(service)
 
 
-def test_fallback_order_families_before_generic_mibs() -> None:
+def test_fallback_order_families_then_vendor_subtrees_then_generic_mibs() -> None:
     registry = load_registry()
-    apc = registry.fallbacks("1.3.6.1.4.1.318.1.3.33.1")
-    assert {"apc_ups", "apc_rpdu2", "apc_inrow", "apc_emu"} <= {p.name for p in apc[:-2]}
-    assert {p.vendor for p in apc[:-2]} == {"apc"}
-    generic = ["ups_rfc1628", "entity_sensor_rfc3433"]
-    assert [p.name for p in apc[-2:]] == generic
-    assert [p.name for p in registry.fallbacks("1.3.6.1.4.1.2254.2.4")] == generic
+    # Delta's enterprise is no profile's family: what is tried for any device.
+    anywhere = [p.name for p in registry.fallbacks("1.3.6.1.4.1.2254.2.4")]
+    assert anywhere[-2:] == ["ups_rfc1628", "entity_sensor_rfc3433"]
+    # Before the standard MIBs, profiles found by their vendor's own subtree whatever the
+    # sysObjectID (the iBoot-PDU reports net-snmp's): more telling than UPS-MIB objects.
+    assert "dataprobe_ibootpdu" in anywhere[:-2]
+    vendor_answers = [a for n in anywhere[:-2] for a in registry.profiles[n].detect.answers]
+    assert all(a.startswith("1.3.6.1.4.1.") for a in vendor_answers)
+    apc = [p.name for p in registry.fallbacks("1.3.6.1.4.1.318.1.3.33.1")]
+    family = apc[: len(apc) - len(anywhere)]
+    assert {"apc_ups", "apc_rpdu2", "apc_inrow", "apc_emu"} <= set(family)
+    assert {registry.profiles[n].vendor for n in family} == {"apc"}
+    assert apc[len(family) :] == anywhere
     # Whole arcs: enterprise 3180 is not APC's 318.
-    assert [p.name for p in registry.fallbacks("1.3.6.1.4.1.3180.1")] == generic
+    assert [p.name for p in registry.fallbacks("1.3.6.1.4.1.3180.1")] == anywhere
 
 
 # A sensor hub under an enterprise no profile knows: entPhysicalName and entPhySensorTable
@@ -190,4 +214,4 @@ async def test_entity_sensor_mib_gives_temperatures_and_humidity(sensor_hub: Run
 
 def test_ups_mib_is_tried_before_sensor_mibs() -> None:
     names = [p.name for p in load_registry().fallbacks("1.3.6.1.4.1.99999.4")]
-    assert names == ["ups_rfc1628", "entity_sensor_rfc3433"]
+    assert names[-2:] == ["ups_rfc1628", "entity_sensor_rfc3433"]
