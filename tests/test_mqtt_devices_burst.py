@@ -23,13 +23,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.mqtt_devices.config import MqttDevicesConfig
 from agent.mqtt_devices.subscriber import DeviceSubscriber
+from collector.alerting.evaluator import Evaluator, Transition
+from collector.alerting.rules import RuleFile
 from rackwatch import localservices
 from rackwatch.localservices import Running
+from telemetry import config as config_file
 from telemetry.lineproto import encode
 from telemetry.sample import Sample
 from tests.test_mqtt_devices_subscriber import running
 
 pytestmark = pytest.mark.integration
+DEFAULT_RULES = Path(__file__).parents[1] / "configs" / "alert-rules.yaml"
 
 MESSAGES, RATE, DEVICES, PUBLISHERS = 20_000, 2_500, 50, 4
 BUSY_EVERY, BUSY_S = 5_000, 0.6  # the agent's loop held up now and then (polls, a reload)
@@ -177,3 +181,20 @@ async def test_what_the_devices_broker_drops_is_in_the_agents_health(
             assert subscriber.messages + watch[DROPPED] == 100
     finally:
         localservices.stop(broker)
+
+
+def test_the_default_rules_page_on_any_drop_by_the_devices_broker() -> None:
+    """DeviceBrokerDroppedMessages judges the counter's increase: steady is quiet, a rise pages."""
+    seen: list[Transition] = []
+    now = 1_800_000_000.0
+    evaluator = Evaluator(config_file.load(DEFAULT_RULES, RuleFile), seen.append, clock=lambda: now)
+    tags = {"site": "s1", "agent": "a1"}
+    for at, dropped in ((0, 0), (10, 0), (20, 85)):
+        now = 1_800_000_000.0 + at
+        sample = Sample("rackwatch_mqtt_device", tags, {DROPPED: dropped}, int(now * 1e9))
+        evaluator.observe([encode(sample).encode()])
+        evaluator.tick()
+    pages = [t for t in seen if t.alert.labels["alertname"] == "DeviceBrokerDroppedMessages"]
+    assert [(t.state, t.summary) for t in pages] == [
+        ("firing", "MQTT devices' broker dropped 85 acknowledged messages (agent a1 saw it)")
+    ]
