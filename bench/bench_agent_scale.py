@@ -8,7 +8,9 @@ pdu-0001.snmprec ... pdu-NNNN.snmprec, one community per simulated PDU. Copies, 
 snmpsim resolves a symlink and names the community after the target, so every link would be the
 same (duplicate) community. The copies are spread over --snmpsim-processes private snmpsim
 processes (each serves about 6,000 varbinds/s on one core here), and a private Mosquitto takes
-what the agent publishes.
+what the agent publishes. A subscriber in its own process (plain aiomqtt, QoS 1) counts the lines
+that reach it: without one, Mosquitto answers every publish "no matching subscribers" and the
+agent holds its batches instead of publishing them.
 
 The agent is the real one (agent.service.Agent, AgentConfig built in code, uvloop like
 `rackwatch agent`), running in this process; snmpsim and Mosquitto are other processes, so
@@ -28,6 +30,11 @@ Phase 2, scale: --devices devices on --interval with jitter; after one interval 
 (every device's first, identifying poll), CPU and poll counters are read, and again after
 --duration seconds. CPU per poll is the difference of process_time over the difference of
 completed polls; cores per 10,000 PDUs at a 30 s interval = CPU s per poll * 10,000 / 30.
+The warm-up waits (up to --warmup-limit s) until every device has finished a poll.
+
+A figure is valid only from a healthy agent: the report gives failed polls (whole run and window)
+and the lines the subscriber received, and ends with "INVALID" when any poll failed, any line was
+dropped, or fewer lines reached the subscriber than the agent published.
 """
 
 from __future__ import annotations
@@ -35,14 +42,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, TypeVar
+
+import aiomqtt
 
 from agent.config import AgentConfig
 from agent.mapping import Value
@@ -53,6 +64,7 @@ from rackwatch.localservices import Running
 
 RECORDINGS = Path("/work/shared/devices/snmprec")
 HOST = "127.0.0.1"
+TOPIC = "rackwatch/v1/bench/#"  # what every agent here publishes under (site "bench")
 T = TypeVar("T")
 
 
@@ -140,6 +152,39 @@ def sim_load(cal: Calibration, devices: int, interval_s: float, sims: int) -> tu
     """(wire varbinds/s, CPU share) that one snmpsim process gets."""
     polls_per_s = devices / interval_s / sims
     return polls_per_s * cal.wire_varbinds, polls_per_s * cal.snmpsim_cpu_s
+
+
+# --- the subscriber ------------------------------------------------------------------------------
+
+
+def subscriber_main(host: str, port: int, lines: Any, ready: Any) -> None:
+    """Count the lines published under TOPIC into `lines` (a shared counter); set `ready` once
+    subscribed. Runs in its own process, so its CPU is not the agent's."""
+
+    async def subscribe() -> None:
+        async with aiomqtt.Client(host, port, identifier="bench-subscriber") as client:
+            await client.subscribe(TOPIC, qos=1)
+            ready.set()
+            async for message in client.messages:
+                payload = bytes(message.payload)
+                count = payload.count(b"\n") + (not payload.endswith(b"\n"))
+                with lines.get_lock():
+                    lines.value += count
+
+    asyncio.run(subscribe())
+
+
+def start_subscriber(mqtt: Running) -> tuple[BaseProcess, Any]:
+    context = multiprocessing.get_context("spawn")
+    lines, ready = context.Value("q", 0), context.Event()
+    process = context.Process(
+        target=subscriber_main, args=(mqtt.host, mqtt.port, lines, ready), daemon=True
+    )
+    process.start()
+    if not ready.wait(30):
+        process.kill()
+        raise SystemExit("the subscriber did not subscribe within 30 s")
+    return process, lines
 
 
 # --- the agent -----------------------------------------------------------------------------------
@@ -264,7 +309,11 @@ async def scale_phase(
     found: dict[str, Any] = {}
 
     async def body() -> None:
-        await asyncio.sleep(args.interval + args.jitter + 1)  # every device's first poll
+        # Every device's first (walking) poll, and at least one interval.
+        started = time.monotonic()
+        found["warmed_up"] = await wait_for_rounds(agent, 1, args.warmup_limit)
+        await asyncio.sleep(max(0.0, args.interval + args.jitter + 1 - time.monotonic() + started))
+        found["warmup_s"] = time.monotonic() - started
         before, cpu0 = totals(agent), time.process_time()
         sim0 = sum(stat_cpu_seconds(sim.process.pid) for sim in sims)
         mqtt0, wall0 = stat_cpu_seconds(mqtt.process.pid), time.perf_counter()
@@ -290,6 +339,7 @@ async def scale_phase(
     found["dropped_lines"] = agent.publisher.stats.dropped_lines
     found["queued_lines"] = agent.publisher.queued_lines
     found["encode_errors"] = agent.encode_errors
+    found["unrouted_publishes"] = agent.publisher.stats.unrouted_publishes
     found["rss_mib"] = status_mib("VmRSS")
     return found
 
@@ -328,6 +378,9 @@ def main() -> None:
     )
     parser.add_argument("--force", action="store_true", help="run even if snmpsim is overloaded")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument(
+        "--warmup-limit", type=float, default=300, help="most s to wait for every first poll"
+    )
     args = parser.parse_args()
     sims_n = args.snmpsim_processes
 
@@ -346,6 +399,7 @@ def main() -> None:
                 services.append(sims[-1])
             mqtt = localservices.start_mosquitto(workdir / "mosquitto")
             services.append(mqtt)
+            subscriber, received = start_subscriber(mqtt)
 
             cal: Calibration = run_loop(calibrate(sims[0], 5))
             wire_s, share = sim_load(cal, args.devices, args.interval, sims_n)
@@ -389,7 +443,15 @@ def main() -> None:
                     math.ceil(args.rss_devices * first / args.warn_sim_varbinds / sims_n),
                 )
                 rss = run_loop(rss_phase(args, sims, mqtt, rss_interval))
+            received_before = received.value
             scale: dict[str, Any] = run_loop(scale_phase(args, sims, mqtt))
+            # QoS 1: what the agent saw acknowledged has reached the subscriber or is on its way.
+            deadline = time.monotonic() + 30
+            published = scale["published_lines"]
+            while received.value - received_before < published and time.monotonic() < deadline:
+                time.sleep(0.2)
+            scale["received_lines"] = received.value - received_before
+            subscriber.terminate()
         finally:
             for service in reversed(services):
                 localservices.stop(service)
@@ -430,6 +492,9 @@ def report(
             "lines published / dropped / left queued",
             f"{scale['published_lines']:,} / {scale['dropped_lines']} / {scale['queued_lines']}",
         ),
+        ("lines the subscriber received", f"{scale['received_lines']:,}"),
+        ("publishes answered 'no matching subscribers'", f"{scale['unrouted_publishes']}"),
+        ("warm-up (every device polled once)", f"{scale['warmup_s']:.0f} s"),
         ("encode errors", f"{scale['encode_errors']}"),
         (
             "snmpsim CPU in the window (other processes)",
@@ -440,6 +505,16 @@ def report(
     ]
     for name, value in rows:
         print(f"| {name} | {value} |")
+    problems = []
+    if final.failed:
+        problems.append(f"{final.failed} failed polls ({window.failed} in the window)")
+    if not scale["warmed_up"]:
+        problems.append("not every device finished its first poll")
+    if scale["dropped_lines"]:
+        problems.append(f"{scale['dropped_lines']} lines dropped")
+    if scale["received_lines"] < scale["published_lines"]:
+        problems.append("the subscriber received fewer lines than were published")
+    print(f"INVALID: {'; '.join(problems)}" if problems else "valid: 0 failed polls, 0 dropped")
     if rss is None:
         return
     print(
@@ -452,7 +527,7 @@ def report(
     print(f"| Agent built ({args.rss_devices} devices) | {rss['rss_built_mib']:.0f} MiB |")
     for n, mib, t in rss["rounds"]:
         print(
-            f"| every device polled {n}x ({t.ok} ok, {t.failed} failed, {t.overruns} overruns) "
+            f"| every device polled {n}x ({t.ok} ok, **{t.failed} failed**, {t.overruns} overruns) "
             f"| **{mib:.0f} MiB** |"
         )
     print(f"| after stop | {rss['rss_stopped_mib']:.0f} MiB |")
