@@ -18,28 +18,15 @@ import pytest
 from agent.registry import load_registry
 from agent.snmp import SnmpDevice, SnmpTarget
 from rackwatch.localservices import Running
-from telemetry.sample import FieldValue, Sample
+from tests.test_profiles_pdu_families import points
 
 pytestmark = pytest.mark.integration
-
-Fields = dict[str, FieldValue]
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "agent" / "profiles"
 
 
 async def poll(snmpsim: Running, recording: str, profiles: Path | None = None) -> SnmpDevice:
     registry = load_registry(profiles) if profiles else None
     target = SnmpTarget(snmpsim.host, snmpsim.port, recording)
     return SnmpDevice(recording, target, {}, registry=registry)
-
-
-def points(samples: list[Sample], measurement: str, *tags: str) -> dict[tuple[str, ...], Fields]:
-    """Fields of one measurement merged per series, keyed by the values of the given tags."""
-    merged: dict[tuple[str, ...], Fields] = {}
-    for sample in samples:
-        if sample.measurement == measurement:
-            key = tuple(sample.tags.get(tag, "") for tag in tags)
-            merged.setdefault(key, {}).update(sample.fields)
-    return merged
 
 
 PROFILES = {
