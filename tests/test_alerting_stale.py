@@ -424,3 +424,33 @@ def test_a_reload_keeps_the_absence_clock_running() -> None:
     reloaded.evaluator.restore(h.evaluator.snapshot(), restart=False)
     reloaded.tick(91)
     assert reloaded.states() == [("AgentDown", "firing")]
+
+
+def stated_phase(current_a: float, rated_current_a: float, at: float, **tags: str) -> bytes:
+    fields = {"current_a": current_a, "rated_current_a": rated_current_a}
+    return line("pdu_phase", {**PDU, "phase": "1", **tags}, fields, T0 + at)
+
+
+def test_a_pdu_is_judged_by_the_rating_it_states_and_a_tag_overrides_it() -> None:
+    d = Default()
+    for at in range(0, 120, 30):  # 14 A of a stated 16 A: 88 %, no rating tag
+        d.clock.now = T0 + at
+        d.feed(stated_phase(14.0, 16.0, at))
+        d.tick(at)
+    fired = d.named("PduPhaseCurrentHigh")
+    assert [t.state for t in fired] == ["pending", "firing"]
+    assert fired[-1].alert.rating == 16.0
+    # The same PDU with a hand-set 32 A tag: 44 %, the tag wins, nothing pages.
+    other = Default()
+    for at in range(0, 120, 30):
+        other.clock.now = T0 + at
+        other.feed(stated_phase(14.0, 16.0, at, rated_a="32"))
+        other.tick(at)
+    assert other.named("PduPhaseCurrentHigh") == []
+    # A device that states 0 (no rating) and has no tag is not judged.
+    none = Default()
+    for at in range(0, 120, 30):
+        none.clock.now = T0 + at
+        none.feed(stated_phase(14.0, 0.0, at))
+        none.tick(at)
+    assert none.named("PduPhaseCurrentHigh") == []

@@ -506,7 +506,7 @@ def test_every_default_alert_rule_reads_schema_fields() -> None:
     rules = config.load(ROOT / "configs" / "alert-rules.yaml", RuleFile).rules
     problems = []
     for rule in rules:
-        fields = [rule.field, *rule.label_fields, *rule.summary_fields]
+        fields = [rule.field, rule.relative_to_field, *rule.label_fields, *rule.summary_fields]
         problems += [
             f"{rule.alert}: {rule.measurement}.{field}"
             for field in fields

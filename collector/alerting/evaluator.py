@@ -81,6 +81,7 @@ class _Compiled:
         "limit",
         "op",
         "relative",
+        "relative_field",
         "rule",
         "series_matchable",
         "summary_fields",
@@ -94,6 +95,7 @@ class _Compiled:
         self.kind = rule.kind
         self.field = rule.field or ""
         self.relative = rule.relative_to_tag
+        self.relative_field = rule.relative_to_field
         self.change = rule.change
         equals = rule.equals
         self.equals: tuple[FieldValue, ...] = (
@@ -103,6 +105,8 @@ class _Compiled:
         limit = rule.above if rule.above is not None else rule.below
         self.limit = 0.0 if limit is None else limit
         names = [rule.field] if rule.field else []
+        if rule.relative_to_field:
+            names.append(rule.relative_to_field)
         self.summary_fields = tuple(rule.summary_fields)
         self.wanted = tuple(dict.fromkeys([*names, *rule.label_fields, *rule.summary_fields]))
         # Matchers over tags alone can be decided once per series.
@@ -323,10 +327,13 @@ class Evaluator:
                 if reading is None:
                     continue
                 value: FieldValue = reading
-                if compiled.relative is not None:
-                    if entry.rating is None or reading.__class__ not in _NUMBERS:
+                rating = entry.rating
+                if rating is None and compiled.relative_field is not None:
+                    rating = _stated_rating(fields.get(compiled.relative_field))
+                if compiled.relative is not None or compiled.relative_field is not None:
+                    if rating is None or reading.__class__ not in _NUMBERS:
                         continue
-                    value = reading / entry.rating  # type: ignore[operator]
+                    value = reading / rating  # type: ignore[operator]
                 if compiled.change is not None:
                     changed = self._changed(compiled, print_, value, time_ns)
                     if changed is None:
@@ -339,14 +346,14 @@ class Evaluator:
                         alert.interval = series.interval or alert.interval
                         if compiled.summary_fields:
                             _note_fields(alert, compiled.summary_fields, fields)
-                    self._advance(alert, compiled, value, reading, entry.rating, time_ns, now)
+                    self._advance(alert, compiled, value, reading, rating, time_ns, now)
                 elif compiled.fires(value):
                     alert = Alert(
                         print_, compiled.key, labels, "pending", now, interval=series.interval
                     )
                     if compiled.summary_fields:
                         _note_fields(alert, compiled.summary_fields, fields)
-                    self._open(alert, compiled.rule, value, reading, entry.rating, time_ns, now)
+                    self._open(alert, compiled.rule, value, reading, rating, time_ns, now)
             elif kind == "event":
                 point_labels = self._point_labels(entry, fields)
                 if point_labels is not None:
@@ -685,6 +692,13 @@ class Evaluator:
             self._drop(alert, "resolved", now, "rule removed")
         self._sources = None
         return gone
+
+
+def _stated_rating(value: FieldValue | None) -> float | None:
+    """A rating field the device states (rated_current_a); 0 or none means it states none."""
+    if not isinstance(value, int | float) or value.__class__ not in _NUMBERS:
+        return None
+    return float(value) if value > 0 else None
 
 
 def _rating(tag: str | None) -> float | None:

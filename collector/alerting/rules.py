@@ -69,6 +69,9 @@ class Rule(StrictModel):
     clear_below: float | None = None
     clear_above: float | None = None
     relative_to_tag: str | None = None
+    # The rating the device states in the same point (rated_current_a); a series that carries
+    # `relative_to_tag` is judged against that tag instead (a hand-set override).
+    relative_to_field: str | None = None
     change: Change | None = None
     per: Duration = Field(default=1.0, gt=0)  # the unit of `change: rate` (1s, 1m, 1h)
     for_: Duration = Field(default=0.0, alias="for")
@@ -171,9 +174,11 @@ class Rule(StrictModel):
                         f"({self.below:g})",
                     )
                 )
-        if self.equals is not None and (self.relative_to_tag or self.change):
-            key = "relative_to_tag" if self.relative_to_tag else "change"
-            found.append(((key,), f"{key} needs a numeric condition (above or below)"))
+        if self.equals is not None:
+            for key in ("relative_to_tag", "relative_to_field", "change"):
+                if getattr(self, key):
+                    found.append(((key,), f"{key} needs a numeric condition (above or below)"))
+                    break
         return found
 
 
