@@ -102,11 +102,37 @@ class TrapUser(StrictModel):
     engine_id: str | None = Field(default=None, pattern=r"^(0x)?([0-9A-Fa-f]{2}){5,32}$")
 
 
+class TrapSeverity(StrictModel):
+    """Traps whose name `match`es (a regex, searched) get this severity; the first rule wins."""
+
+    match: str
+    severity: Literal["critical", "warning", "info"]
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+
+# A clearing trap first: "upsAlarmCleared" is good news. A name no rule matches is a warning.
+DEFAULT_TRAP_SEVERITY = [
+    TrapSeverity(match="Cleared|Normal|Restored|Return", severity="info"),
+    TrapSeverity(match="OnBattery|Fail|Alarm", severity="critical"),
+]
+
+
 class TrapSettings(StrictModel):
     listen: str = "0.0.0.0:162"  # port 162 needs CAP_NET_BIND_SERVICE
     communities: list[Secret] = []
     users: list[TrapUser] = []
     poll_on_trap: bool = True  # poll the sender at once, so the NOC sees the new readings
+    # A site's own `rackwatch mibs compile` output, merged over the shipped trap names.
+    names_file: Path | None = None
+    severity: list[TrapSeverity] = DEFAULT_TRAP_SEVERITY
 
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")

@@ -16,7 +16,7 @@ from agent.publisher import Publisher
 from agent.registry import load_registry
 from agent.scheduler import FAILED, FAILURE_REASONS, PeriodicPoller, PollStats
 from agent.snmp import SnmpDevice, SnmpTarget, UnsupportedDevice
-from agent.traps import Notification, TrapReceiver
+from agent.traps import Notification, TrapNames, TrapNamesError, TrapReceiver
 from telemetry.lineproto import LineProtocolError, encode
 from telemetry.reload import split_changes
 from telemetry.sample import FieldValue, Sample
@@ -85,6 +85,7 @@ class Agent:
         self._sources: dict[str, SnmpDevice] = {}  # by device name, for their kind
         self._health_tags: dict[str, dict[str, str]] = {}  # by poller, fixed once reported
         self._traps: TrapReceiver | None = None
+        self._trap_names: TrapNames | None = None  # read with the receiver, never without it
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
         self._profiles = load_registry(config.profiles_dir)  # what the pollers are built with
         self._plan_walks = asyncio.Semaphore(PLAN_WALKS_AT_ONCE)  # shared by every device
@@ -141,6 +142,7 @@ class Agent:
         settings = self.config.traps
         if settings is None:
             return None
+        self._trap_names = TrapNames(settings.names_file, settings.severity)
         host, port = settings.host_port()
         receiver = TrapReceiver(host, port, settings.communities, settings.users, self._on_trap)
         receiver.start()
@@ -149,18 +151,25 @@ class Agent:
     def _on_trap(self, note: Notification) -> None:
         """One `snmp_trap` event; and a poll of the sender, whose readings just changed."""
         device = self._trap_sender(note.source_host)
+        assert self._trap_names is not None  # set before the receiver that calls us
+        named = self._trap_names.name(note)
         tags = {
             "site": self.config.agent.site,
             "agent": self.config.agent.name,
             "trap_oid": note.trap_oid,
+            "trap_name": named.name,  # bounded like trap_oid: a tag, to GROUP BY
+            "severity": named.severity,
         }
         if device is not None:
             tags |= location_tags(self.config, device)
         fields: dict[str, FieldValue] = {
             "source": f"{note.source_host}:{note.source_port}",
             "varbinds": "; ".join(f"{oid}={value}" for oid, value in note.varbinds),
+            "varbinds_named": "; ".join(f"{name}={value}" for name, value in named.varbinds),
             "inform": note.inform,
         }
+        if named.module:
+            fields["trap_module"] = named.module
         self._emit("traps", [Sample("snmp_trap", tags, fields, time.time_ns())])
         if device is not None and self.config.traps and self.config.traps.poll_on_trap:
             self.pollers[device.name].poll_now()
@@ -325,7 +334,7 @@ class Agent:
             await asyncio.sleep(0)  # the transport lets go of its socket on the next turn
         try:
             self._traps = self._start_traps()
-        except OSError as exc:
+        except (OSError, TrapNamesError) as exc:
             listen = self.config.traps.listen if self.config.traps else "?"
             log.error("traps: cannot listen on %s: %s; no traps until fixed", listen, exc)
 

@@ -8,19 +8,25 @@ sender at once, so the NOC sees the new readings instead of waiting for the next
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import yaml
 from pysnmp.carrier.asyncio.dgram import udp
 from pysnmp.entity import config, engine
 from pysnmp.entity.rfc3413 import ntfrcv
 from pysnmp.proto.api import v2c
 
-from agent.config import TrapUser
+from agent.config import TrapSeverity, TrapUser
 
 log = logging.getLogger(__name__)
 
+SHIPPED_NAMES = Path(__file__).with_name("trapnames.json")  # `rackwatch mibs compile` output
 SNMP_TRAP_OID = "1.3.6.1.6.3.1.1.4.1.0"
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 
@@ -131,3 +137,65 @@ class TrapReceiver:
         except Exception:  # a bug in handling one trap must not stop the receiver
             self.rejected_callbacks += 1
             log.exception("handling a trap from %s failed", notification.source_host)
+
+
+class TrapNamesError(Exception):
+    """A names file that cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class NamedTrap:
+    name: str  # the MIB's name, or the numeric OID when no MIB names it
+    module: str  # "" when unknown
+    severity: str
+    varbinds: tuple[tuple[str, str], ...]  # name.instance (numeric OID when unknown), value
+
+
+class TrapNames:
+    """Numbers to names, from compiled MIBs (`rackwatch mibs compile`): a site's file over ours."""
+
+    def __init__(self, names_file: Path | None, severity: list[TrapSeverity]) -> None:
+        self.traps: dict[str, dict[str, Any]] = {}
+        self.objects: dict[str, dict[str, Any]] = {}
+        for path in (SHIPPED_NAMES, names_file):
+            if path is not None:
+                data = _read(path)
+                self.traps |= data.get("traps") or {}
+                self.objects |= data.get("objects") or {}
+        self._severity = [(re.compile(rule.match), rule.severity) for rule in severity]
+
+    def name(self, note: Notification) -> NamedTrap:
+        known = self.traps.get(note.trap_oid) or {}
+        name = str(known.get("name") or note.trap_oid)
+        severity = "warning"
+        if known:  # a numeric OID matches no rule meant for names
+            severity = next((s for rx, s in self._severity if rx.search(name)), "warning")
+        return NamedTrap(
+            name,
+            str(known.get("module", "")),
+            severity,
+            tuple(self._varbind(oid, value) for oid, value in note.varbinds),
+        )
+
+    def _varbind(self, oid: str, value: str) -> tuple[str, str]:
+        """`upsSecondsOnBattery.0`: the longest known object OID that prefixes the varbind's;
+        an enum's value by its name."""
+        parts = oid.split(".")
+        for cut in range(len(parts), 0, -1):
+            obj = self.objects.get(".".join(parts[:cut]))
+            if obj is not None:
+                name = ".".join([str(obj["name"]), *parts[cut:]])
+                values = {str(k): v for k, v in (obj.get("values") or {}).items()}  # YAML: ints
+                return name, str(values.get(value, value))
+        return oid, value
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise TrapNamesError(f"trap names {path}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("traps", {}), dict):
+        raise TrapNamesError(f"trap names {path}: not the output of `rackwatch mibs compile`")
+    return data

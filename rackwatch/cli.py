@@ -220,7 +220,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="also aggregate the raw data of this last while (e.g. 7d) into the 5-minute policy",
     )
     retention.set_defaults(func=cmd_retention)
+
+    mibs = commands.add_parser("mibs", help="compile MIB modules into trap names for the agent")
+    mibs_commands = mibs.add_subparsers(dest="mibs_command", required=True)
+    mibs_compile = mibs_commands.add_parser(
+        "compile", help="write the traps (NOTIFICATION-TYPE, TRAP-TYPE) of MIB modules to a file"
+    )
+    mibs_compile.add_argument("dirs", nargs="+", metavar="DIR", help="folders of MIB modules")
+    mibs_compile.add_argument(
+        "--deps",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of the modules they import (SNMPv2-SMI, ...; e.g. /usr/share/snmp/mibs),"
+        " read but not written out",
+    )
+    mibs_compile.add_argument(
+        "-o", "--output", required=True, help="the file to write: JSON if it ends .json, else YAML"
+    )
+    mibs_compile.set_defaults(func=cmd_mibs_compile)
     return parser
+
+
+def cmd_mibs_compile(args: argparse.Namespace) -> int:
+    """Trap names for `traps.names_file` in the agent's config (needs pysmi)."""
+    from rackwatch.mibs import compile_command
+
+    return compile_command(args.dirs, args.output, args.deps)
 
 
 def cmd_retention(args: argparse.Namespace) -> int:

@@ -72,6 +72,9 @@ def _load(path: Path, model: type[M], skip_secrets: bool, profiles_dir: Path | N
             data["profiles_dir"] = str(profiles_dir.absolute())
         elif isinstance(data.get("profiles_dir"), str):
             data["profiles_dir"] = str(path.parent / data["profiles_dir"])
+        traps = data.get("traps")
+        if isinstance(traps, dict) and isinstance(traps.get("names_file"), str):
+            traps["names_file"] = str(path.parent / traps["names_file"])  # a no-op if absolute
     loaded = config.validate(data, model, str(path), lines, skip_secrets=skip_secrets)
     for key, named, _ in named_files(loaded):
         if not named.is_absolute():
