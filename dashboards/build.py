@@ -1255,12 +1255,223 @@ def health() -> Dashboard:
     )
 
 
+# --- DC power and environment ----------------------------------------------------------------
+
+DC_STATES = {"normal": "green", "warning": "orange", "alarm": "red", "failure": "red"}
+# A door or leak contact reads `closed` at rest on most monitors; any other state stands out.
+CONTACT_STATES = {"closed": "green", "open": "orange", "on": "blue", "off": "gray"}
+
+
+def dc_power_and_environment() -> Dashboard:
+    """Device-level panels (one DC plant or monitor's own rectifiers, batteries and probes),
+    picked by the device variable: nothing draws one series per rack."""
+    unit = ("site", "room", "row", "device")
+    device = tag_values("device", ("site", "room", "row"), "/^(dc_power|env_sensor|env_contact)$/")
+    probe = ("device", "sensor")
+    return Dashboard(
+        "rackwatch-dc-env",
+        "rackwatch / DC power and environment",
+        "DC plants (bus, load, batteries, rectifiers) and environment monitors (probes, contacts).",
+        [RP, SITE, ROOM, ROW, device],
+        [
+            Row("DC power"),
+            Panel(
+                "Plant, mains and battery state",
+                "state-timeline",
+                [
+                    Query(over_time('last("state")', "dc_power", unit, ["device"]), "$tag_device"),
+                    Query(
+                        over_time('last("mains_state")', "dc_power", unit, ["device"]),
+                        "$tag_device mains",
+                    ),
+                    Query(
+                        over_time('last("battery_status")', "dc_power", unit, ["device"]),
+                        "$tag_device battery",
+                    ),
+                ],
+                width=24,
+                height=5,
+                states={**DC_STATES, "low": "orange", "depleted": "red", "unknown": "gray"},
+            ),
+            Panel(
+                "Bus voltage",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("voltage_v")', "dc_power", unit, ["device"]), "$tag_device"
+                    )
+                ],
+                unit="volt",
+                description="The DC bus, as a magnitude (a -48 V plant reads 54 V on float).",
+            ),
+            Panel(
+                "Load and rectifier current",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("load_current_a")', "dc_power", unit, ["device"]),
+                        "$tag_device load",
+                    ),
+                    Query(
+                        over_time('mean("rectifier_current_a")', "dc_power", unit, ["device"]),
+                        "$tag_device rectifiers",
+                    ),
+                ],
+                unit="amp",
+                min=0,
+            ),
+            Panel(
+                "Battery current (negative: discharging)",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("battery_current_a")', "dc_power", unit, ["device"]),
+                        "$tag_device",
+                    ),
+                    Query(
+                        over_time(
+                            'mean("current_a")', "dc_battery", unit, ["device", "battery", "sensor"]
+                        ),
+                        "$tag_device battery $tag_battery.$tag_sensor",
+                    ),
+                ],
+                unit="amp",
+                width=8,
+            ),
+            Panel(
+                "Battery voltage",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("battery_voltage_v")', "dc_power", unit, ["device"]),
+                        "$tag_device",
+                    ),
+                    Query(
+                        over_time('mean("voltage_v")', "dc_battery", unit, ["device", "battery"]),
+                        "$tag_device battery $tag_battery",
+                    ),
+                ],
+                unit="volt",
+                width=8,
+                description="Where the plant measures it apart from the bus; a float-charged "
+                "string sits on the bus (Bus voltage).",
+            ),
+            Panel(
+                "Battery temperature",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("battery_temperature_c")', "dc_power", unit, ["device"]),
+                        "$tag_device",
+                    ),
+                    Query(
+                        over_time(
+                            'mean("temperature_c")',
+                            "dc_battery",
+                            unit,
+                            ["device", "battery", "sensor"],
+                        ),
+                        "$tag_device battery $tag_battery.$tag_sensor",
+                    ),
+                ],
+                unit="celsius",
+                width=8,
+            ),
+            Panel(
+                "Rectifier states",
+                "state-timeline",
+                [
+                    Query(
+                        over_time('last("state")', "dc_rectifier", unit, ["device", "rectifier"]),
+                        "$tag_device #$tag_rectifier",
+                    )
+                ],
+                states=DC_STATES,
+            ),
+            Panel(
+                "Rectifier output current",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("output_current_a")',
+                            "dc_rectifier",
+                            unit,
+                            ["device", "rectifier"],
+                        ),
+                        "$tag_device #$tag_rectifier",
+                    )
+                ],
+                unit="amp",
+                min=0,
+                description="A rectifier far below its peers carries no share of the load.",
+            ),
+            Row("Environment"),
+            Panel(
+                "Temperature per probe",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("temperature_c")', "env_sensor", unit, probe),
+                        "$tag_device $tag_sensor",
+                    )
+                ],
+                unit="celsius",
+                width=8,
+                thresholds=INLET_C,
+                custom={"thresholdsStyle": {"mode": "line"}},
+            ),
+            Panel(
+                "Humidity per probe",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("humidity_pct")', "env_sensor", unit, probe),
+                        "$tag_device $tag_sensor",
+                    )
+                ],
+                unit="percent",
+                width=8,
+                min=0,
+                max=100,
+            ),
+            Panel(
+                "Dew point per probe",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("dew_point_c")', "env_sensor", unit, probe),
+                        "$tag_device $tag_sensor",
+                    )
+                ],
+                unit="celsius",
+                width=8,
+                description="Where the monitor reports one; ASHRAE recommends at most 15 C.",
+            ),
+            Panel(
+                "Contacts (doors, leak, smoke, relays)",
+                "state-timeline",
+                [
+                    Query(
+                        over_time('last("state")', "env_contact", unit, ["device", "contact"]),
+                        "$tag_device $tag_contact",
+                    )
+                ],
+                width=24,
+                height=6,
+                states=CONTACT_STATES,
+            ),
+        ],
+    )
+
+
 DASHBOARDS = {
     "hub-overview": hub_overview,
     "rows-and-racks": rows_and_racks,
     "pdu-detail": pdu_detail,
     "cooling": cooling,
     "ups": ups,
+    "dc-power-environment": dc_power_and_environment,
     "accelerators": accelerators,
     "rackwatch-health": health,
 }

@@ -2,11 +2,11 @@
 
 It starts Mosquitto, InfluxDB and snmpsim under a temporary directory (never touching a server
 already running), serves shared recordings (six PDUs of three vendors, an InRow cooling unit, a
-Liebert room unit, a Smart-UPS and a three-phase UPS-MIB UPS) with values that move over
-time, runs a real agent and a real collector (with roll-ups) as child processes, and shows data
-arriving: a table per device kind. With `--duration N` it runs N seconds without interaction
-and exits 0 only once an InfluxQL query has found points of every simulated kind. Everything it
-started is stopped on exit.
+Liebert room unit, a Smart-UPS, a three-phase UPS-MIB UPS, an Eltek DC plant and an AVTECH
+environment monitor) with values that move over time, runs a real agent and a real collector
+(with roll-ups) as child processes, and shows data arriving: a table per device kind. With
+`--duration N` it runs N seconds without interaction and exits 0 only once an InfluxQL query has
+found points of every simulated kind. Everything it started is stopped on exit.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ EXPECTED_MEASUREMENTS = (
     "pdu_outlet",
     "cooling",
     "ups",
+    "dc_power",
+    "dc_rectifier",
+    "dc_battery",
+    "env_sensor",
+    "env_contact",
     "rackwatch_agent",
     "rackwatch_collector",
     "rackwatch_mqtt_device",
@@ -51,8 +56,8 @@ NPU_SMI_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "npu_smi
 
 # Demo row: three racks with an A and a B feed each (APC metered, APC switched, and a Raritan
 # beside an Eaton), the InRow cooling unit, a Liebert room unit, the row's UPS (three phases,
-# through the UPS-MIB), and `ups-main`, whose output stands in for the site's utility meter
-# (PUE). A PDU's feed: its name's last letter.
+# through the UPS-MIB), the row's -48 V DC plant, an environment monitor in A01, and `ups-main`,
+# whose output stands in for the site's utility meter (PUE). A PDU's feed: its name's last letter.
 DEMO_DEVICES = {
     "pdu-a01-a": ("apc_ap8853", "A01"),
     "pdu-a01-b": ("apc_ap8853", "A01"),
@@ -64,6 +69,8 @@ DEMO_DEVICES = {
     "crah-1": ("liebert_weblbds", "A00"),  # room cooling (humidity) on a Liebert GP card
     "inrow-a01": ("apc-inrow", "A01"),
     "ups-row-a": ("generex-ups_cs141", "A00"),
+    "dc-plant-a": ("enexus_enexus", "A00"),  # a -48 V Eltek eNexus plant: 7 rectifiers
+    "env-a01": ("avtech_roomalert12e", "A01"),  # probe with dew point, four contacts
 }
 
 # OID prefixes left out of a device's recording. The Liebert GP card's recording also holds
@@ -320,6 +327,13 @@ LATEST: tuple[tuple[str, tuple[Column, ...]], ...] = (
         (
             ("LOAD %", ("ups",), "load_pct", ".1f"),
             ("RUNTIME S", ("ups",), "runtime_s", ".0f"),
+        ),
+    ),
+    (
+        "dc_power",
+        (
+            ("BUS V", ("dc_power",), "voltage_v", ".2f"),
+            ("LOAD A", ("dc_power",), "load_current_a", ".1f"),
         ),
     ),
 )

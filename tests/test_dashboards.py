@@ -37,6 +37,8 @@ NOT_IN_DEMO_YET = {
     "pdu_inlet.load_state": "the demo's PDUs judge phases, not inlets",
     "pdu_bank.load_state": "the demo's PDUs judge phases, not banks",
     "alert_active": "the demo has no alerting; tests/test_alerting_active.py runs the panel",
+    "dc_power.battery_voltage_v": "the demo's eNexus has its batteries on the bus: no own reading",
+    "dc_battery.voltage_v": "the demo's eNexus has its batteries on the bus: no own reading",
 }
 
 
@@ -438,3 +440,31 @@ def test_the_ups_dashboard_shows_load_and_power_of_rfc1628_upses(demo_influx: Ru
                 assert isinstance(tags, dict)
                 found.add(str(tags["device"]))
         assert found == {"ups-main", "ups-row-a"}, title
+
+
+@pytest.mark.integration
+def test_the_dc_and_environment_dashboard_shows_the_demos_plant_and_monitor(
+    demo_influx: Running,
+) -> None:
+    """Each DC power panel finds the demo's eNexus plant and nothing else; each environment
+    panel its AVTECH monitor (beside the Smart-UPS's own probe), the device variable at All."""
+    dashboard = dashboards()["dc-power-environment"]
+    section = ""
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            section = panel["title"]
+            continue
+        shown = [t["query"] for t in panel["targets"] if pending(t["query"]) is None]
+        if not shown:
+            continue  # e.g. battery voltage: the eNexus has none of its own
+        found = set()
+        for query in shown:
+            sent = interpolate(query, dict.fromkeys(variables_used(query)))
+            for series in localservices.influx_query(demo_influx, demo.DATABASE, sent):
+                tags = series.get("tags")
+                assert isinstance(tags, dict)
+                found.add(str(tags["device"]))
+        if section == "DC power":
+            assert found == {"dc-plant-a"}, panel["title"]
+        else:
+            assert "env-a01" in found, panel["title"]

@@ -83,6 +83,10 @@ def test_demo_runs_unattended_and_verifies_every_kind() -> None:
     assert all(points[kind] > 0 for kind in (*kinds, "rackwatch_collector")), points
     assert "inrow-a01" in result.stdout  # the live view's cooling row
     assert "ups-row-a" in result.stdout
+    # The DC plant and the environment monitor: their points, the plant in the live view.
+    dc_env = ("dc_power", "dc_rectifier", "dc_battery", "env_sensor", "env_contact")
+    assert all(points[kind] > 0 for kind in dc_env), points
+    assert "dc-plant-a" in result.stdout.split("DC_POWER", 1)[1]
 
 
 DETECTED = {
@@ -93,6 +97,8 @@ DETECTED = {
     "apc_smart1500": "apc_ups",
     "eaton-mgeups_9px": "eaton_ups",
     "eatonpdu_2": "eaton_epdu",
+    "enexus_enexus": "eltek_enexus",
+    "avtech_roomalert12e": "avtech_roomalert12e",
     "generex-ups_cs141": "ups_rfc1628",
     "liebert_weblbds": "liebert_gp",
     "raritan-pdu_px2": "raritan_pdu2",
