@@ -101,6 +101,11 @@ MOVING_VALUES = {
         "1.3.6.1.4.1.318.1.1.13.3.2.2.2.7.0": "function=sin,rate=0.05,scale=15,offset=214",
         "1.3.6.1.4.1.318.1.1.13.3.2.2.2.11.0": "function=sin,rate=0.05,scale=12,offset=238",
     },
+    "enexus_enexus": {  # load and rectifier current in A; the bus in hundredths of a volt
+        "1.3.6.1.4.1.12148.10.9.2.5.0": "function=sin,rate=0.05,scale=6,offset=72",
+        "1.3.6.1.4.1.12148.10.5.2.5.0": "function=sin,rate=0.05,scale=6,offset=72",
+        "1.3.6.1.4.1.12148.10.10.5.5.0": "function=sin,rate=0.05,scale=4,offset=5453",
+    },
     "apc_smart1500": {  # load in tenths of a percent
         "1.3.6.1.4.1.318.1.1.1.4.3.3.0": "function=sin,rate=0.1,scale=30,offset=176",
     },
