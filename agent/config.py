@@ -125,6 +125,26 @@ DEFAULT_TRAP_SEVERITY = [
 ]
 
 
+class TrapName(StrictModel):
+    name: str
+    module: str = ""
+    description: str = ""
+    objects: list[str] = []  # the names of the objects it carries
+
+
+class TrapObject(StrictModel):
+    name: str
+    values: dict[int, str] = {}  # an enum's names
+
+
+class TrapNamesFile(StrictModel):
+    """`rackwatch mibs compile` output, keyed by numeric OID: a site's `traps.names_file`."""
+
+    generated_by: str | None = None
+    traps: dict[str, TrapName] = {}
+    objects: dict[str, TrapObject] = {}
+
+
 class TrapSettings(StrictModel):
     listen: str = "0.0.0.0:162"  # port 162 needs CAP_NET_BIND_SERVICE
     communities: list[Secret] = []

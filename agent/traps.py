@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from pysnmp.carrier.asyncio.dgram import udp
 from pysnmp.entity import config, engine
 from pysnmp.entity.rfc3413 import ntfrcv
 from pysnmp.proto.api import v2c
 
-from agent.config import TrapSeverity, TrapUser
+from agent.config import TrapNamesFile, TrapSeverity, TrapUser
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +158,17 @@ class TrapNames:
     def __init__(self, names_file: Path | None, severity: list[TrapSeverity]) -> None:
         self.traps: dict[str, dict[str, Any]] = {}
         self.objects: dict[str, dict[str, Any]] = {}
-        for path in (SHIPPED_NAMES, names_file):
-            if path is not None:
-                data = _read(path)
-                self.traps |= data.get("traps") or {}
-                self.objects |= data.get("objects") or {}
+        shipped = _read(SHIPPED_NAMES)
+        self.traps, self.objects = shipped["traps"], shipped["objects"]
+        if names_file is not None:
+            site = _read(names_file)
+            try:  # the shipped file is checked by its test; a site's here and by `check`
+                TrapNamesFile.model_validate(site)
+            except ValidationError as exc:
+                why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise TrapNamesError(f"trap names {names_file}: {why}") from exc
+            self.traps |= site.get("traps") or {}
+            self.objects |= site.get("objects") or {}
         self._severity = [(re.compile(rule.match), rule.severity) for rule in severity]
 
     def name(self, note: Notification) -> NamedTrap:

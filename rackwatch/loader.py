@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, TrapNamesFile
 from agent.registry import check_profile, is_profile
 from collector.alerting.rules import RuleFile
 from collector.alerting.silences import SilenceFile
@@ -72,9 +72,6 @@ def _load(path: Path, model: type[M], skip_secrets: bool, profiles_dir: Path | N
             data["profiles_dir"] = str(profiles_dir.absolute())
         elif isinstance(data.get("profiles_dir"), str):
             data["profiles_dir"] = str(path.parent / data["profiles_dir"])
-        traps = data.get("traps")
-        if isinstance(traps, dict) and isinstance(traps.get("names_file"), str):
-            traps["names_file"] = str(path.parent / traps["names_file"])  # a no-op if absolute
     loaded = config.validate(data, model, str(path), lines, skip_secrets=skip_secrets)
     for key, named, _ in named_files(loaded):
         if not named.is_absolute():
@@ -123,4 +120,6 @@ def named_files(loaded: Any) -> list[tuple[KeyPath, Path, type[BaseModel]]]:
             found.append((("alerting", "rules_file"), loaded.alerting.rules_file, RuleFile))
         if loaded.rollup is not None:
             found.append((("rollup", "inventory"), loaded.rollup.inventory, Inventory))
+    if isinstance(loaded, AgentConfig) and loaded.traps and loaded.traps.names_file:
+        found.append((("traps", "names_file"), loaded.traps.names_file, TrapNamesFile))
     return found

@@ -15,9 +15,11 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.service import Agent
-from agent.traps import SHIPPED_NAMES
+from agent.traps import SHIPPED_NAMES, TrapNames, TrapNamesError
 from rackwatch.cli import main
+from rackwatch.loader import load_agent
 from rackwatch.localservices import Running, free_port
+from telemetry.config import ConfigError
 from telemetry.lineproto import parse_line
 from telemetry.sample import Sample
 from tests.conftest import SHARED
@@ -256,3 +258,26 @@ def test_the_shipped_trap_names_are_what_the_shared_mibs_compile_to(
     assert shipped["traps"]["1.3.6.1.4.1.318.0.5"]["name"] == "upsOnBattery"
     assert shipped["traps"]["1.3.6.1.2.1.33.2.1"]["name"] == "upsTrapOnBattery"
     assert "PowerNet-MIB: failed" not in capsys.readouterr().err
+
+
+AGENT_YAML = """\
+agent: {name: a, site: s}
+mqtt: {host: 127.0.0.1}
+traps:
+  names_file: site-traps.yaml
+"""
+
+
+def test_a_site_names_file_is_read_from_the_configs_folder_and_checked(tmp_path: Path) -> None:
+    (tmp_path / "agent.yaml").write_text(AGENT_YAML)
+    (tmp_path / "site-traps.yaml").write_text(SITE_NAMES)
+    loaded = load_agent(tmp_path / "agent.yaml")
+    assert loaded.traps is not None
+    assert loaded.traps.names_file == tmp_path / "site-traps.yaml"
+    (tmp_path / "site-traps.yaml").write_text("traps:\n  1.3.6.1.4.1.9.0.1: {nmae: typo}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_agent(tmp_path / "agent.yaml")
+    assert "site-traps.yaml:2" in str(exc.value)
+    assert "nmae" in str(exc.value)
+    with pytest.raises(TrapNamesError, match=r"site-traps\.yaml: .*nmae: Extra inputs"):
+        TrapNames(tmp_path / "site-traps.yaml", [])
