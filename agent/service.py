@@ -158,7 +158,7 @@ class Agent:
             "agent": self.config.agent.name,
             "trap_oid": note.trap_oid,
             "trap_name": named.name,  # bounded like trap_oid: a tag, to GROUP BY
-            "severity": named.severity,
+            "trap_severity": named.severity,  # not `severity`: an alert's own label
         }
         if device is not None:
             tags |= location_tags(self.config, device)

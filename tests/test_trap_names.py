@@ -132,18 +132,18 @@ async def test_powernet_and_ups_mib_traps_are_named(start_agent: StartAgent) -> 
         ups_on_battery = await received_trap(received, "1.3.6.1.2.1.33.2.1")
 
     assert on_battery.tags["trap_name"] == "upsOnBattery"
-    assert on_battery.tags["severity"] == "critical"
+    assert on_battery.tags["trap_severity"] == "critical"
     assert on_battery.tags["device"] == "pdu-a01-a"  # the sender is a known device
     assert on_battery.fields["trap_module"] == "PowerNet-MIB"
     assert on_battery.fields["varbinds_named"] == "mtrapargsString.0=On battery"
     assert on_battery.fields["varbinds"] == "1.3.6.1.4.1.318.2.3.3.0=On battery"  # kept
-    assert (restored.tags["trap_name"], restored.tags["severity"]) == ("powerRestored", "info")
+    assert (restored.tags["trap_name"], restored.tags["trap_severity"]) == ("powerRestored", "info")
     assert test.tags["trap_name"] == "upsTrapTestCompleted"
-    assert test.tags["severity"] == "warning"  # no rule matches it
+    assert test.tags["trap_severity"] == "warning"  # no rule matches it
     assert test.fields["trap_module"] == "UPS-MIB"
     assert test.fields["varbinds_named"] == "upsTestId.0=7; upsTestResultsSummary.0=doneError"
     assert ups_on_battery.tags["trap_name"] == "upsTrapOnBattery"
-    assert ups_on_battery.tags["severity"] == "critical"
+    assert ups_on_battery.tags["trap_severity"] == "critical"
     assert ups_on_battery.fields["varbinds_named"] == "upsEstimatedMinutesRemaining.0=12"
 
 
@@ -155,7 +155,7 @@ async def test_an_unknown_trap_stays_numeric_with_severity_warning(
         await trap(port, "1.3.6.1.4.1.99999.0.1", "1.3.6.1.4.1.99999.1.1.4", "i", "2")
         event = await received_trap(received, "1.3.6.1.4.1.99999.0.1")
     assert event.tags["trap_name"] == "1.3.6.1.4.1.99999.0.1"
-    assert event.tags["severity"] == "warning"
+    assert event.tags["trap_severity"] == "warning"
     assert "trap_module" not in event.fields
     assert event.fields["varbinds_named"] == "1.3.6.1.4.1.99999.1.1.4=2"
 
@@ -175,11 +175,11 @@ async def test_a_site_names_file_and_severity_rules_override(
         apc = await received_trap(received, "1.3.6.1.4.1.318.0.5")
         ups = await received_trap(received, "1.3.6.1.2.1.33.2.1")
     assert chiller.tags["trap_name"] == "chillerPumpLost"
-    assert chiller.tags["severity"] == "critical"
+    assert chiller.tags["trap_severity"] == "critical"
     assert chiller.fields["trap_module"] == "SITE-CHILLER-MIB"
     assert chiller.fields["varbinds_named"] == "pumpId.4=2"
     assert apc.tags["trap_name"] == "siteUpsOnBattery"  # the site's name wins
-    assert apc.tags["severity"] == "warning"  # the site's rules replace the shipped ones
+    assert apc.tags["trap_severity"] == "warning"  # the site's rules replace the shipped ones
     assert ups.tags["trap_name"] == "upsTrapOnBattery"  # the shipped names are still there
 
 
