@@ -8,8 +8,9 @@
   does not load is refused with its errors logged, and the running config stays; STATUS= says
   so and gives the first problem. A good one is applied by the service as far as it can be
   without a restart (it names the keys that need one). Then READY=1.
-- SIGTERM/SIGINT: STOPPING=1, the metrics port is released at once (so a restarted process
-  can bind it while this one still drains), then the service flushes and stops. A SIGTERM
+- SIGTERM/SIGINT: STOPPING=1, the metrics port is released at once (within the serving
+  thread's 0.5 s poll; a restarted process waits up to METRICS_BIND_WAIT_S for it, so it binds
+  while this one still drains), then the service flushes and stops. A SIGTERM
   that comes while the process still starts (reading its config and profiles) is held until
   the service runs, which then stops at once the same way (`hold_sigterm`).
 """
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import time
@@ -31,6 +33,7 @@ from telemetry.sdnotify import Notifier
 log = logging.getLogger("rackwatch")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+METRICS_BIND_WAIT_S = 3.0  # how long a starting process waits for its metrics port to be free
 _held_sigterm: list[int] = []  # SIGTERMs received before Daemon.run took over
 
 
@@ -92,7 +95,7 @@ class Daemon(Generic[C]):
             settings = self.service.config.metrics
             if settings is not None:
                 try:
-                    self.metrics = MetricsServer(settings, self.service.health_samples)
+                    self.metrics = await _listen(settings, self.service.health_samples)
                 except OSError as exc:
                     log.error("metrics.listen %s: cannot listen: %s", settings.listen, exc)
                     return 1
@@ -182,6 +185,21 @@ async def _until(task: asyncio.Task[None], *events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+async def _listen(settings: MetricsSettings, snapshot: Callable[[], list[Sample]]) -> MetricsServer:
+    """Bind the metrics port at start. A process being restarted releases it first thing on
+    SIGTERM, but only once its serving thread's poll (0.5 s) has ended: a new process that
+    starts faster than that waits for the port a moment instead of failing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + METRICS_BIND_WAIT_S
+    while True:
+        try:
+            return MetricsServer(settings, snapshot)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def serve(service: Service[C], load: Callable[[], C]) -> int:
