@@ -17,7 +17,7 @@ import aiomqtt
 
 from collector.config import MqttSettings
 from collector.deadletter import DeadLetters
-from collector.pipeline import Pipeline
+from collector.pipeline import LineSink
 from collector.receipts import Acknowledger, Receipt
 from telemetry.lineproto import Timestamps, check_lines
 from telemetry.mqtt import AckingClient, Reconnecting, Session, payload_bytes
@@ -44,7 +44,7 @@ class Ingest:
         self,
         settings: MqttSettings,
         client_id: str,
-        pipeline: Pipeline,
+        pipeline: LineSink,
         dead_letters: DeadLetters,
         timestamps: Timestamps | None = None,
     ) -> None:

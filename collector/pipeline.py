@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Protocol
 
 from collector.config import BatchSettings, SpoolSettings
 from collector.influx import InfluxWriter, WriteAbandoned
@@ -22,6 +23,12 @@ from telemetry.spool import Spool
 SPOOL_SYNC_S = 0.5
 
 log = logging.getLogger(__name__)
+
+
+class LineSink(Protocol):
+    """Where validated lines go: one pipeline, or the shards' (collector/shards.py)."""
+
+    def add(self, lines: list[bytes], receipt: Receipt | None = None) -> None: ...
 
 
 class Pipeline:
