@@ -1,7 +1,7 @@
 """Agent CPU per device poll against Prometheus snmp_exporter's CPU per scrape of the same walks.
 
     .venv/bin/python bench/bench_snmp.py [--devices apc_ap8959eu3,eatonpdu_2,sentry4]
-        [--polls 200] [--blocks 10] [--raw-polls 100] [--show-config] [--profile]
+        [--polls 200] [--blocks 10] [--runs 3] [--raw-polls 100] [--show-config] [--profile]
 
 Needs Debian's prometheus-snmp-exporter (0.21) and snmpsim (the demo extra). One private
 snmpsim serves the shared recordings (/work/shared/devices/snmprec, read-only). For each
@@ -20,6 +20,12 @@ process from /proc/<pid>/stat before and after each block (10 ms ticks; the sum 
 as the agent does, its CPU being time.process_time() over the poll blocks only (setup, the
 first, identifying poll and the scrapes excluded). The agent runs on uvloop like `rackwatch
 agent`. The target is agent / exporter <= 0.8x.
+
+Two agent ratios, both against the exporter's walk-every-scrape: the agent's steady poll (GETs
+of the rows it knows, what it does between plan refreshes), and the agent's plan poll (walks
+and GETs exactly the SNMP work the exporter does: what the agent's first poll, and one poll
+every 15 minutes, costs), as a third member of each block: walk against walk. --runs repeats
+the whole side-by-side and reports each ratio's min/median/max over the runs.
 
 Where the agent's time goes: the same walks and GETs with a bare gufo-snmp asyncio session
 (values only counted; a third member of each block, --polls in all) and a sync session
@@ -43,6 +49,7 @@ import os
 import pstats
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,11 +180,22 @@ class Result:
     encode_cpu_s: float = 0.0  # per poll
     profile_text: str = ""
     block_ratios: list[float] = field(default_factory=list)  # agent / exporter per block
+    walk_cpu_s: float = 0.0  # agent plan polls: every one walks, as the exporter does
+    walk_wall_s: float = 0.0
+    walk_block_ratios: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
 def target(port: int, community: str) -> SnmpTarget:
     return SnmpTarget(HOST, port, community)
+
+
+class WalkingDevice(SnmpDevice):
+    """The agent as on its first poll: every poll makes the plan again (walks the tables)."""
+
+    @property
+    def needs_plan(self) -> bool:
+        return True
 
 
 async def discover(port: int, name: str) -> Plan:
@@ -306,6 +324,8 @@ async def side_by_side(
     params = {"target": f"{HOST}:{snmpsim.port}", "module": name}
     device = SnmpDevice(name, target(snmpsim.port, name), {"device": name})
     await device.collect()  # identifies the device: not timed
+    walking = WalkingDevice(name, target(snmpsim.port, name), {"device": name})
+    await walking.collect()
     raw_poll = raw_async_poller(result.plan, snmpsim.port)
     result.raw_async_varbinds = await raw_poll()
     sizes = [polls // blocks + (i < polls % blocks) for i in range(blocks)]
@@ -330,6 +350,14 @@ async def side_by_side(
             result.agent_wall_s += time.perf_counter() - wall0
             result.snmpsim_cpu_s += stat_cpu_seconds(snmpsim.process.pid) - sim0
             result.block_ratios.append(agent_cpu / exporter_cpu if exporter_cpu else math.nan)
+
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for _ in range(size):
+                [encode(sample) for sample in await walking.collect()]
+            walk_cpu = time.process_time() - cpu0
+            result.walk_cpu_s += walk_cpu
+            result.walk_wall_s += time.perf_counter() - wall0
+            result.walk_block_ratios.append(walk_cpu / exporter_cpu if exporter_cpu else math.nan)
 
             cpu0 = time.process_time()
             for _ in range(size):
@@ -430,32 +458,51 @@ def us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f} µs"
 
 
-def report(results: list[Result], polls: int, raw_polls: int, skipped: list[str]) -> None:
+def spread(values: list[float]) -> str:
+    """min / median / max, as the benchmarks page reports a ratio over runs."""
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}x"
+
+
+def report_runs(runs: list[list[Result]], polls: int) -> None:
+    """Each run's ratios, then their min/median/max per device over the runs."""
     print(
-        f"\n{polls} sequential scrapes and {polls} sequential agent polls per device, "
-        f"interleaved in blocks; CPU per poll (per scrape).\n"
+        f"\n{len(runs)} runs; per run and device {polls} sequential scrapes, {polls} steady agent "
+        f"polls and {polls} agent plan polls, interleaved in blocks; CPU per poll (per scrape).\n"
     )
     print(
-        "| device | profiles | varbinds/poll | samples/poll | exporter CPU/scrape "
-        "| agent CPU/poll | agent / exporter | per block | exporter µs/varbind "
-        "| agent µs/varbind |"
+        "| run | device | profiles | varbinds/poll | samples/poll | exporter CPU/scrape "
+        "| agent steady poll | agent plan poll | steady / exporter | plan poll / exporter "
+        "| per block (steady) | per block (plan) |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in results:
-        p = r.plan
-        exporter = r.exporter_cpu_s / polls
-        agent = r.agent_cpu_s / polls
-        print(
-            f"| {p.name} | {', '.join(p.profiles)} | {p.varbinds} | {p.samples} | {us(exporter)} "
-            f"| {us(agent)} | **{agent / exporter:.2f}x** "
-            f"| {min(r.block_ratios):.2f}..{max(r.block_ratios):.2f}x "
-            f"| {exporter / p.varbinds * 1e6:.1f} "
-            f"| {agent / p.varbinds * 1e6:.1f} |"
-        )
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for number, results in enumerate(runs, 1):
+        for r in results:
+            p = r.plan
+            exporter = r.exporter_cpu_s / polls
+            agent = r.agent_cpu_s / polls
+            walk = r.walk_cpu_s / polls
+            print(
+                f"| {number} | {p.name} | {', '.join(p.profiles)} | {p.varbinds} | {p.samples} "
+                f"| {us(exporter)} | {us(agent)} | {us(walk)} | **{agent / exporter:.2f}x** "
+                f"| **{walk / exporter:.2f}x** "
+                f"| {min(r.block_ratios):.2f}..{max(r.block_ratios):.2f}x "
+                f"| {min(r.walk_block_ratios):.2f}..{max(r.walk_block_ratios):.2f}x |"
+            )
+    print(f"\nAgent / exporter CPU, min / median / max over {len(runs)} runs:\n")
+    print("| device | steady poll (GETs) / exporter walk | plan poll (walks) / exporter walk |")
+    print("| --- | ---: | ---: |")
+    for i, first in enumerate(runs[0]):
+        steady = [run[i].agent_cpu_s / run[i].exporter_cpu_s for run in runs]
+        walks = [run[i].walk_cpu_s / run[i].exporter_cpu_s for run in runs]
+        print(f"| {first.plan.name} | {spread(steady)} | {spread(walks)} |")
     print(
         "\ntarget: agent / exporter <= 0.8x (exporter CPU = utime+stime from /proc/<pid>/stat; "
         "per block: the range of the blocks' ratios, exporter CPU from schedstat)"
     )
+
+
+def report(results: list[Result], polls: int, raw_polls: int, skipped: list[str]) -> None:
+    """Cross-checks and where the agent's time goes (one run)."""
 
     print(
         "\nCross-checks, and the exporter's walk plan run by bare gufo-snmp (what a walk-every-"
@@ -481,7 +528,8 @@ def report(results: list[Result], polls: int, raw_polls: int, skipped: list[str]
     for r in results:
         print(
             f"  {r.plan.name}: exporter {r.exporter_wall_s / polls * 1e3:.1f} ms, "
-            f"agent {r.agent_wall_s / polls * 1e3:.1f} ms; "
+            f"agent {r.agent_wall_s / polls * 1e3:.1f} ms steady, "
+            f"{r.walk_wall_s / polls * 1e3:.1f} ms plan poll; "
             f"{r.agent_samples / polls:.0f} lines/poll"
         )
         if r.raw_async_varbinds != r.plan.varbinds:
@@ -505,6 +553,7 @@ def main() -> None:
     parser.add_argument(
         "--blocks", type=int, default=10, help="alternations of exporter and agent blocks"
     )
+    parser.add_argument("--runs", type=int, default=3, help="side-by-side runs per device")
     parser.add_argument(
         "--raw-polls", type=int, default=100, help="polls per bare gufo-snmp loop and profile"
     )
@@ -532,7 +581,8 @@ def main() -> None:
                     skipped.append(f"{name}: {exc}")
             if not plans:
                 raise SystemExit("no device to measure:\n" + "\n".join(skipped))
-            results = [Result(plan) for plan in plans]
+            runs = [[Result(plan) for plan in plans] for _ in range(args.runs)]
+            results = runs[0]  # the cross-checks and the breakdown: first run only
             for result in results:
                 raw_sync_polls(result, snmpsim.port, args.raw_polls)
             modules = {
@@ -557,13 +607,15 @@ def main() -> None:
             config = workdir / "snmp.yml"
             config.write_text(snmp_exporter_config.render(modules))
             exporter, exporter_port = start_exporter(config, workdir)
+            for one_run in runs:
+                for result in one_run:
+                    run(
+                        side_by_side(
+                            result, (exporter.pid, exporter_port), snmpsim, args.polls, args.blocks
+                        ),
+                        args.loop,
+                    )
             for result in results:
-                run(
-                    side_by_side(
-                        result, (exporter.pid, exporter_port), snmpsim, args.polls, args.blocks
-                    ),
-                    args.loop,
-                )
                 run(
                     agent_breakdown(result, snmpsim.port, args.raw_polls if args.profile else 0),
                     args.loop,
@@ -574,6 +626,7 @@ def main() -> None:
             if exporter is not None:
                 stop_process(exporter)
             localservices.stop(snmpsim)
+    report_runs(runs, args.polls)
     report(results, args.polls, args.raw_polls, skipped)
 
 
