@@ -139,6 +139,9 @@ async def test_liebert_humidity_and_capacities(snmpsim: Running) -> None:
     assert "supply_air_humidity_pct" not in cooling  # no supply-air humidity row
     assert cooling["cooling_capacity_pct"] == 13.0
     assert cooling["fan_capacity_pct"] == 50.0
+    # idle subsystems read 0 %, a reading (the unit has them), not a missing field
+    for subsystem in ("free_cooling", "dehumidifying", "humidifying"):
+        assert cooling[f"{subsystem}_capacity_pct"] == 0.0
 
 
 async def test_liebert_subsystem_states_are_named(snmpsim: Running) -> None:
