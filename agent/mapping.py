@@ -91,11 +91,12 @@ def convert(spec: FieldSpec, raw: Value, scale: float | None = None) -> FieldVal
     """One raw value as a field value, or None when absent (sentinel, missing, unparseable)."""
     if raw is None:
         return None
+    unit = None
     if spec.pattern is not None:
         match = re.search(spec.pattern, text(raw))
         if match is None:
             return None
-        raw = match.group(1)
+        raw, unit = (match["value"], match["unit"]) if spec.units else (match.group(1), None)
     if spec.type == "string":
         return text(raw)
     if spec.type == "bool":
@@ -110,11 +111,29 @@ def convert(spec: FieldSpec, raw: Value, scale: float | None = None) -> FieldVal
     if spec.absolute:
         number = abs(number)
     scale = spec.scale if scale is None else scale
+    if spec.units:
+        number = in_unit(scaled(number, scale), spec.units.get((unit or "").strip()))
+        if number is None:
+            return None  # a unit the profile does not know: no value rather than a wrong one
+        scale = 1
     if spec.type == "integer":
         return round(number if scale == 1 else scaled(number, scale))
     if spec.type == "counter" and scale == 1:
         return int(number)
     return scaled(number, scale)
+
+
+def in_unit(number: float, conversion: float | str | None) -> float | None:
+    """A number converted by what its unit means (a factor, or `fahrenheit` to Celsius)."""
+    if conversion is None:
+        return None
+    if conversion == "fahrenheit":
+        return fahrenheit_to_celsius(number)
+    return scaled(number, float(conversion))
+
+
+def fahrenheit_to_celsius(value: float) -> float:
+    return round((value - 32) * 5 / 9, 3)
 
 
 def scaled(number: int | float, scale: float) -> float:
@@ -167,7 +186,7 @@ def in_celsius(value: FieldValue | None, unit: TemperatureUnit, setting: Value) 
     if setting is None:
         return None
     if text(setting) in {str(v) for v in unit.fahrenheit}:
-        return round((value - 32) * 5 / 9, 3)
+        return fahrenheit_to_celsius(value)
     return float(value)
 
 

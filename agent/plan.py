@@ -89,6 +89,8 @@ def kept(condition: Condition, present: bool, value: str) -> bool:
     """Whether a row passes one condition, given its value there (as text)."""
     if not present:
         return condition.missing == "keep"  # a row that cannot be classified is left out
+    if condition.matches is not None:
+        return re.search(condition.matches, value) is not None
     return (value.strip(".") in condition.texts()) == (condition.in_ is not None)
 
 

@@ -43,13 +43,35 @@ def _check_oid(value: str) -> str:
 Oid = Annotated[str, AfterValidator(_check_oid)]
 
 
-def _check_pattern(pattern: str) -> None:
+def _compiled(pattern: str) -> re.Pattern[str]:
     try:
-        compiled = re.compile(pattern)
+        return re.compile(pattern)
     except re.error as exc:
         raise ValueError(f"bad regular expression: {exc}") from None
-    if compiled.groups != 1:
+
+
+def _check_pattern(pattern: str) -> None:
+    if _compiled(pattern).groups != 1:
         raise ValueError("pattern needs exactly one capture group")
+
+
+def _check_unit_pattern(pattern: str) -> None:
+    if set(_compiled(pattern).groupindex) != {"value", "unit"}:
+        raise ValueError(
+            "with units, pattern needs the named groups (?P<value>...) and (?P<unit>...)"
+        )
+
+
+def _text_keys(value: object) -> object:
+    # YAML reads `1:` as a number; keys are compared as text.
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    return value
+
+
+UnitConversion = float | Literal["fahrenheit"]
+"""What a unit named in a value's own text means: a factor to the field's unit (mA: 0.001 for
+an `_a` field), or `fahrenheit` (degrees F to the field's degrees C)."""
 
 
 class ScaleFrom(StrictModel):
@@ -177,8 +199,13 @@ class FieldSpec(StrictModel):
     # A number inside text ("32A", "35 C"): the value is its one capture group, before any
     # conversion; a value the pattern does not match is absent.
     pattern: str | None = None
+    # A number with its unit inside text ("35 C", "95 F", "250 mA"): with `units`, the pattern
+    # has the named groups `value` and `unit`, and the unit found says how the value (after
+    # `scale`) is converted; a unit not listed makes the value absent (never a wrong unit).
+    units: dict[str, UnitConversion] = {}
 
     _many = field_validator("scale_from", mode="before")(_one_or_many)
+    _unit_keys = field_validator("units", mode="before")(_text_keys)
 
     @field_validator("scale")
     @classmethod
@@ -195,7 +222,15 @@ class FieldSpec(StrictModel):
             raise ValueError("type counter needs counter_bits (32 or 64); only counters have it")
         if (self.type == "bool") != bool(self.true_values):
             raise ValueError("type bool needs true_values, and true_values need type bool")
-        if self.pattern is not None:
+        if self.units:
+            if self.pattern is None:
+                raise ValueError("units need a pattern with the groups value and unit")
+            if self.type not in ("gauge", "integer") or self.temperature_unit is not None:
+                raise ValueError("units are for gauge and integer fields without temperature_unit")
+            if any(factor == 0 for factor in self.units.values()):
+                raise ValueError("a unit's factor must not be zero")
+            _check_unit_pattern(self.pattern)
+        elif self.pattern is not None:
             _check_pattern(self.pattern)
         return self
 
@@ -231,9 +266,11 @@ class TagSpec(StrictModel):
 
 
 class Condition(StrictModel):
-    """Keeps a row when its index part or a column value (as text) is / is not in a list. The
-    column is the row's own, or one of `entry` joined on index parts (a type column kept in a
-    configuration table, Raritan's external sensors)."""
+    """Keeps a row when its index part or a column value (as text) is / is not in a list, or
+    `matches` a regular expression (found anywhere in it; `(?i)` for any case): a sensor whose
+    kind is only in the name its user gave it. The column is the row's own, or one of `entry`
+    joined on index parts (a type column kept in a configuration table, Raritan's external
+    sensors)."""
 
     column: int | None = Field(default=None, gt=0)
     entry: Oid | None = None
@@ -241,6 +278,7 @@ class Condition(StrictModel):
     index: str | None = None
     in_: tuple[int | str, ...] | None = Field(default=None, alias="in")
     not_in: tuple[int | str, ...] | None = None
+    matches: str | None = None
     missing: Literal["drop", "keep"] = "drop"  # a row without this value: unclassifiable
 
     @model_validator(mode="after")
@@ -249,8 +287,10 @@ class Condition(StrictModel):
             raise ValueError("a condition needs exactly one of column or index")
         if (self.entry is not None or self.join) and self.column is None:
             raise ValueError("entry and join need column")
-        if (self.in_ is None) == (self.not_in is None):
-            raise ValueError("a condition needs exactly one of in or not_in")
+        if sum(x is not None for x in (self.in_, self.not_in, self.matches)) != 1:
+            raise ValueError("a condition needs exactly one of in, not_in or matches")
+        if self.matches is not None:
+            _compiled(self.matches)
         return self
 
     def texts(self) -> frozenset[str]:

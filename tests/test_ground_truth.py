@@ -72,10 +72,6 @@ KNOWN_GAPS = {
     "rittal-cmc-iii-pu", "rittal-cmc-iii-pu_pdu-controller",
     # LibreNMS's "power" is the current OID times 230 V, not a reading (digipower_pdu.yaml)
     "digipower",
-    # temperatures: the scale (C/F) is only in esPointValueStr's text ("35 C"), which a profile
-    # cannot read a number and unit from; no configuration table recorded (asentria_siteboss.yaml)
-    "siteboss360_siteboss360", "siteboss550", "siteboss571_siteboss571",
-    "siteboss571_siteboss571-2", "siteboss572",
     # LibreNMS divides rectifiersCurrentValue by 10 here and not on `enexus` (same flags), where
     # the rectifiers' sum says amperes; and a Fahrenheit plant's disabled battery-temperature
     # group reads 0 (eltek_enexus.yaml)

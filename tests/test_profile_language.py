@@ -187,3 +187,141 @@ async def test_a_pivot_key_names_its_measurement() -> None:
         ("m", {"site": "s", "unit": "2"}, {"water_flow_lpm": 40.0}),
         ("fan", {"site": "s", "unit": "2", "fan": "1"}, {"speed_pct": 55.0}),
     ]
+
+
+def test_a_number_and_its_unit_inside_text_are_converted_by_the_unit() -> None:
+    """SiteBoss's "35 C" / "70 F": the text says the unit, the value is converted by it."""
+    temperature = FieldSpec.model_validate(
+        {
+            "column": 7,
+            "pattern": r"^(?P<value>-?[\d.]+)\s*(?P<unit>[CF])$",
+            "units": {"C": 1, "F": "fahrenheit"},
+        }
+    )
+    assert convert(temperature, b"35 C") == 35.0
+    assert convert(temperature, b"95 F") == 35.0
+    assert convert(temperature, "70 F") == 21.111
+    assert convert(temperature, b"-40 F") == -40.0
+    assert convert(temperature, b"300 K") is None  # a unit not listed: absent, never wrong
+    assert convert(temperature, b"Unavailable") is None
+    current = FieldSpec.model_validate(
+        {
+            "column": 1,
+            "scale": 10,
+            "pattern": r"(?P<value>[\d.]+) ?(?P<unit>m?A)",
+            "units": {"mA": 0.001, "A": 1},
+        }
+    )
+    assert convert(current, b"25 mA") == 0.25  # scale first, then the unit's factor
+    assert convert(current, b"1.5A") == 15.0
+    whole = FieldSpec.model_validate(
+        {"column": 1, "type": "integer", "pattern": r"(?P<value>\S+) (?P<unit>\S+)",
+         "units": {"F": "fahrenheit"}}
+    )  # fmt: skip
+    assert convert(whole, b"100 F") == 38  # rounded after the conversion
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ({"units": {"C": 1}}, "units need a pattern"),
+        ({"pattern": r"([\d.]+) C", "units": {"C": 1}}, "named groups"),
+        ({"pattern": r"(?P<value>\d+)", "units": {"C": 1}}, "named groups"),
+        (
+            {"type": "string", "pattern": r"(?P<value>\d+)(?P<unit>C)", "units": {"C": 1}},
+            "gauge and integer",
+        ),
+        (
+            {
+                "pattern": r"(?P<value>\d+)(?P<unit>C)",
+                "units": {"C": 1},
+                "temperature_unit": {"oid": "1.3.6.1.4.1.9.1", "fahrenheit": [1]},
+            },
+            "without temperature_unit",
+        ),
+        ({"pattern": r"(?P<value>\d+)(?P<unit>C)", "units": {"C": 0}}, "must not be zero"),
+        ({"pattern": r"(?P<value>\d+)(?P<unit>C)", "units": {"C": "kelvin"}}, "fahrenheit"),
+    ],
+)
+def test_units_are_checked_at_load(spec: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        FieldSpec.model_validate({"column": 1, **spec})
+
+
+async def test_a_pivot_key_reads_the_text_column_with_its_unit() -> None:
+    """SiteBoss's point table: class 1 (temperature) from the text column, whatever scale each
+    probe is set to; class 3 (humidity) from the integer column."""
+    spec = table(
+        index=["es", "class", "point"],
+        tags={"sensor": {"index": "es"}},
+        pivot={
+            "index": "class",
+            "value": {"column": 6},
+            "keys": {
+                1: {
+                    "field": "temperature_c",
+                    "column": 7,
+                    "pattern": r"^(?P<value>-?\d+(?:\.\d+)?) (?P<unit>[CF])$",
+                    "units": {"C": 1, "F": "fahrenheit"},
+                },
+                3: "humidity_pct",
+            },
+        },
+    )
+    walks = walked(
+        {
+            "7.1.1": {6: 77, 7: b"77 F"},
+            "8.1.1": {6: 64, 7: b"65 F"},  # the text is the newer reading
+            "200.1.1": {6: 35, 7: b"35 C"},
+            "200.3.1": {6: 41, 7: b"41"},
+        }
+    )
+    samples = await poll([spec], walks)
+    assert fields_by(samples, "sensor") == {
+        "7": {"temperature_c": 25.0},
+        "8": {"temperature_c": 18.333},
+        "200": {"temperature_c": 35.0, "humidity_pct": 41.0},
+    }
+
+
+async def test_a_row_is_kept_when_a_column_matches_a_pattern() -> None:
+    """ServersCheck: what a sensor measures is only in the name its user gave it."""
+    spec = table(
+        index=["sensor"],
+        where=[{"column": 1, "matches": "(?i)temp"}],
+        tags={"sensor_name": {"column": 1}},
+        fields={"temperature_c": {"column": 2}},
+    )
+    walks = walked(
+        {
+            "1": {1: b"X105Y013 back Temp", 2: b"26.44"},
+            "2": {1: b"TEMPERATURE", 2: b"21.88"},
+            "3": {1: b"X105Y013 down Humid", 2: b"48.75"},
+            "4": {1: b"\x00", 2: b"\x00"},
+        }
+    )
+    samples = await poll([spec], walks)
+    assert fields_by(samples, "sensor_name") == {
+        "X105Y013 back Temp": {"temperature_c": 26.44},
+        "TEMPERATURE": {"temperature_c": 21.88},
+    }
+    with pytest.raises(ValidationError, match="exactly one of in, not_in or matches"):
+        table(where=[{"column": 1, "matches": "x", "in": [1]}], fields={"a": {"column": 2}})
+    with pytest.raises(ValidationError, match="bad regular expression"):
+        table(where=[{"column": 1, "matches": "(temp"}], fields={"a": {"column": 2}})
+
+
+async def test_a_renamed_sensor_changes_what_it_is_read_as() -> None:
+    """A name condition on a column that is also read is tested again every poll: a sensor
+    renamed from "Temp" to "Humidity" stops giving a temperature."""
+    spec = table(
+        index=["sensor"],
+        where=[{"column": 1, "matches": "(?i)temp"}],
+        fields={"temperature_c": {"column": 2}, "name": {"column": 1, "type": "string"}},
+    )
+    made, values = await make_plan([spec], walked({"1": {1: b"Temp", 2: b"20.5"}}))
+    samples, _ = plan.execute(made, values, 1, Counters())
+    assert [dict(s.fields) for s in samples] == [{"temperature_c": 20.5, "name": "Temp"}]
+    renamed = {f"{ENTRY}.1.1": b"Humidity", f"{ENTRY}.2.1": b"40.1"}
+    samples, _ = plan.execute(made, renamed, 2, Counters())
+    assert samples == []
