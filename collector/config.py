@@ -156,3 +156,5 @@ class CollectorConfig(StrictModel):
         if self.alerting is None:
             return []
         return [(("alerting", *path), message) for path, message in self.alerting.problems()]
+    # A rack at or above this share of its capacity counts in racks_near_limit (row, room, site).
+    near_limit_pct: float = Field(default=80.0, gt=0)

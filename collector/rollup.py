@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import statistics
 import time
 from collections import defaultdict, deque
@@ -348,7 +349,7 @@ class Rollup:
             for now in racks:
                 groups[tuple(getattr(now.rack, k) for k in keys)].append(now)
             for values, members in groups.items():
-                fields = _group_fields(members)
+                fields = _group_fields(members, self.settings.near_limit_pct)
                 if measurement == "site_power":
                     site_power[values[0]] = _float(fields.get("power_w"))
                 if "power_w" in fields or "accelerator_power_w" in fields:
@@ -442,7 +443,7 @@ class Rollup:
         }
 
 
-def _group_fields(members: list[_RackNow]) -> dict[str, FieldValue]:
+def _group_fields(members: list[_RackNow], near_limit_pct: float) -> dict[str, FieldValue]:
     reporting = [m for m in members if m.power_w is not None]
     capacity = sum(m.capacity_w for m in members)
     fields: dict[str, FieldValue] = {
@@ -456,6 +457,14 @@ def _group_fields(members: list[_RackNow]) -> dict[str, FieldValue]:
             "power_w": power,
             "capacity_pct": 100.0 * power / capacity,
             "racks_nn_failing": sum(1 for m in reporting if m.nn_ok is False),
+        }
+        # The racks' spread, so a dashboard above the row shows the worst rack without
+        # reading (or drawing) every rack's series.
+        pcts = sorted(100.0 * m.power_w / m.capacity_w for m in reporting if m.power_w is not None)
+        fields |= {
+            "rack_pct_max": pcts[-1],
+            "rack_pct_p95": pcts[math.ceil(0.95 * len(pcts)) - 1],  # nearest rank
+            "racks_near_limit": sum(1 for pct in pcts if pct >= near_limit_pct),
         }
     stranded = [m.stranded_w for m in members if m.stranded_w is not None]
     if stranded:

@@ -400,6 +400,30 @@ def test_row_room_and_site_sums() -> None:
     assert site["capacity_w"] == pytest.approx(capacity_a + 16 * 230 * 0.8)
 
 
+def test_groups_carry_the_racks_spread_max_p95_and_count_near_the_limit() -> None:
+    """What a room or site view shows of its racks without reading every rack's series."""
+    r = rollup(near_limit_pct=50)
+    rack_w = 32 * 230 * 0.8  # A01: 2N, one feed's derated capacity
+    r.observe(
+        [
+            pdu("a", "A01", "A", 0.3 * rack_w),
+            pdu("b", "A01", "B", 0.3 * rack_w),  # 60 %
+            pdu("c", "A02", "A", 0.1 * A02_FEED_W),  # 10 %
+            pdu("d", "B01", "A", 0.9 * 16 * 230 * 0.8),  # 90 %
+        ]
+    )
+    samples = r.compute(NOW)
+    row_a = points(samples, "row_power")["A"]
+    assert row_a["rack_pct_max"] == pytest.approx(60.0)
+    assert row_a["rack_pct_p95"] == pytest.approx(60.0)  # nearest rank of 2
+    assert row_a["racks_near_limit"] == 1
+    site = points(samples, "site_power")["hub"]
+    assert site["rack_pct_max"] == pytest.approx(90.0)
+    assert site["rack_pct_p95"] == pytest.approx(90.0)
+    assert site["racks_near_limit"] == 2
+    assert rollup().settings.near_limit_pct == 80.0
+
+
 def test_accelerator_power_per_rack_from_host_totals() -> None:
     r = rollup()
     host = {**SITE, "rack": "A01"}
