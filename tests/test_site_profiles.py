@@ -1,8 +1,10 @@
 """Profiles a site owns: the add-a-device workflow of docs/devices.md, run as written.
 
-A real recording the built-in profiles do not know (Gude EPC 1202, from the shared set) is
-walked off snmpsim with net-snmp, converted to snmprec, served by a second snmpsim, and read
-with the profile taken verbatim from docs/devices.md through `rackwatch check` and `probe`.
+A real recording (Gude EPC 1202, from the shared set) is walked off snmpsim with net-snmp,
+converted to snmprec, served by a second snmpsim, and read with the profile taken verbatim
+from docs/devices.md through `rackwatch check` and `probe`. rackwatch ships a profile for the
+device (gude_epc1202): the site's, with the same sysObjectID prefix, takes it over, and reads
+what the built-in reads.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.registry import BUILTIN_DIR, load_registry
+from agent.registry import BUILTIN_DIR, Registry, load_registry
 from agent.service import Agent
 from rackwatch import localservices
 from rackwatch.loader import load_agent
@@ -101,19 +103,27 @@ def by_tag(samples: list[Sample], measurement: str, tag: str) -> dict[str, dict[
     return {s.tags[tag]: dict(s.fields) for s in samples if s.measurement == measurement}
 
 
-def test_a_profile_written_from_the_docs_reads_a_device_the_builtins_do_not_know(
+def view(samples: list[Sample]) -> list[tuple[str, dict[str, str], dict[str, object]]]:
+    return sorted(((s.measurement, dict(s.tags), dict(s.fields)) for s in samples), key=repr)
+
+
+def test_a_profile_written_from_the_docs_takes_the_device_over_from_the_builtin(
     site: Site,
 ) -> None:
-    unknown = rackwatch("probe", site.address, "--community", "gude-epc")
-    assert unknown.returncode == 1
-    assert "no profile matches sysObjectID 1.3.6.1.4.1.28507.43" in unknown.stderr
+    # Step 2 of the docs: the built-in reads it today, as the page shows (address aside).
+    builtin_header, builtin = probe(site)
+    shown = builtin_header.split(": ", 1)[1]
+    assert shown.startswith("profile gude_epc1202, vendor gude, model Expert Power Control 1202-1")
+    assert f": {shown}\n" in DOC.read_text(encoding="utf-8")
 
     checked = rackwatch("check", "-c", site.profiles / "gude_epc.yaml")
     assert checked.returncode == 0, checked.stderr
     assert "ok (device profile)" in checked.stdout
 
+    # Step 5: the same sysObjectID prefix as the built-in's, and the site's profile wins.
     header, samples = probe(site, "--profiles-dir", site.profiles)
     assert "profile gude_epc, vendor gude, model Expert Power Control 1202-1" in header
+    assert view(samples) == view(builtin)
     # What the device shows (GUDEADS-EPC1202-MIB units; LibreNMS reads the same values).
     assert by_tag(samples, "pdu_inlet", "inlet") == {
         "1": {
@@ -172,7 +182,8 @@ def test_agent_config_checks_device_profiles_against_the_site_directory(tmp_path
     assert result.returncode == 1
     assert f"{typo}:5: devices[0].profile: unknown profile 'gude_epx'" in result.stderr
 
-    # Without the directory the built-ins alone do not know it; --profiles-dir supplies it.
+    # Without the directory the built-ins know no gude_epc (theirs is gude_epc1202);
+    # --profiles-dir supplies it.
     bare = agent_config(tmp_path / "bare.yaml", "null", "gude_epc")
     assert rackwatch("check", "-c", bare).returncode == 1
     result = rackwatch("check", "-c", bare, "--profiles-dir", tmp_path / "profiles")
@@ -272,6 +283,61 @@ def test_a_site_profile_wins_a_tie_with_a_builtin(tmp_path: Path) -> None:
     found = load_registry(tmp_path).detect("1.3.6.1.2.1.33", "")
     assert found is not None
     assert found.name == "site_ups"
+
+
+def test_the_longer_sysobjectid_prefix_wins_wherever_the_profile_comes_from(
+    tmp_path: Path,
+) -> None:
+    def detected(registry: Registry, sys_object_id: str) -> str | None:
+        profile = registry.detect(sys_object_id, "")
+        return profile.name if profile else None
+
+    (tmp_path / "gude_epc.yaml").write_text(doc_profile())
+    assert detected(load_registry(tmp_path), "1.3.6.1.4.1.28507.43") == "gude_epc"
+    assert detected(load_registry(), "1.3.6.1.4.1.28507.43") == "gude_epc1202"
+    # A site profile for all of Gude's enterprise is shorter than the built-in's prefix.
+    wide = doc_profile().replace('"1.3.6.1.4.1.28507.43"', '"1.3.6.1.4.1.28507"')
+    (tmp_path / "gude_epc.yaml").write_text(wide)
+    registry = load_registry(tmp_path)
+    assert detected(registry, "1.3.6.1.4.1.28507.43") == "gude_epc1202"
+    assert detected(registry, "1.3.6.1.4.1.28507.99") == "gude_epc"
+
+
+# A site that knows its Gude sensor reads the external sensor port, which the built-in leaves
+# out (GUDEADS-EPC1202-MIB states no unit for epc1202TempSensor), and keeps the rest.
+EXTENDED = """\
+name: gude_epc
+vendor: gude
+kind: pdu
+detect:
+  sys_object_id: ["1.3.6.1.4.1.28507.43"]
+identity:  # not included: a profile's own
+  model: [{oid: 1.3.6.1.4.1.28507.43.1.1.2.1.0}]
+include: [gude_epc1202]
+tables:
+  - measurement: env_sensor
+    entry: 1.3.6.1.4.1.28507.43.1.6.1.1
+    index: [sensor]
+    tags:
+      sensor: {index: sensor}
+    fields:
+      temperature_c: {column: 2, scale: 0.1}
+      humidity_pct: {column: 3, scale: 0.1}
+"""
+
+
+def test_a_site_profile_can_include_the_builtin_it_takes_over(site: Site) -> None:
+    (site.profiles / "gude_epc.yaml").write_text(EXTENDED)
+    registry = load_registry(site.profiles)
+    ours = registry.detect("1.3.6.1.4.1.28507.43", "")
+    assert ours is registry.profiles["gude_epc"]
+    assert registry.with_includes(ours) == [ours, load_registry().profiles["gude_epc1202"]]
+
+    _, builtin = probe(site)
+    header, samples = probe(site, "--profiles-dir", site.profiles)
+    assert "profile gude_epc, vendor gude" in header
+    # The recording has no sensor on the port: what the built-in reads, and nothing more.
+    assert view(samples) == view(builtin)
 
 
 async def test_reload_reads_changed_site_profiles_again(tmp_path: Path) -> None:
