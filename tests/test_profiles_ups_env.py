@@ -210,8 +210,8 @@ def test_emu_recording_has_no_temperature_unit_setting() -> None:
 
 
 async def test_emu_probe_temperatures_and_humidities(snmpsim: Running) -> None:
-    """Without a unit setting: mem sensors read as Celsius (LibreNMS's reading, the ground
-    truth), named ems probes give no temperature (their humidity still counts); a probe
+    """Without a unit setting: mem sensors and the named ems probes (the same probes, in the
+    same device-wide unit) read as Celsius (LibreNMS's reading, the ground truth); a probe
     without humidity element has no humidity field."""
     _, _, samples = await poll(snmpsim, "apc_emu")
     probes = elements(samples, "env_sensor", "sensor")
@@ -221,7 +221,9 @@ async def test_emu_probe_temperatures_and_humidities(snmpsim: Running) -> None:
         "0.3": {"temperature_c": 27.0},
         "0.5": {"temperature_c": 26.0},
         "0.6": {"temperature_c": 21.0, "humidity_pct": 38.0},
-        "1": {"humidity_pct": 30.0},
+        "1": {"temperature_c": 18.0, "humidity_pct": 30.0},
+        "2": {"temperature_c": 26.0},
+        "3": {"temperature_c": 27.0},
     }
     names = {
         s.tags["sensor"]: s.tags["sensor_name"] for s in samples if s.measurement == "env_sensor"
