@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from collector.alerting.durations import Duration
 from collector.alerting.settings import AlertingSettings
@@ -62,6 +62,85 @@ class InfluxSettings(StrictModel):
         return self
 
 
+class ShardSettings(StrictModel):
+    """One InfluxDB node (or a VictoriaMetrics vminsert) taking part of the stream: the
+    collector's `influxdb` settings with the keys given here replaced."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # Values of `route_by`'s tag this shard takes; none: the default shard, which takes the
+    # lines no other shard matches (and those without the tag: the collector's own health).
+    match: list[str] | None = Field(default=None, min_length=1)
+    url: str
+    api: Literal["v1", "v2"] | None = None
+    database: str | None = None
+    retention_policy: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    org: str | None = None
+    bucket: str | None = None
+    token: Secret | None = None
+
+    def influx(self, base: InfluxSettings) -> InfluxSettings:
+        """This shard's settings: `base` with this shard's keys replaced."""
+        given = self.model_dump(exclude={"name", "match"}, exclude_none=True)
+        return InfluxSettings.model_validate({**base.model_dump(), **given})
+
+
+class ShardingSettings(StrictModel):
+    """Lines spread over several InfluxDB nodes (collector/shards.py, docs/operations.md
+    "Several InfluxDB nodes"): by a tag's value (`site`, `room`), each shard listing the
+    values it takes, or by a hash of the series (`series`: measurement and tag set), which
+    needs no lists and keeps each series on one shard while the shard list stays the same."""
+
+    route_by: Literal["site", "room", "series"] = "series"
+    shards: list[ShardSettings] = Field(min_length=1)
+
+    def problems(self, base: InfluxSettings) -> list[tuple[KeyPath, str]]:
+        found: list[tuple[KeyPath, str]] = []
+        names: set[str] = set()
+        owner: dict[str, str] = {}
+        defaults = []
+        for i, shard in enumerate(self.shards):
+            if shard.name in names:
+                found.append((("shards", i, "name"), f"duplicate shard {shard.name!r}"))
+            names.add(shard.name)
+            try:
+                shard.influx(base)
+            except ValidationError as exc:
+                for error in exc.errors(include_url=False):
+                    found.append((("shards", i), error["msg"].removeprefix("Value error, ")))
+            if shard.match is None:
+                defaults.append(i)
+                continue
+            if self.route_by == "series":
+                found.append(
+                    (("shards", i, "match"), "route_by series spreads series by hash: no match")
+                )
+                continue
+            for j, value in enumerate(shard.match):
+                if value in owner:
+                    found.append(
+                        (
+                            ("shards", i, "match", j),
+                            f"{self.route_by} {value!r} is already shard {owner[value]!r}'s",
+                        )
+                    )
+                owner[value] = shard.name
+        if self.route_by != "series":
+            if not defaults:
+                found.append(
+                    (
+                        ("shards",),
+                        f"route_by {self.route_by} needs a default shard (one without match) "
+                        f"for lines of other {self.route_by}s and lines without the tag "
+                        "(the collector's own health)",
+                    )
+                )
+            for i in defaults[1:]:
+                found.append((("shards", i), "a second default shard (without match)"))
+        return found
+
+
 class BatchSettings(StrictModel):
     max_lines: int = Field(default=5000, ge=1)
     max_delay_s: float = Field(default=1.0, gt=0)
@@ -110,6 +189,8 @@ class RollupSettings(StrictModel):
     # A feed whose PDUs measure a voltage further than this from its nominal one is flagged
     # (`feed_power.voltage_mismatch`): a wrong inventory, or a PDU on another supply.
     voltage_tolerance_pct: float = Field(default=5.0, gt=0)
+    # A rack at or above this share of its capacity counts in racks_near_limit (row, room, site).
+    near_limit_pct: float = Field(default=80.0, gt=0)
     own_subscription: bool = False
     # Where the peaks behind stranded capacity are kept across restarts (none: in memory only).
     state_path: Path | None = None
@@ -138,6 +219,8 @@ class CollectorConfig(StrictModel):
     name: str = "collector"
     mqtt: MqttSettings = MqttSettings()
     influxdb: InfluxSettings = InfluxSettings()
+    # Several InfluxDB nodes, each its own shard; `influxdb` then holds what they share.
+    sharding: ShardingSettings | None = None
     batch: BatchSettings = BatchSettings()
     retry: RetrySettings = RetrySettings()
     spool: SpoolSettings | None = None
@@ -153,8 +236,19 @@ class CollectorConfig(StrictModel):
     alerting: AlertingSettings | None = None  # rules on the stream, notifications (alerting.md)
 
     def problems(self) -> list[tuple[KeyPath, str]]:
-        if self.alerting is None:
-            return []
-        return [(("alerting", *path), message) for path, message in self.alerting.problems()]
-    # A rack at or above this share of its capacity counts in racks_near_limit (row, room, site).
-    near_limit_pct: float = Field(default=80.0, gt=0)
+        found: list[tuple[KeyPath, str]] = []
+        if self.sharding is not None:
+            found += [
+                (("sharding", *path), message)
+                for path, message in self.sharding.problems(self.influxdb)
+            ]
+        if self.alerting is not None:
+            found += [(("alerting", *path), message) for path, message in self.alerting.problems()]
+        return found
+
+    def shard_settings(self) -> list[tuple[str, InfluxSettings]]:
+        """(name, settings) of each InfluxDB the collector writes to; one, named after the
+        host, without sharding."""
+        if self.sharding is None:
+            return [("influxdb", self.influxdb)]
+        return [(shard.name, shard.influx(self.influxdb)) for shard in self.sharding.shards]

@@ -243,41 +243,66 @@ async def backfill(
 
 
 async def apply(config: CollectorConfig, backfill_for: str | None = None) -> list[str]:
-    """`rackwatch retention`: ensure, optionally backfill; what was done, as lines."""
-    async with httpx.AsyncClient(timeout=config.influxdb.timeout_s, trust_env=False) as client:
-        report = await ensure(client, config.influxdb, config.retention)
-        lines = [f"created {what}" for what in report.created]
-        lines += [f"altered {what}" for what in report.altered]
-        lines += [f"dropped {what}" for what in report.dropped]
-        if not report.changed():
-            lines.append("retention policies and continuous queries: in place, nothing changed")
-        if backfill_for is not None:
+    """`rackwatch retention`: ensure, optionally backfill, on each shard (the one InfluxDB
+    without sharding); what was done, as lines (prefixed by the shard's name when sharded)."""
+    seconds = None
+    if backfill_for is not None:
+        try:
+            seconds = float(parse_duration(backfill_for))
+        except (TypeError, ValueError) as exc:
+            raise RetentionError(f"--backfill {backfill_for!r}: {exc}") from exc
+    lines = []
+    for name, influx in config.shard_settings():
+        prefix = f"shard {name}: " if config.sharding is not None else ""
+        async with httpx.AsyncClient(timeout=influx.timeout_s, trust_env=False) as client:
             try:
-                seconds = float(parse_duration(backfill_for))
-            except (TypeError, ValueError) as exc:
-                raise RetentionError(f"--backfill {backfill_for!r}: {exc}") from exc
-            end = time.time_ns()
-            await backfill(client, config.influxdb, config.retention, end - int(seconds * 1e9), end)
-            lines.append(f"aggregated the last {backfill_for} into {config.retention.policy}")
+                report = await ensure(client, influx, config.retention)
+                done = [f"created {what}" for what in report.created]
+                done += [f"altered {what}" for what in report.altered]
+                done += [f"dropped {what}" for what in report.dropped]
+                if not report.changed():
+                    done.append(
+                        "retention policies and continuous queries: in place, nothing changed"
+                    )
+                if seconds is not None:
+                    end = time.time_ns()
+                    start = end - int(seconds * 1e9)
+                    await backfill(client, influx, config.retention, start, end)
+                    done.append(
+                        f"aggregated the last {backfill_for} into {config.retention.policy}"
+                    )
+            except RetentionError as exc:
+                raise RetentionError(f"{prefix}{exc}") from exc
+        lines += [prefix + line for line in done]
     return lines
 
 
 class Keeper:
-    """The collector's side: set up at start, in the background, again after a failure."""
+    """The collector's side: set up at start on each shard (each its own InfluxDB), in the
+    background, again after a failure."""
 
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
-        self.errors = 0  # set-ups that failed
-        self.ready = False
+        self.errors = 0  # set-ups that failed, all shards
+        self.ready = False  # set up on every shard
         self.attempted = asyncio.Event()  # set after each try
 
     async def run(self) -> None:
-        influx, settings = self.config.influxdb, self.config.retention
-        if not settings.enabled:
+        if not self.config.retention.enabled:
             return
+        labelled = [
+            (f"retention (shard {name})" if self.config.sharding else "retention", influx)
+            for name, influx in self.config.shard_settings()
+        ]
+        done = await asyncio.gather(*(self._keep(influx, label) for label, influx in labelled))
+        self.ready = all(done)
+
+    async def _keep(self, influx: InfluxSettings, label: str) -> bool:
+        """Set up one InfluxDB, trying again until it works; False: nothing to set up (v2)."""
+        settings = self.config.retention
         if influx.api != "v1":
-            log.info("retention: the v2 API has buckets and tasks, set up by hand (docs)")
-            return
+            log.info("%s: the v2 API has buckets and tasks, set up by hand (docs)", label)
+            return False
         async with httpx.AsyncClient(timeout=influx.timeout_s, trust_env=False) as client:
             while True:
                 try:
@@ -285,20 +310,20 @@ class Keeper:
                 except RetentionError as exc:
                     self.errors += 1
                     self.attempted.set()
-                    log.warning("retention: %s (again in %.0f s)", exc, RETRY_S)
+                    log.warning("%s: %s (again in %.0f s)", label, exc, RETRY_S)
                     await asyncio.sleep(RETRY_S)
                     continue
-                self.ready = True
                 self.attempted.set()
                 if report.changed():
                     log.info(
-                        "retention: created %d, altered %d, dropped %d (%s)",
+                        "%s: created %d, altered %d, dropped %d (%s)",
+                        label,
                         len(report.created),
                         len(report.altered),
                         len(report.dropped),
                         "; ".join([*report.created, *report.altered, *report.dropped][:5]),
                     )
-                return
+                return True
 
     def health_fields(self) -> dict[str, int | bool]:
         return {"retention_errors_total": self.errors}

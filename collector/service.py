@@ -1,4 +1,5 @@
-"""Wires the collector together: MQTT ingest -> pipeline -> InfluxDB writer, plus health."""
+"""Wires the collector together: MQTT ingest -> shards (a pipeline and InfluxDB writer each,
+one without sharding), plus health."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ import logging
 import time
 
 from collector.alerting.service import Alerting
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, InfluxSettings
 from collector.deadletter import DeadLetters
 from collector.feed import StreamFeed
-from collector.influx import InfluxWriter
 from collector.ingest import Ingest
 from collector.inventory import Inventory
-from collector.pipeline import Pipeline
 from collector.retention import Keeper
 from collector.rollup import Rollup
+from collector.shards import Shards
 from telemetry.brokerstats import BrokerWatch
 from telemetry.config import load as load_config
 from telemetry.lineproto import Timestamps, encode
@@ -41,14 +41,16 @@ class Collector:
         self.dead_letters = DeadLetters(
             config.dead_letter_path, config.dead_letter_max_bytes, config.dead_letter_keep
         )
-        self.writer = InfluxWriter(config.influxdb, config.retry, self.dead_letters)
-        self.pipeline = Pipeline(config.batch, self.writer, config.spool)
+        self.shards = Shards(config, self.dead_letters)
+        # The first (without sharding: the only) InfluxDB's writer and pipeline.
+        self.writer = self.shards.shards[0].writer
+        self.pipeline = self.shards.shards[0].pipeline
         client_id = config.mqtt.client_id or f"rackwatch-collector-{config.name}"
         times = config.timestamps
         self.ingest = Ingest(
             config.mqtt,
             client_id,
-            self.pipeline,
+            self.shards,
             self.dead_letters,
             Timestamps(times.max_age_s, times.max_future_s) if times else None,
         )
@@ -58,7 +60,7 @@ class Collector:
             else None
         )
         self.rollup_feed: StreamFeed | None = None
-        self.retention = Keeper(config)
+        self.retention = Keeper(config)  # on each shard
         if self.rollup is not None and config.rollup and config.rollup.own_subscription:
             self.rollup_feed = StreamFeed(
                 "roll-ups",
@@ -72,7 +74,7 @@ class Collector:
         elif self.rollup is not None:
             self.ingest.taps.append(self.rollup.observe)
         self.alerting = (
-            Alerting(config.alerting, self.pipeline.add, config.mqtt, client_id)
+            Alerting(config.alerting, self.shards.add, config.mqtt, client_id)
             if config.alerting
             else None
         )
@@ -85,7 +87,7 @@ class Collector:
                 feed.gate = self.ingest.subscribed  # never subscribed without the write path
 
     def health_sample(self) -> Sample:
-        ingest, write = self.ingest.stats, self.writer.stats
+        ingest, write = self.ingest.stats, self.shards.write_stats()
         times, dead = self.ingest.timestamps, self.dead_letters
         return Sample(
             "rackwatch_collector",
@@ -107,26 +109,12 @@ class Collector:
                 "lines_set_aside_known_total": write.lines_set_aside_known,
                 "lines_unsorted_total": write.lines_unsorted,
                 "write_requests_total": write.requests,
-                "sorting_lines": self.writer.sorting_lines,
                 "lines_time_rescaled_total": times.rescaled if times else 0,
                 "lines_time_refused_total": times.refused if times else 0,
-                "lines_dropped_total": self.pipeline.dropped_lines,
                 "dead_letters_total": dead.count,
                 "dead_letters_dropped_total": dead.dropped,
                 "dead_letter_rotations_total": dead.rotations,
-                "pending_lines": self.pipeline.pending_lines,
-                **(
-                    {
-                        "spool_records": self.pipeline.spool.stats.records,
-                        "spool_bytes": self.pipeline.spool.stats.bytes,
-                        "spooled_lines_total": self.pipeline.spooled_lines,
-                        "replayed_lines_total": self.pipeline.replayed_lines,
-                        "spool_dropped_records_total": self.pipeline.spool.stats.dropped_records,
-                        "spool_write_errors_total": self.pipeline.spool.stats.write_errors,
-                    }
-                    if self.pipeline.spool
-                    else {}
-                ),
+                **self.shards.pipeline_fields(),  # added up over the shards
                 **self.broker_watch.health_fields(),
                 **(self.rollup.health_fields() if self.rollup else {}),
                 **self.retention.health_fields(),
@@ -138,13 +126,17 @@ class Collector:
     async def _report_health(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
-            lines = [encode(self.health_sample()).encode()]
-            self.pipeline.add(lines)
+            samples = self.health_samples()
+            lines = [encode(sample).encode() for sample in samples]
+            self.shards.add(lines)
             if self.alerting is not None:  # rules on the collector's own health (broker drops)
                 self.alerting.observe(lines)
 
     async def _ensure_database(self) -> None:
-        influx = self.config.influxdb
+        for _, influx in self.config.shard_settings():
+            await self._ensure_one_database(influx)
+
+    async def _ensure_one_database(self, influx: InfluxSettings) -> None:
         if influx.api != "v1" or not influx.create_database:
             return
         import httpx
@@ -165,7 +157,8 @@ class Collector:
             )
 
     def health_samples(self) -> list[Sample]:
-        return [self.health_sample()]
+        main = self.health_sample()
+        return [main, *self.shards.health_samples(self.config.name, main.time_ns)]
 
     # What a reload (SIGHUP) applies: where InfluxDB is and how to log in, retries, the batch
     # delay and pending limit, the health interval, metrics. The rest waits for a restart: the
@@ -180,10 +173,9 @@ class Collector:
         old = self.config
         config, held = split_changes(old, config, self.LIVE_KEYS, self.FIXED_KEYS)
         self.config = config
-        self.writer.reconfigure(config.influxdb, config.retry)
-        self.pipeline.settings = config.batch
+        self.shards.reconfigure(config)
         if config.influxdb != old.influxdb:
-            log.info("reload: writing to %s", self.writer.describe())
+            log.info("reload: writing to %s", self.shards.describe())
             await self._ensure_database()
         if self.alerting is not None:
             self.alerting.reload_rules()  # the rules file is read again on every reload
@@ -206,14 +198,14 @@ class Collector:
         while not running.done():
             if not self.ingest.connection.connected or self.ingest.stats.messages != seen:
                 seen, quiet_since = self.ingest.stats.messages, loop.time()
-            elif loop.time() - quiet_since >= quiet_s and self.pipeline.pending_lines == 0:
+            elif loop.time() - quiet_since >= quiet_s and self.shards.pending_lines == 0:
                 break
             await asyncio.sleep(0.2)
         stop.set()
         await running
-        if not self.pipeline.idle:
+        if not self.shards.idle:
             raise LeaveError(
-                f"{self.pipeline.pending_lines} lines not written to InfluxDB: the session is "
+                f"{self.shards.pending_lines} lines not written to InfluxDB: the session is "
                 "kept, so the broker redelivers them; run --leave-group again when it is back"
             )
         await self.ingest.connection.end_session()
@@ -230,14 +222,14 @@ class Collector:
             "collector %s: %s -> %s",
             self.config.name,
             self.ingest.subscription,
-            self.writer.describe(),
+            self.shards.describe(),
         )
         ingest = asyncio.create_task(self.ingest.run(), name="mqtt ingest")
         retention = asyncio.create_task(self.retention.run(), name="retention")
         health = asyncio.create_task(self._report_health(), name="health")
         broker_watch = asyncio.create_task(self.broker_watch.run(), name="broker statistics")
         rollup = (
-            asyncio.create_task(self.rollup.run(self.pipeline.add), name="roll-ups")
+            asyncio.create_task(self.rollup.run(self.shards.add), name="roll-ups")
             if self.rollup
             else None
         )
@@ -246,7 +238,7 @@ class Collector:
             if self.rollup_feed
             else None
         )
-        pipeline = asyncio.create_task(self.pipeline.run(), name="pipeline")
+        pipeline = asyncio.create_task(self.shards.run(), name="pipelines")
         alerting = (
             asyncio.create_task(self.alerting.run(), name="alerting") if self.alerting else None
         )
@@ -270,14 +262,14 @@ class Collector:
                 await asyncio.wait([task], timeout=5.0)
             if self.alerting is not None and alerting is not None:
                 await self.alerting.close(alerting, SHUTDOWN_NOTIFY_S)  # history before flush
-            self.pipeline.add([encode(self.health_sample()).encode()])
-            if not await self.pipeline.flush(SHUTDOWN_FLUSH_S):
+            self.shards.add([encode(sample).encode() for sample in self.health_samples()])
+            if not await self.shards.flush(SHUTDOWN_FLUSH_S):
                 log.warning(
                     "shutdown: %d lines not written to InfluxDB within %.0f s",
-                    self.pipeline.pending_lines,
+                    self.shards.pending_lines,
                     SHUTDOWN_FLUSH_S,
                 )
             pipeline.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pipeline
-            await self.writer.aclose()
+            await self.shards.aclose()

@@ -1,0 +1,406 @@
+"""The collector writing to several InfluxDB nodes (collector/shards.py): two real InfluxDB
+1.x servers, and VictoriaMetrics as a shard. Every line lands on exactly one shard; a shard
+that is down spools its own lines while the other keeps writing, and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+import yaml
+
+from collector.config import ShardingSettings
+from collector.shards import Router
+from rackwatch import localservices
+from rackwatch.loader import load_collector
+from rackwatch.localservices import Running, influx_query
+from telemetry.config import ConfigError
+from tests.test_end_to_end import eventually, rackwatch_process
+from tests.test_influx_writer import vm_export
+
+MESSAGES, LINES = 60, 100  # each message: LINES series, half of site a, half of site b
+T0 = 1700000000000000000
+
+
+def message(m: int) -> bytes:
+    return "".join(
+        f"load,site={'ab'[i % 2]},m={m},i={i} v={i}i {T0 + m * LINES + i}\n" for i in range(LINES)
+    ).encode()
+
+
+def series_of(m: int) -> list[str]:
+    return [f"load,i={i},m={m},site={'ab'[i % 2]}" for i in range(LINES)]
+
+
+def stored_series(influx: Running, db: str) -> dict[str, int]:
+    """Series key (InfluxDB's, tags sorted) -> points stored."""
+    rows = influx_query(influx, db, 'SELECT count("v") FROM "load" GROUP BY *')
+    out = {}
+    for row in rows:
+        tags: dict[str, str] = row["tags"]  # type: ignore[assignment]
+        key = ",".join(["load", *(f"{k}={v}" for k, v in sorted(tags.items()))])
+        out[key] = int(row["values"][0][1])  # type: ignore[index]
+    return out
+
+
+def collector_config(
+    tmp_path: Path,
+    mosquitto: Running,
+    unique: str,
+    name: str,
+    sharding: dict[str, Any],
+    **extra: object,
+) -> Path:
+    config = tmp_path / f"{name}.yaml"
+    settings = {
+        "name": f"{name}-{unique}",
+        "mqtt": {
+            "host": mosquitto.host,
+            "port": mosquitto.port,
+            "topic": f"{unique}/#",
+            "group": unique,
+        },
+        "influxdb": {"database": "shards", "timeout_s": 2},
+        "sharding": sharding,
+        "batch": {"max_lines": 2000, "max_delay_s": 0.3},
+        "retry": {"initial_s": 0.2, "max_s": 1.0},
+        "retention": {"enabled": False},
+        "dead_letter_path": str(tmp_path / "dead.jsonl"),
+        "health_interval_s": 3600,
+        **extra,
+    }
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return config
+
+
+async def publish(mosquitto: Running, unique: str, messages: range) -> None:
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        for m in messages:
+            await client.publish(f"{unique}/s/a/metrics", message(m), qos=1)
+
+
+async def stop_process(process: asyncio.subprocess.Process | None) -> None:
+    if process is not None and process.returncode is None:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+# --- routing and config ---------------------------------------------------------------------
+
+
+def sharding(route_by: str, *shards: dict[str, Any]) -> ShardingSettings:
+    return ShardingSettings.model_validate({"route_by": route_by, "shards": list(shards)})
+
+
+def test_series_hash_keeps_a_series_on_one_shard_whatever_its_tag_order() -> None:
+    router = Router(sharding("series", {"name": "a", "url": "x"}, {"name": "b", "url": "y"}))
+    lines = [f"load,m={m},i={i} v=1i {T0 + i}".encode() for m in range(50) for i in range(40)]
+    shards = [router.route(line) for line in lines]
+    # The same series, tags in another order, later timestamp: the same shard.
+    again = [f"load,i={i},m={m} v=2i {T0 + 99}".encode() for m in range(50) for i in range(40)]
+    assert [router.route(line) for line in again] == shards
+    assert 0.4 < shards.count(0) / len(shards) < 0.6  # spread about evenly
+
+
+def test_adding_a_shard_moves_only_the_series_the_new_shard_takes() -> None:
+    two = Router(sharding("series", {"name": "a", "url": "x"}, {"name": "b", "url": "y"}))
+    three = Router(
+        sharding(
+            "series",
+            {"name": "a", "url": "x"},
+            {"name": "b", "url": "y"},
+            {"name": "c", "url": "z"},
+        )
+    )
+    lines = [f"gpu,host=h{h},index={i} util_pct=1 1".encode() for h in range(300) for i in range(8)]
+    moved = [line for line in lines if two.route(line) != three.route(line)]
+    assert all(three.route(line) == 2 for line in moved)
+    assert 0.25 < len(moved) / len(lines) < 0.42  # about a third
+
+
+def test_tag_routing_by_listed_values_and_a_default_shard() -> None:
+    router = Router(
+        sharding(
+            "room",
+            {"name": "hall1", "url": "x", "match": ["hall 1", "cage,2"]},
+            {"name": "rest", "url": "y"},
+        )
+    )
+    assert router.route(b"pdu,site=ams,room=hall\\ 1,rack=r1 power_w=1 1") == 0
+    assert router.route(b"pdu,room=cage\\,2 power_w=1 1") == 0  # escaped in the line
+    assert router.route(b"pdu,site=ams,room=hall\\ 2 power_w=1 1") == 1
+    assert router.route(b"rackwatch_collector,collector=c lines_written_total=1i 1") == 1
+    assert router.route(b"pdu,site=ams,myroom=hall\\ 1 power_w=1 1") == 1  # another tag
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "collector.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_config_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """\
+influxdb:
+  database: rackwatch
+sharding:
+  route_by: site
+  shards:
+    - name: north
+      url: http://influx-north:8086
+      match: [ams1, ams2]
+    - name: north
+      url: http://influx-south:8086
+      match: [fra1, ams2]
+    - name: v2
+      url: http://victoria:8428
+      api: v2
+      match: [lon1]
+""",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_collector(path)
+    problems = str(caught.value).splitlines()
+    assert f"{path}:9: sharding.shards[1].name: duplicate shard 'north'" in problems
+    assert f"{path}:11: sharding.shards[1].match[1]: site 'ams2' is already shard 'north''s" in (
+        problems
+    )
+    assert any(
+        p.startswith(f"{path}:12: sharding.shards[2]: api v2 needs bucket") for p in problems
+    )
+    assert any(
+        p.startswith(f"{path}:5: sharding.shards: route_by site needs a default shard")
+        for p in problems
+    )
+
+
+def test_series_routing_takes_no_match_lists_and_the_plain_config_still_loads(
+    tmp_path: Path,
+) -> None:
+    path = write_config(
+        tmp_path,
+        """\
+sharding:
+  shards:
+    - {name: a, url: "http://a:8086"}
+    - {name: b, url: "http://b:8086", match: [x]}
+""",
+    )
+    with pytest.raises(ConfigError, match=r":4: sharding.shards\[1\].match: route_by series"):
+        load_collector(path)
+    plain = load_collector(write_config(tmp_path, "influxdb: {url: 'http://one:8086'}\n"))
+    assert plain.sharding is None
+    assert plain.shard_settings() == [("influxdb", plain.influxdb)]
+
+
+def test_a_shard_takes_the_shared_settings_and_replaces_its_own(tmp_path: Path) -> None:
+    config = load_collector(
+        write_config(
+            tmp_path,
+            """\
+influxdb: {database: rackwatch, username: writer, password: s3cret, timeout_s: 3}
+sharding:
+  route_by: site
+  shards:
+    - {name: a, url: "http://a:8086", match: [s1]}
+    - {name: b, url: "http://b:8086", database: other, password: other}
+""",
+        )
+    )
+    (_, a), (_, b) = config.shard_settings()
+    assert (a.url, a.database, a.username, a.password, a.timeout_s) == (
+        "http://a:8086",
+        "rackwatch",
+        "writer",
+        "s3cret",
+        3,
+    )
+    assert (b.database, b.username, b.password) == ("other", "writer", "other")
+
+
+# --- against real servers -------------------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_every_line_lands_on_exactly_one_of_two_influxdbs(
+    mosquitto: Running, influxdb: Running, unique: str, tmp_path: Path
+) -> None:
+    second = localservices.start_influxdb(tmp_path / "influxdb-2")
+    servers = {"one": influxdb, "two": second}
+    db = f"shards_{unique}"
+    for server in servers.values():
+        localservices.influx_create_database(server, db)
+    config = collector_config(
+        tmp_path,
+        mosquitto,
+        unique,
+        "hash",
+        {
+            "route_by": "series",
+            "shards": [
+                {"name": name, "url": server.url(), "database": db}
+                for name, server in servers.items()
+            ],
+        },
+        health_interval_s=0.5,
+    )
+    log = tmp_path / "collector.log"
+    collector = await rackwatch_process("collector", config, log)
+    try:
+        await eventually(lambda: b"subscribed to" in log.read_bytes(), 30)
+        await publish(mosquitto, unique, range(MESSAGES))
+        expected = {key for m in range(MESSAGES) for key in series_of(m)}
+
+        def stored() -> dict[str, dict[str, int]]:
+            return {name: stored_series(server, db) for name, server in servers.items()}
+
+        await eventually(lambda: sum(map(len, stored().values())) >= len(expected), 60)
+        found = stored()
+
+        def health_written() -> dict[str, int]:
+            """Each shard's own count of lines written, from its health (either database)."""
+            q = (
+                'SELECT last("lines_written_total") FROM "rackwatch_collector_shard" '
+                'GROUP BY "shard"'
+            )
+            last: dict[str, int] = {}
+            for server in servers.values():
+                for row in influx_query(server, db, q):
+                    shard = row["tags"]["shard"]  # type: ignore[index]
+                    count = int(row["values"][0][1])  # type: ignore[index]
+                    last[shard] = max(last.get(shard, 0), count)
+            return last
+
+        await eventually(
+            lambda: all(health_written().get(n, 0) >= len(found[n]) for n in servers), 30
+        )
+    finally:
+        await stop_process(collector)
+        localservices.stop(second)
+    one, two = set(found["one"]), set(found["two"])
+    assert not one & two  # no series on both
+    assert one | two == expected  # none missing
+    assert all(count == 1 for shard in found.values() for count in shard.values())
+    assert 0.4 < len(one) / len(expected) < 0.6
+    assert "2 shards by series" in log.read_text()
+
+
+@pytest.mark.integration
+async def test_one_shard_down_spools_its_lines_while_the_other_writes_and_nothing_is_lost(
+    mosquitto: Running, influxdb: Running, unique: str, tmp_path: Path
+) -> None:
+    """Shard `south` (site b and all else) is down for the whole load: `north` (site a) gets
+    every line of its own meanwhile, `south`'s go to its spool, and every message (each has
+    lines for both) is acknowledged. Proof: the collector is then killed, and one with another
+    client id, which the broker owes nothing, writes the spool once south is back."""
+    south = localservices.start_influxdb(tmp_path / "influxdb-south")
+    db = f"shards_{unique}"
+    for server in (influxdb, south):
+        localservices.influx_create_database(server, db)
+    sharding = {
+        "route_by": "site",
+        "shards": [
+            {"name": "north", "url": influxdb.url(), "database": db, "match": ["a"]},
+            {"name": "south", "url": south.url(), "database": db},
+        ],
+    }
+    spool = {"directory": str(tmp_path / "spool"), "after_s": 1.0}
+    log = tmp_path / "collector.log"
+    expected = {key for m in range(MESSAGES) for key in series_of(m)}
+    of_a = {key for key in expected if key.endswith("site=a")}
+    first = second = None
+    try:
+        first = await rackwatch_process(
+            "collector",
+            collector_config(tmp_path, mosquitto, unique, "first", sharding, spool=spool),
+            log,
+        )
+        await eventually(lambda: b"subscribed to" in log.read_bytes(), 30)
+        localservices.stop(south)
+        await publish(mosquitto, unique, range(MESSAGES))
+        # north writes all of site a while south is down
+        await eventually(lambda: set(stored_series(influxdb, db)) == of_a, 60)
+        # Lines as spooled: without their newlines (a record joins its batch's lines).
+        all_lines = b"".join(map(message, range(MESSAGES))).splitlines()
+        south_payload = sum(len(line) for line in all_lines if b"site=b" in line)
+
+        def spooled_bytes(shard: str) -> int:
+            return sum(p.stat().st_size for p in (tmp_path / "spool" / shard).glob("*.seg"))
+
+        await eventually(lambda: spooled_bytes("south") >= south_payload, 30)
+        assert spooled_bytes("north") == 0  # the shard that was up spooled nothing
+        first.kill()
+        await first.wait()
+        south = await asyncio.to_thread(localservices.restart, south, 0.5)
+        second = await rackwatch_process(
+            "collector",
+            collector_config(tmp_path, mosquitto, unique, "second", sharding, spool=spool),
+            log,
+        )
+        await eventually(lambda: len(stored_series(south, db)) >= len(expected - of_a), 60)
+        on_south = stored_series(south, db)
+    finally:
+        await stop_process(first)
+        await stop_process(second)
+        localservices.stop(south)
+    on_north = stored_series(influxdb, db)
+    assert set(on_north) == of_a
+    assert set(on_south) == expected - of_a
+    assert all(count == 1 for shard in (on_north, on_south) for count in shard.values())
+    assert "write failed" in log.read_text()
+
+
+@pytest.mark.integration
+async def test_a_victoria_metrics_shard_takes_line_protocol_on_the_influx_path(
+    mosquitto: Running,
+    influxdb: Running,
+    victoria_metrics: Running,
+    unique: str,
+    tmp_path: Path,
+) -> None:
+    """A shard whose url is VictoriaMetrics' InfluxDB path (single-node `/influx`, or a
+    cluster's vminsert `/insert/0/influx`), beside an InfluxDB shard."""
+    db = f"shards_{unique}"
+    localservices.influx_create_database(influxdb, db)
+    measurement = f"vm_{unique}"
+    config = collector_config(
+        tmp_path,
+        mosquitto,
+        unique,
+        "vm",
+        {
+            "route_by": "site",
+            "shards": [
+                {"name": "vm", "url": f"{victoria_metrics.url()}/influx", "match": ["a"]},
+                {"name": "influx", "url": influxdb.url(), "database": db},
+            ],
+        },
+    )
+    log = tmp_path / "collector.log"
+    collector = await rackwatch_process("collector", config, log)
+    try:
+        await eventually(lambda: b"subscribed to" in log.read_bytes(), 30)
+        now = time.time_ns()  # VictoriaMetrics keeps a month
+        payload = "".join(
+            f"{measurement},site={'ab'[i % 2]},i={i} v={i} {now + i}\n" for i in range(20)
+        ).encode()
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.publish(f"{unique}/s/a/metrics", payload, qos=1)
+
+        def on_influx() -> int:
+            rows = influx_query(influxdb, db, f'SELECT count("v") FROM "{measurement}"')
+            return int(rows[0]["values"][0][1]) if rows else 0  # type: ignore[index]
+
+        await eventually(lambda: on_influx() == 10, 30)
+        exported = await asyncio.to_thread(vm_export, victoria_metrics, f"{measurement}_v")
+    finally:
+        await stop_process(collector)
+    assert sorted(int(e["metric"]["i"]) for e in exported) == list(range(0, 20, 2))
+    assert {e["metric"]["site"] for e in exported} == {"a"}
+    assert all(len(e["values"]) == 1 for e in exported)
