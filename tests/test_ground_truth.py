@@ -69,7 +69,9 @@ KNOWN_GAPS = {
     # envirTemperature is 1/10 degF with no unit setting: no fixed-Fahrenheit conversion in
     # the profile language; ePDULoadStatusActivePower on a UPS card (cyberpower_ups.yaml)
     "cyberpower",
-    "rittal-cmc-iii-pu", "rittal-cmc-iii-pu_pdu-controller",
+    # LibreNMS counts reactive power (var) as power and apparent energy (kVAh) as energy; the
+    # schema has no field for either (fragments/rittal_cmc3_pdu.yaml)
+    "rittal-cmc-iii-pu_pdu-controller",
     # LibreNMS's "power" is the current OID times 230 V, not a reading (digipower_pdu.yaml)
     "digipower",
     # LibreNMS divides rectifiersCurrentValue by 10 here and not on `enexus` (same flags), where
