@@ -42,7 +42,14 @@ class MqttSettings(BrokerSettings):
     topic_prefix: str = "rackwatch/v1"
     max_batch_lines: int = Field(default=2000, ge=1)
     flush_interval_s: float = Field(default=1.0, gt=0)
-    # Lines held in memory while the broker is unreachable; the oldest go first when full.
+    # QoS 1 publishes awaiting their PUBACK at once (a broker grants at most its Receive
+    # Maximum: Mosquitto 20); more than one keeps a busy agent's round trips overlapped.
+    max_inflight: int = Field(default=8, ge=1, le=65535)
+    # "gzip": each message's payload is gzip (RFC 1952, first bytes 1f 8b) line protocol.
+    # Collectors take both; upgrade them before turning it on (docs/schema.md, wire format).
+    compression: Literal["none", "gzip"] = "none"
+    # Lines held in memory. Past half of it polls wait before starting (they stretch rather
+    # than pile up); past all of it the oldest lines go to the spool, or without one are dropped.
     max_queue_lines: int = Field(default=200_000, ge=1)
     # While the broker is unreachable, batches go to this on-disk spool (survives restarts;
     # systemd: StateDirectory=). Bounded: when full, the oldest batches are dropped, counted.

@@ -6,7 +6,8 @@ while the previous poll still runs, the tick is skipped and counted as an overru
 stack up behind a slow device, and a slow or dead device delays nobody else. A poll that runs
 past its deadline (by default its interval) is cancelled and counted as failed.
 
-A poll may first have to pass a gate (`gate`: an async context manager, say a semaphore shared by
+A poll may first wait for room (`ready`: the publisher's back-pressure, awaited before anything
+else), then pass a gate (`gate`: an async context manager, say a semaphore shared by
 every device, taken only by polls that walk tables): the wait comes before the deadline's clock
 starts, so a device waiting its turn at start-up is late, never failed. Ticks skipped while it
 waits are overruns too (the device was not polled on them), logged only at debug level, since a
@@ -93,6 +94,7 @@ class PeriodicPoller:
         deadline_s: float | None = None,
         unsupported: tuple[type[BaseException], ...] = (),
         gate: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+        ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
         self.unsupported = unsupported  # what `poll` raises for "answers, but unreadable"
@@ -104,6 +106,7 @@ class PeriodicPoller:
         self._emit = emit
         self._inflight: asyncio.Task[None] | None = None
         self._gate = gate  # entered before each poll, outside its deadline
+        self._ready = ready  # awaited before the gate, outside the deadline too
         self._waiting = False  # the in-flight poll has not passed its gate yet
 
     async def run(self) -> None:
@@ -148,6 +151,8 @@ class PeriodicPoller:
         gate = self._gate() if self._gate is not None else contextlib.nullcontext()
         self._waiting = True
         try:
+            if self._ready is not None:
+                await self._ready()
             async with gate:
                 self._waiting = False
                 await self._timed_poll()

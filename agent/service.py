@@ -110,6 +110,7 @@ class Agent:
                     interval_s=interval_s,
                     jitter_s=config.defaults.jitter_s,
                     deadline_s=interval_s,
+                    ready=self.publisher.room,
                 )
                 self.accelerator_pollers.append(name)
         self.mqtt_devices = (
@@ -131,6 +132,7 @@ class Agent:
             deadline_s=device.deadline_s or interval_s,
             unsupported=(UnsupportedDevice,),
             gate=lambda: self._plan_walks if source.needs_plan else contextlib.nullcontext(),
+            ready=self.publisher.room,  # a publisher behind the polls stretches them
         )
 
     def _start_poller(self, name: str) -> None:
@@ -242,6 +244,7 @@ class Agent:
                 "spool_bytes": spool.stats.bytes,
                 "spooled_lines_total": published.spooled_lines,
                 "replayed_lines_total": published.replayed_lines,
+                "overflow_lines_total": published.overflow_lines,
                 "spool_dropped_records_total": spool.stats.dropped_records,
                 "spool_torn_records_total": spool.stats.torn_records,
                 "spool_corrupt_records_total": spool.stats.corrupt_records,
@@ -262,6 +265,8 @@ class Agent:
                     # The broker had no subscriber for our topic (no collector subscribed).
                     "mqtt_unrouted": self.publisher.unrouted,
                     "unrouted_publishes_total": published.unrouted_publishes,
+                    # Polls that waited for a publisher behind them (back-pressure).
+                    "backpressure_waits_total": published.backpressure_waits,
                     **spool_fields,
                 },
                 now,

@@ -98,6 +98,7 @@ class Collector:
                 "lines_received_total": ingest.lines_received,
                 "lines_invalid_total": ingest.lines_invalid,
                 "oversized_messages_total": ingest.oversized_messages,
+                "malformed_compressed_messages_total": ingest.malformed_compressed_messages,
                 "lines_written_total": write.lines_written,
                 "batches_written_total": write.batches_written,
                 "lines_rejected_total": write.lines_rejected,
