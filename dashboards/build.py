@@ -12,8 +12,18 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from dashboards.grafana import GREEN_YELLOW_RED, PLAIN, Dashboard, Panel, Query, Row, Variable
+from dashboards.grafana import (
+    GREEN_YELLOW_RED,
+    PLAIN,
+    Dashboard,
+    Link,
+    Panel,
+    Query,
+    Row,
+    Variable,
+)
 
 OUT = Path(__file__).resolve().parent / "json"
 
@@ -52,15 +62,18 @@ def events(measurement: str, filters: Sequence[str], limit: int = 100) -> Query:
     )
 
 
-def tag_values(key: str, filters: Sequence[str], measurement: str = "") -> Variable:
-    """A variable of one tag's values; `measurement` may be a regex (`/^pdu/`)."""
+def tag_values(
+    key: str, filters: Sequence[str], measurement: str = "", *, multi: bool = True
+) -> Variable:
+    """A variable of one tag's values; `measurement` may be a regex (`/^pdu/`). Single-valued
+    (`multi=False`): the variable that fixes a drill-down view's level (one site, one rack)."""
     quoted = measurement if measurement.startswith("/") else f'"{measurement}"'
     source = f" FROM {quoted}" if measurement else ""
     condition = " AND ".join(f'"{tag}" =~ /^${tag}$/' for tag in filters)
     query = f'SHOW TAG VALUES{source} WITH KEY = "{key}"' + (
         f" WHERE {condition}" if condition else ""
     )
-    return Variable(key, key.capitalize(), query)
+    return Variable(key, key.capitalize(), query, multi=multi)
 
 
 # The retention policy for the time range: the first `rp_config` row (written by the collector,
@@ -77,6 +90,11 @@ ROOM = tag_values("room", ("site",))
 ROW = tag_values("row", ("site", "room"))
 RACK = tag_values("rack", ("site", "room", "row"))
 PLACE = ("site", "room", "row", "rack")
+# One of each: the variables that make a view a site, room, row or rack view.
+ONE_SITE = tag_values("site", (), multi=False)
+ONE_ROOM = tag_values("room", ("site",), multi=False)
+ONE_ROW = tag_values("row", ("site", "room"), multi=False)
+ONE_RACK = tag_values("rack", ("site", "room", "row"), multi=False)
 
 UP_DOWN = {"true": "green", "false": "red"}
 COOLING_STATES = {"on": "green", "standby": "blue", "off": "red"}
@@ -91,140 +109,413 @@ OUTLET_STATES = {"on": "green", "off": "red", "rebooting": "yellow", "unknown": 
 INLET_C = ((None, "green"), (27.0, "orange"), (32.0, "red"))  # ASHRAE recommended: up to 27 C
 
 
+# --- drill-down: hub -> site -> room -> row -> rack -> device --------------------------------
+#
+# Each level is a view with its own aggregates (the roll-ups of that level) and top-N tables
+# that link to the level below. Above the row, no panel draws one series per rack or per card:
+# a hub has 20,000 racks and 70,000 cards (tests/test_dashboards.py enforces it).
+
+TOP_N = 20
+NOW_WINDOW = "5m"  # "now": the last few polls, whatever range the dashboard shows
+UID = {
+    "hub": "rackwatch-hub",
+    "site": "rackwatch-site",
+    "room": "rackwatch-room",
+    "row": "rackwatch-racks",
+    "rack": "rackwatch-rack",
+    "pdu": "rackwatch-pdu",
+    "cooling": "rackwatch-cooling",
+    "ups": "rackwatch-ups",
+    "dc-env": "rackwatch-dc-env",
+    "accelerators": "rackwatch-accelerators",
+}
+# Clock-event reasons that slow a card down (idle, application clocks, sync boost do not).
+THROTTLING = (
+    "sw_power_cap",
+    "hw_slowdown",
+    "sw_thermal_slowdown",
+    "hw_thermal_slowdown",
+    "hw_power_brake",
+)
+
+
+def columns(names: Sequence[str]) -> str:
+    return ", ".join(f'"{name}"' for name in names)
+
+
+def drill(target: str, variables: Sequence[str], *, labels: bool = False) -> Link:
+    """A data link to the `target` view, each of `variables` taken from the clicked row's column
+    of the same name (a table), or the clicked series' tag (`labels`), the time range kept."""
+    ref = "__field.labels" if labels else "__data.fields"
+    passed = "&".join(f"var-{name}=${{{ref}.{name}}}" for name in variables)
+    return Link(
+        f"{target} view",
+        f"/d/{UID[target]}?{passed}&var-datasource=${{datasource}}&${{__url_time_range}}",
+    )
+
+
+def now_where(filters: Sequence[str]) -> str:
+    return where(filters).replace("$timeFilter", f"time > now() - {NOW_WINDOW}")
+
+
+def top_n(
+    rank: str,
+    shown: Sequence[str],
+    measurement: str,
+    filters: Sequence[str],
+    keys: Sequence[str],
+    *,
+    now: bool = False,
+    condition: str = "",
+    n: int = TOP_N,
+) -> Query:
+    """The `n` series of `keys` with the highest latest `rank`, with their latest `shown`
+    fields and their tags as columns: one table of n rows, whatever the number of series.
+    `now`: the raw data of the last NOW_WINDOW instead of the dashboard's range."""
+    fields = (rank, *shown)
+    inner = ", ".join(f'last("{name}") AS "{name.removeprefix("throttle_")}"' for name in fields)
+    origin = (
+        f'"{measurement}" WHERE {now_where(filters)}'
+        if now
+        else (f"{source(measurement)} WHERE {where(filters)}")
+    )
+    outer = columns([*keys, *(name.removeprefix("throttle_") for name in shown)])
+    query = (
+        f'SELECT top("{rank}", {n}) AS "{rank}", {outer} FROM (SELECT {inner} FROM {origin} '
+        f"GROUP BY {columns(keys)})"
+    )
+    return Query(query + (f" WHERE {condition}" if condition else ""), table=True)
+
+
+def exceptions(
+    field: str,
+    normal: Sequence[str],
+    measurement: str,
+    filters: Sequence[str],
+    keys: Sequence[str],
+) -> Query:
+    """Up to TOP_N series of `keys` whose latest `field` is none of `normal`: what is wrong
+    now (empty when all is well)."""
+    condition = " AND ".join(f"\"state\" != '{value}'" for value in normal)
+    return Query(
+        f'SELECT "state", {columns(keys)} FROM (SELECT last("{field}") AS "state" '
+        f'FROM "{measurement}" WHERE {now_where(filters)} GROUP BY {columns(keys)}) '
+        f"WHERE {condition} LIMIT {TOP_N}",
+        table=True,
+    )
+
+
+def racks_nearest_their_limit(filters: Sequence[str]) -> Panel:
+    return Panel(
+        f"The {TOP_N} racks nearest their limit",
+        "table",
+        [
+            top_n(
+                "capacity_pct",
+                ("power_w", "capacity_w", "nn_headroom_w"),
+                "rack_power",
+                filters,
+                PLACE,
+            )
+        ],
+        unit="percent",
+        thresholds=GREEN_YELLOW_RED,
+        options={"sortBy": [{"displayName": "capacity_pct", "desc": True}]},
+        links=[drill("rack", PLACE)],
+        hide=("Time",),
+        description="Each rack's latest power against its capacity (roll-up `rack_power`), "
+        f"the {TOP_N} highest; a click opens the rack.",
+    )
+
+
+def hottest_inlets(filters: Sequence[str]) -> Panel:
+    return Panel(
+        f"The {TOP_N} hottest inlets",
+        "table",
+        [top_n("rack_inlet_c", (), "cooling", filters, (*PLACE, "device"))],
+        unit="celsius",
+        thresholds=INLET_C,
+        options={"sortBy": [{"displayName": "rack_inlet_c", "desc": True}]},
+        links=[drill("rack", PLACE)],
+        hide=("Time",),
+        description="Rack inlet temperature as the cooling units measure it, latest in the "
+        "range; ASHRAE recommends at most 27 C. A click opens the rack.",
+    )
+
+
+def throttling(filters: Sequence[str]) -> tuple[str, str]:
+    """The latest reading of each card of the last NOW_WINDOW (subquery), and the condition
+    that it throttles now."""
+    flags = [f"throttle_{flag}" for flag in THROTTLING]
+    inner = ", ".join(
+        [
+            'last("temp_c") AS "temp_c"',
+            'last("power_w") AS "power_w"',
+            *(f'last("{flag}") AS "{flag.removeprefix("throttle_")}"' for flag in flags),
+        ]
+    )
+    cards = (*PLACE, "host", "index")
+    subquery = (
+        f'(SELECT {inner} FROM "accelerator" WHERE {now_where(filters)} GROUP BY {columns(cards)})'
+    )
+    return subquery, " OR ".join(f'"{flag}" = true' for flag in THROTTLING)
+
+
+def cards_throttling(filters: Sequence[str], by: Sequence[str]) -> Sequence[Panel]:
+    """How many cards throttle now (per `by`), and the hottest TOP_N of them."""
+    subquery, condition = throttling(filters)
+    group = f" GROUP BY {columns(by)}" if by else ""
+    count = f'SELECT count("temp_c") AS "cards" FROM {subquery} WHERE {condition}{group}'
+    cards = (*PLACE, "host", "index")
+    table = (
+        f'SELECT top("temp_c", {TOP_N}) AS "temp_c", {columns([*cards, "power_w", *THROTTLING])} '
+        f"FROM {subquery} WHERE {condition}"
+    )
+    return (
+        Panel(
+            "Cards throttling now",
+            "stat",
+            [Query(count, f"$tag_{by[-1]}" if by else "cards")],
+            width=4,
+            thresholds=((None, "green"), (1.0, "orange")),
+            options={"graphMode": "none", "textMode": "value_and_name"},
+            description="Cards with a slowing clock-event reason set in their latest reading "
+            f"of the last {NOW_WINDOW}: power cap, HW slowdown, thermal slowdown, power brake.",
+        ),
+        Panel(
+            f"The {TOP_N} hottest cards throttling now",
+            "table",
+            [Query(table, table=True)],
+            width=20,
+            unit="celsius",
+            options={"sortBy": [{"displayName": "temp_c", "desc": True}]},
+            links=[drill("accelerators", (*PLACE, "host"))],
+            hide=("Time",),
+            description="Which reasons slow each card; a click opens its host.",
+        ),
+    )
+
+
+def not_running(filters: Sequence[str]) -> Sequence[Panel]:
+    """Cooling units off and UPSes not on their normal output, now: lists of what is wrong."""
+    unit = ("site", "room", "row", "device")
+    return (
+        Panel(
+            "Cooling units not running now",
+            "table",
+            [exceptions("operating_state", ("on", "standby"), "cooling", filters, unit)],
+            states=COOLING_STATES,
+            links=[drill("cooling", unit)],
+            hide=("Time",),
+            description="Units whose latest operating state is neither on nor standby "
+            f"(up to {TOP_N}); empty: every unit runs.",
+        ),
+        Panel(
+            "UPSes not on normal output now",
+            "table",
+            [exceptions("output_source", ("normal",), "ups", filters, unit)],
+            states=UPS_SOURCES,
+            links=[drill("ups", unit)],
+            hide=("Time",),
+            description=f"On battery, bypass or no output (up to {TOP_N}); empty: all normal.",
+        ),
+    )
+
+
+GROUP_COLUMNS = (
+    ("power_w", "power_w"),
+    ("capacity_w", "capacity_w"),
+    ("capacity_pct", "capacity_pct"),
+    ("rack_pct_max", "hottest_rack_pct"),
+    ("rack_pct_p95", "rack_p95_pct"),
+    ("racks_near_limit", "racks_near_limit"),
+    ("racks_nn_failing", "racks_nn_failing"),
+    ("racks_reporting", "racks_reporting"),
+    ("racks", "racks"),
+    ("stranded_w", "stranded_w"),
+)
+
+
+def children(measurement: str, filters: Sequence[str], keys: Sequence[str], target: str) -> Panel:
+    """One row per site, room or row below this view, its roll-up's latest aggregates."""
+    select = ", ".join(f'last("{name}") AS "{label}"' for name, label in GROUP_COLUMNS)
+    level = keys[-1]
+    return Panel(
+        f"{level.capitalize()}s",
+        "table",
+        [Query(latest(select, measurement, filters, keys), table=True)],
+        width=24,
+        height=7,
+        thresholds=GREEN_YELLOW_RED,
+        options={"sortBy": [{"displayName": "hottest_rack_pct", "desc": True}]},
+        links=[drill(target, keys)],
+        hide=("Time",),
+        description=f"Per {level} (roll-up `{measurement}`): power against capacity, the "
+        "hottest rack and the 95th percentile of its racks (% of capacity), racks at or above "
+        "rollup.near_limit_pct, racks failing N+N. A click opens the "
+        f"{level}.",
+    )
+
+
+def level_stats(measurement: str, filters: Sequence[str], by: str) -> list[Panel]:
+    """A level's headline aggregates, from its own roll-up: sum, max, p95, counts."""
+    alias = f"$tag_{by}"
+
+    def stat(title: str, select: str, unit: str = "", **extra: Any) -> Panel:
+        return Panel(
+            title,
+            "stat",
+            [Query(over_time(select, measurement, filters, [by]), alias)],
+            unit=unit,
+            width=4,
+            height=5,
+            **extra,
+        )
+
+    return [
+        stat("IT power", 'mean("power_w")', "watt", description=f"`{measurement}.power_w`"),
+        stat(
+            "Power against capacity",
+            'mean("capacity_pct")',
+            "percent",
+            thresholds=GREEN_YELLOW_RED,
+        ),
+        stat(
+            "Hottest rack",
+            'max("rack_pct_max")',
+            "percent",
+            thresholds=GREEN_YELLOW_RED,
+            description="The rack with the highest power against its capacity.",
+        ),
+        stat(
+            "Racks at p95",
+            'max("rack_pct_p95")',
+            "percent",
+            thresholds=GREEN_YELLOW_RED,
+            description="95 % of the racks draw at most this share of their capacity.",
+        ),
+        stat(
+            "Racks near their limit",
+            'last("racks_near_limit")',
+            thresholds=((None, "green"), (1.0, "orange")),
+            description="Racks at or above rollup.near_limit_pct (80 %) of their capacity.",
+        ),
+        stat(
+            "Racks failing N+N",
+            'last("racks_nn_failing")',
+            thresholds=((None, "green"), (1.0, "red")),
+            description="Racks whose load one feed alone could not carry.",
+        ),
+    ]
+
+
+def spread_over_time(measurement: str, filters: Sequence[str], by: str) -> Panel:
+    return Panel(
+        "Racks against capacity: whole, hottest, p95",
+        "timeseries",
+        [
+            Query(
+                over_time(
+                    'mean("capacity_pct") AS "all racks", max("rack_pct_max") AS "hottest", '
+                    'max("rack_pct_p95") AS "p95"',
+                    measurement,
+                    filters,
+                    [by],
+                ),
+                f"$tag_{by} $col",
+            )
+        ],
+        unit="percent",
+        min=0,
+        thresholds=GREEN_YELLOW_RED,
+        custom={"thresholdsStyle": {"mode": "line"}},
+    )
+
+
+def power_and_capacity(measurement: str, filters: Sequence[str], by: str) -> Panel:
+    return Panel(
+        f"Power and capacity per {by}",
+        "timeseries",
+        [
+            Query(
+                over_time(
+                    'mean("power_w") AS "power", mean("capacity_w") AS "capacity"',
+                    measurement,
+                    filters,
+                    [by],
+                ),
+                f"$tag_{by} $col",
+            )
+        ],
+        unit="watt",
+        min=0,
+        links=[
+            drill(
+                {"site": "site", "room": "room", "row": "row"}[by],
+                PLACE[: PLACE.index(by) + 1],
+                labels=True,
+            )
+        ],
+    )
+
+
+def where_to_look(filters: Sequence[str], by: str) -> list[Panel | Row]:
+    """The top-N tables every level above the row shares."""
+    return [
+        Row("Where to look"),
+        racks_nearest_their_limit(filters),
+        hottest_inlets(filters),
+        *cards_throttling(filters, [by]),
+        *not_running(filters),
+    ]
+
+
 # --- hub overview ----------------------------------------------------------------------------
 
 
 def hub_overview() -> Dashboard:
     site = ("site",)
     return Dashboard(
-        "rackwatch-hub",
+        UID["hub"],
         "rackwatch / Hub overview",
-        "Per site: IT power against capacity, PUE, the hottest racks, cooling and UPS status, "
-        "accelerator utilization and alerts.",
+        "Every site: IT power against capacity, PUE, the racks' spread, the racks nearest their "
+        "limit, the hottest inlets, cards throttling, cooling and UPS exceptions, alerts. "
+        "Click a site, a rack or a card to drill down.",
         [RP, SITE],
         [
-            Row("Power"),
-            Panel(
-                "IT power",
-                "stat",
-                [Query(over_time('mean("power_w")', "site_power", site, ["site"]), "$tag_site")],
-                unit="watt",
-                width=6,
-                height=5,
-                description="Sum of the racks' A and B feeds (roll-up `site_power.power_w`).",
-            ),
-            Panel(
-                "Power against capacity",
-                "gauge",
-                [
-                    Query(
-                        over_time('mean("capacity_pct")', "site_power", site, ["site"]),
-                        "$tag_site",
-                    )
-                ],
-                unit="percent",
-                width=6,
-                height=5,
-                min=0,
-                max=100,
-                thresholds=GREEN_YELLOW_RED,
-                description="IT power as a share of the racks' derated capacity.",
-            ),
+            Row("Sites"),
+            *level_stats("site_power", site, "site"),
+            children("site_power", site, site, "site"),
+            power_and_capacity("site_power", site, "site"),
             Panel(
                 "PUE",
-                "stat",
+                "timeseries",
                 [Query(over_time('mean("pue")', "pue", site, ["site"]), "$tag_site")],
-                width=6,
-                height=5,
                 decimals=2,
                 thresholds=((None, "green"), (1.5, "yellow"), (2.0, "red")),
+                custom={"thresholdsStyle": {"mode": "line"}},
                 description="Facility power over IT power, from the inventory's meters.",
             ),
+            spread_over_time("site_power", site, "site"),
             Panel(
                 "Stranded capacity",
-                "stat",
+                "timeseries",
                 [Query(over_time('mean("stranded_w")', "site_power", site, ["site"]), "$tag_site")],
                 unit="watt",
-                width=6,
-                height=5,
-                thresholds=((None, "blue"),),
+                min=0,
                 description="Provisioned but never drawn: capacity minus each rack's peak.",
             ),
-            Panel(
-                "IT power and capacity",
-                "timeseries",
-                [
-                    Query(
-                        over_time(
-                            'mean("power_w") AS "power", mean("capacity_w") AS "capacity"',
-                            "site_power",
-                            site,
-                            ["site"],
-                        ),
-                        "$tag_site $col",
-                    )
-                ],
-                unit="watt",
-                min=0,
-            ),
-            Panel(
-                "Rows against capacity",
-                "bargauge",
-                [
-                    Query(
-                        over_time('mean("capacity_pct")', "row_power", site, ["room", "row"]),
-                        "$tag_room / row $tag_row",
-                    )
-                ],
-                unit="percent",
-                min=0,
-                max=100,
-                thresholds=GREEN_YELLOW_RED,
-            ),
-            Row("Cooling and UPS"),
-            Panel(
-                "Hottest rack inlets",
-                "table",
-                [
-                    Query(
-                        latest(
-                            'last("rack_inlet_c") AS "inlet_c"',
-                            "cooling",
-                            site,
-                            ["room", "row", "rack", "device"],
-                        ),
-                        table=True,
-                    )
-                ],
-                unit="celsius",
-                width=8,
-                thresholds=INLET_C,
-                options={"sortBy": [{"displayName": "inlet_c", "desc": True}]},
-            ),
-            Panel(
-                "Cooling units",
-                "state-timeline",
-                [
-                    Query(
-                        over_time('last("operating_state")', "cooling", site, ["device"]),
-                        "$tag_device",
-                    )
-                ],
-                width=8,
-                states=COOLING_STATES,
-            ),
-            Panel(
-                "UPS output source",
-                "state-timeline",
-                [Query(over_time('last("output_source")', "ups", site, ["device"]), "$tag_device")],
-                width=8,
-                states=UPS_SOURCES,
-            ),
+            *where_to_look(site, "site"),
             Row("Accelerators and alerts"),
             Panel(
-                "Accelerator utilization",
+                "Accelerator utilization by cluster",
                 "timeseries",
-                [Query(over_time('mean("util_pct")', "accelerator", site, ["site"]), "$tag_site")],
+                [
+                    Query(
+                        over_time('mean("util_pct")', "accelerator", site, ["cluster"]),
+                        "$tag_cluster",
+                    )
+                ],
                 unit="percent",
                 min=0,
                 max=100,
@@ -243,6 +534,75 @@ def hub_overview() -> Dashboard:
             ),
             firing_now(site),
             Panel("Alert transitions", "table", [events("alert", site, 50)], width=24),
+        ],
+    )
+
+
+def site_view() -> Dashboard:
+    site = ("site",)
+    room = ("site", "room")
+    return Dashboard(
+        UID["site"],
+        "rackwatch / Site",
+        "One site: its aggregates, its rooms, and where to look (top-N racks, inlets, cards). "
+        "Click a room, a rack or a card to drill down.",
+        [RP, ONE_SITE],
+        [
+            Row("Site $site"),
+            *level_stats("site_power", site, "site"),
+            children("room_power", site, room, "room"),
+            power_and_capacity("room_power", site, "room"),
+            spread_over_time("room_power", site, "room"),
+            *where_to_look(site, "room"),
+            Row("Accelerators and alerts"),
+            Panel(
+                "Accelerator power per room",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("accelerator_power_w")', "room_power", site, ["room"]),
+                        "$tag_room",
+                    )
+                ],
+                unit="watt",
+                min=0,
+            ),
+            Panel(
+                "Accelerator utilization by cluster",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("util_pct")', "accelerator", site, ["cluster"]),
+                        "$tag_cluster",
+                    )
+                ],
+                unit="percent",
+                min=0,
+                max=100,
+            ),
+            firing_now(site),
+        ],
+    )
+
+
+def room_view() -> Dashboard:
+    room = ("site", "room")
+    row = ("site", "room", "row")
+    return Dashboard(
+        UID["room"],
+        "rackwatch / Room",
+        "One room: its aggregates, its rows, and where to look (top-N racks, inlets, cards). "
+        "Click a row, a rack or a card to drill down.",
+        [RP, ONE_SITE, ONE_ROOM],
+        [
+            Row("Room $room"),
+            *level_stats("room_power", room, "room"),
+            children("row_power", room, row, "row"),
+            power_and_capacity("row_power", room, "row"),
+            spread_over_time("row_power", room, "row"),
+            *where_to_look(room, "row"),
+            Row("Alerts"),
+            firing_now(room),
         ],
     )
 
@@ -283,20 +643,25 @@ def firing_now(filters: Sequence[str]) -> Panel:
 
 
 def rows_and_racks() -> Dashboard:
+    """The row view: one row's racks, each its own series (a row holds tens of racks)."""
     place = PLACE
+    row = ("site", "room", "row")
+    to_rack = [drill("rack", PLACE, labels=True)]
     return Dashboard(
-        "rackwatch-racks",
+        UID["row"],
         "rackwatch / Rows and racks",
-        "Rack power per feed against the derated breaker capacity, N+N headroom, stranded "
-        "capacity and inlet temperatures.",
-        [RP, SITE, ROOM, ROW, RACK],
+        "One row: its aggregates, rack power per feed against the derated breaker capacity, "
+        "N+N headroom, stranded capacity and inlet temperatures. Click a rack to open it.",
+        [RP, ONE_SITE, ONE_ROOM, ONE_ROW, RACK],
         [
+            Row("Row $row"),
+            *level_stats("row_power", row, "row"),
             Panel(
                 "Row $row: racks against capacity",
                 "stat",
                 [
                     Query(
-                        latest('last("capacity_pct")', "rack_power", place, ["row", "rack"]),
+                        latest('last("capacity_pct")', "rack_power", place, PLACE),
                         "$tag_rack",
                     )
                 ],
@@ -305,21 +670,22 @@ def rows_and_racks() -> Dashboard:
                 height=4,
                 thresholds=GREEN_YELLOW_RED,
                 options={"graphMode": "none", "textMode": "value_and_name"},
-                repeat="row",
+                links=to_rack,
                 description="One tile per rack: power as a share of its capacity.",
             ),
             Panel(
-                "Heat map: % of capacity by row and rack",
+                "Heat map: % of capacity by rack",
                 "status-history",
                 [
                     Query(
-                        over_time('mean("capacity_pct")', "rack_power", place, ["row", "rack"]),
-                        "$tag_row / $tag_rack",
+                        over_time('mean("capacity_pct")', "rack_power", place, PLACE),
+                        "$tag_rack",
                     )
                 ],
                 unit="percent",
                 width=24,
                 thresholds=GREEN_YELLOW_RED,
+                links=to_rack,
             ),
             Panel(
                 "Rack power by feed",
@@ -448,12 +814,181 @@ def rows_and_racks() -> Dashboard:
     )
 
 
+# --- rack ------------------------------------------------------------------------------------
+
+
+def rack_view() -> Dashboard:
+    """One rack: its feeds, inlets, devices and cards, each device linked to its own view."""
+    place = PLACE
+    rack_power = [
+        ("Power", 'last("power_w")', "watt", PLAIN),
+        ("Against capacity", 'last("capacity_pct")', "percent", GREEN_YELLOW_RED),
+        ("N+N headroom", 'last("nn_headroom_w")', "watt", ((None, "red"), (0.0, "green"))),
+        ("Stranded", 'last("stranded_w")', "watt", ((None, "blue"),)),
+        ("Feeds missing", 'last("feeds_missing")', "", ((None, "green"), (1.0, "red"))),
+        ("Accelerator power", 'last("accelerator_power_w")', "watt", PLAIN),
+    ]
+    device_links = [
+        Link(
+            f"{title} view",
+            f"/d/{UID[target]}?var-site=${{site}}&var-room=${{room}}&var-row=${{row}}"
+            + ("&var-rack=${rack}" if target == "pdu" else "")  # the others have no rack
+            + "&var-device=${__data.fields.device}&var-datasource=${datasource}"
+            "&${__url_time_range}",
+        )
+        for title, target in (
+            ("PDU", "pdu"),
+            ("Cooling", "cooling"),
+            ("UPS", "ups"),
+            ("DC power and environment", "dc-env"),
+        )
+    ]
+    return Dashboard(
+        UID["rack"],
+        "rackwatch / Rack",
+        "One rack: power per feed against capacity, N+N, inlet temperatures, its devices and "
+        "accelerator cards. Click a device or a host to open it.",
+        [RP, ONE_SITE, ONE_ROOM, ONE_ROW, ONE_RACK],
+        [
+            Row("Rack $rack"),
+            *(
+                Panel(
+                    title,
+                    "stat",
+                    [Query(latest(select, "rack_power", place), title)],
+                    unit=unit,
+                    width=4,
+                    height=4,
+                    thresholds=steps,
+                    options={"graphMode": "none"},
+                )
+                for title, select, unit, steps in rack_power
+            ),
+            Panel(
+                "Power by feed",
+                "timeseries",
+                [
+                    Query(
+                        over_time(
+                            'mean("power_w") AS "power", mean("capacity_w") AS "capacity"',
+                            "feed_power",
+                            place,
+                            ["feed"],
+                        ),
+                        "feed $tag_feed $col",
+                    )
+                ],
+                unit="watt",
+                min=0,
+            ),
+            Panel(
+                "Feed load against derated rating",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("load_pct")', "feed_power", place, ["feed"]),
+                        "feed $tag_feed",
+                    )
+                ],
+                unit="percent",
+                min=0,
+                thresholds=GREEN_YELLOW_RED,
+                custom={"thresholdsStyle": {"mode": "line"}},
+            ),
+            Panel(
+                "Inlet temperature",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("rack_inlet_c")', "cooling", place, ["device"]),
+                        "$tag_device",
+                    ),
+                    Query(
+                        over_time('mean("temperature_c")', "env_sensor", place, ["sensor_name"]),
+                        "$tag_sensor_name",
+                    ),
+                ],
+                unit="celsius",
+                thresholds=INLET_C,
+                custom={"thresholdsStyle": {"mode": "line"}},
+            ),
+            Panel(
+                "Devices",
+                "table",
+                [
+                    Query(
+                        latest(
+                            'last("up") AS "up", max("poll_duration_s") AS "poll_s"',
+                            "rackwatch_agent",
+                            place,
+                            ["device", "kind"],
+                        ),
+                        table=True,
+                    )
+                ],
+                states=UP_DOWN,
+                links=device_links,
+                hide=("Time",),
+                description="Every device the agents poll in this rack, answering or not; a "
+                "click opens the view of its kind.",
+            ),
+            Row("Accelerators"),
+            Panel(
+                "Hosts",
+                "table",
+                [
+                    Query(
+                        latest(
+                            'last("power_w") AS "power_w", last("count") AS "cards"',
+                            "accelerator_host",
+                            place,
+                            [*PLACE, "host"],
+                        ),
+                        table=True,
+                    )
+                ],
+                unit="watt",
+                links=[drill("accelerators", (*PLACE, "host"))],
+                hide=("Time",),
+                description="Accelerator power per host; a click opens the host.",
+            ),
+            *cards_throttling(place, ["host"]),
+            Panel(
+                "Utilization per card",
+                "timeseries",
+                [
+                    Query(
+                        over_time('mean("util_pct")', "accelerator", place, ["host", "index"]),
+                        "$tag_host #$tag_index",
+                    )
+                ],
+                unit="percent",
+                min=0,
+                max=100,
+            ),
+            Panel(
+                "Temperature per card",
+                "timeseries",
+                [
+                    Query(
+                        over_time('max("temp_c")', "accelerator", place, ["host", "index"]),
+                        "$tag_host #$tag_index",
+                    )
+                ],
+                unit="celsius",
+                thresholds=((None, "green"), (85.0, "orange")),
+                custom={"thresholdsStyle": {"mode": "line"}},
+            ),
+        ],
+    )
+
+
 # --- PDU detail ------------------------------------------------------------------------------
 
 
 def pdu_detail() -> Dashboard:
     pdu = (*PLACE, "device")
-    device = tag_values("device", PLACE, "/^pdu/")
+    device = tag_values("device", PLACE, "/^pdu/", multi=False)
     return Dashboard(
         "rackwatch-pdu",
         "rackwatch / PDU detail",
@@ -647,7 +1182,7 @@ def pdu_detail() -> Dashboard:
 
 def cooling() -> Dashboard:
     unit = ("site", "room", "row", "device")
-    device = tag_values("device", ("site", "room", "row"), "cooling")
+    device = tag_values("device", ("site", "room", "row"), "cooling", multi=False)
 
     def temperatures(title: str, fields: Sequence[tuple[str, str]]) -> Panel:
         select = ", ".join(f'mean("{name}") AS "{label}"' for name, label in fields)
@@ -777,7 +1312,7 @@ def cooling() -> Dashboard:
 
 def ups() -> Dashboard:
     unit = ("site", "room", "row", "device")
-    device = tag_values("device", ("site", "room", "row"), "ups")
+    device = tag_values("device", ("site", "room", "row"), "ups", multi=False)
     return Dashboard(
         "rackwatch-ups",
         "rackwatch / UPS",
@@ -891,7 +1426,7 @@ def ups() -> Dashboard:
 
 def accelerators() -> Dashboard:
     card = (*PLACE, "host")
-    host = tag_values("host", PLACE, "accelerator")
+    host = tag_values("host", PLACE, "accelerator", multi=False)
     cluster = tag_values("cluster", ("site",), "accelerator")
     filters = (*card, "cluster")
 
@@ -917,36 +1452,25 @@ def accelerators() -> Dashboard:
     return Dashboard(
         "rackwatch-accelerators",
         "rackwatch / Accelerators",
-        "Utilization, memory, power, temperatures, throttling, ECC and XID events, by cluster, "
-        "rack, host and card, whichever vendor made the card; which job runs on each card, and "
-        "each job's power and energy.",
+        "One host (the device level): utilization, memory, power, temperatures, throttling, "
+        "ECC and XID events per card, whichever vendor made the card; which job runs on each "
+        "card, and each job's power and energy.",
         [RP, SITE, ROOM, ROW, RACK, cluster, host],
         [
             Panel(
-                "Utilization by cluster",
+                "Host power",
                 "timeseries",
                 [
                     Query(
-                        over_time('mean("util_pct")', "accelerator", filters, ["cluster"]),
-                        "$tag_cluster",
-                    )
-                ],
-                unit="percent",
-                min=0,
-                max=100,
-            ),
-            Panel(
-                "Power by rack",
-                "timeseries",
-                [
-                    Query(
-                        over_time('mean("power_w")', "accelerator_host", card, ["rack"]),
-                        "$tag_rack",
+                        over_time('mean("power_w")', "accelerator_host", card, ["host", "vendor"]),
+                        "$tag_host $tag_vendor",
                     )
                 ],
                 unit="watt",
                 min=0,
-                custom={"stacking": {"mode": "normal", "group": "A"}},
+                width=24,
+                height=6,
+                description="All of the host's cards of one vendor (`accelerator_host`).",
             ),
             per_card("Utilization per card", 'mean("util_pct")', "percent", limit=100),
             per_card("Memory used per card", 'mean("mem_used_bytes")', "bytes"),
@@ -1103,44 +1627,31 @@ def health() -> Dashboard:
         [RP, SITE, agent],
         [
             Row("Agents"),
+            *devices_answering(agents),
             Panel(
-                "Device answering",
-                "state-timeline",
-                [
-                    Query(
-                        over_time('last("up")', "rackwatch_agent", agents, ["agent", "device"]),
-                        "$tag_agent $tag_device",
-                    )
-                ],
-                width=24,
-                states=UP_DOWN,
-                options={"showValue": "never"},
-            ),
-            Panel(
-                "Poll duration",
+                "Poll duration (slowest device per agent)",
                 "timeseries",
                 [
                     Query(
-                        over_time('max("poll_duration_s")', "rackwatch_agent", agents, ["device"]),
-                        "$tag_device",
+                        over_time('max("poll_duration_s")', "rackwatch_agent", agents, ["agent"]),
+                        "$tag_agent",
                     )
                 ],
                 unit="s",
                 min=0,
             ),
-            counter(
-                "Failed polls",
-                "polls_failed_total",
-                "rackwatch_agent",
-                ["device"],
-                "$tag_device",
+            Panel(
+                f"The {TOP_N} slowest polls",
+                "table",
+                [top_n("poll_duration_s", (), "rackwatch_agent", agents, AGENT_DEVICE)],
+                unit="s",
+                options={"sortBy": [{"displayName": "poll_duration_s", "desc": True}]},
+                hide=("Time",),
+                description="Each device's latest poll duration in the range, the slowest.",
             ),
-            counter(
-                "Overruns (ticks skipped, poll still running)",
-                "overruns_total",
-                "rackwatch_agent",
-                ["device"],
-                "$tag_device",
+            per_agent_counter("Failed polls per agent", "polls_failed_total", agents),
+            per_agent_counter(
+                "Overruns per agent (ticks skipped, poll still running)", "overruns_total", agents
             ),
             Panel(
                 "Agent queue and spool",
@@ -1255,6 +1766,64 @@ def health() -> Dashboard:
     )
 
 
+AGENT_DEVICE = ("site", "agent", "room", "row", "rack", "device")
+
+
+def devices_answering(agents: Sequence[str]) -> Sequence[Panel]:
+    """Per agent, how many devices answer now, and the devices that do not: one series per
+    agent, never one per device (an agent polls thousands)."""
+    latest_up = (
+        f'(SELECT last("up") AS "up" FROM "rackwatch_agent" WHERE {now_where(agents)} '
+        f"GROUP BY {columns(AGENT_DEVICE)})"
+    )
+    count = f'SELECT count("up") AS "answering" FROM {latest_up} WHERE "up" = true GROUP BY "agent"'
+    silent = (
+        f'SELECT "up", {columns(AGENT_DEVICE)} FROM {latest_up} WHERE "up" = false LIMIT {TOP_N}'
+    )
+    return (
+        Panel(
+            "Devices answering now",
+            "stat",
+            [Query(count, "$tag_agent")],
+            width=8,
+            options={"graphMode": "none", "textMode": "value_and_name"},
+            description=f"Devices whose latest poll of the last {NOW_WINDOW} succeeded.",
+        ),
+        Panel(
+            "Devices not answering now",
+            "table",
+            [Query(silent, table=True)],
+            width=16,
+            states=UP_DOWN,
+            hide=("Time",),
+            description=f"Up to {TOP_N} devices whose latest poll failed; empty: all answer.",
+        ),
+    )
+
+
+def per_agent_counter(title: str, field: str, agents: Sequence[str]) -> Panel:
+    """A counter's increase per interval, summed over each agent's devices."""
+    inner = over_time(
+        f'non_negative_difference(max("{field}")) AS "{field}"',
+        "rackwatch_agent",
+        agents,
+        ["agent", "device"],
+    )
+    return Panel(
+        title,
+        "timeseries",
+        [
+            Query(
+                f'SELECT sum("{field}") FROM ({inner}) WHERE $timeFilter '
+                'GROUP BY time($__interval), "agent" fill(none)',
+                "$tag_agent",
+            )
+        ],
+        min=0,
+        custom={"drawStyle": "bars", "fillOpacity": 60},
+    )
+
+
 # --- DC power and environment ----------------------------------------------------------------
 
 DC_STATES = {"normal": "green", "warning": "orange", "alarm": "red", "failure": "red"}
@@ -1266,7 +1835,9 @@ def dc_power_and_environment() -> Dashboard:
     """Device-level panels (one DC plant or monitor's own rectifiers, batteries and probes),
     picked by the device variable: nothing draws one series per rack."""
     unit = ("site", "room", "row", "device")
-    device = tag_values("device", ("site", "room", "row"), "/^(dc_power|env_sensor|env_contact)$/")
+    device = tag_values(
+        "device", ("site", "room", "row"), "/^(dc_power|env_sensor|env_contact)$/", multi=False
+    )
     probe = ("device", "sensor")
     return Dashboard(
         "rackwatch-dc-env",
@@ -1467,7 +2038,10 @@ def dc_power_and_environment() -> Dashboard:
 
 DASHBOARDS = {
     "hub-overview": hub_overview,
+    "site": site_view,
+    "room": room_view,
     "rows-and-racks": rows_and_racks,
+    "rack": rack_view,
     "pdu-detail": pdu_detail,
     "cooling": cooling,
     "ups": ups,

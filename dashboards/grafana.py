@@ -47,6 +47,18 @@ class Query:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A data link: a click on a value opens `url`, with Grafana's ${__data.fields.<tag>} (a
+    table's column) or ${__field.labels.<tag>} (a series' tag) filled in."""
+
+    title: str
+    url: str
+
+    def to_json(self) -> JSON:
+        return {"title": self.title, "url": self.url, "targetBlank": False}
+
+
+@dataclass(frozen=True)
 class Panel:
     title: str
     kind: PanelKind
@@ -64,6 +76,8 @@ class Panel:
     options: Mapping[str, Any] = field(default_factory=dict)  # merged over the kind's defaults
     custom: Mapping[str, Any] = field(default_factory=dict)  # fieldConfig.defaults.custom
     repeat: str | None = None  # repeat the panel per value of this variable
+    links: Sequence[Link] = ()  # data links to the level below
+    hide: Sequence[str] = ()  # table columns not shown (Time, where a table lists places)
 
     def to_json(self, panel_id: int, x: int, y: int) -> JSON:
         defaults: JSON = {
@@ -87,6 +101,8 @@ class Panel:
                     },
                 }
             ]
+        if self.links:
+            defaults["links"] = [link.to_json() for link in self.links]
         custom = {**_CUSTOM.get(self.kind, {}), **self.custom}
         if custom:
             defaults["custom"] = custom
@@ -103,6 +119,9 @@ class Panel:
         }
         if self.repeat:
             panel |= {"repeat": self.repeat, "repeatDirection": "v"}
+        if self.hide:
+            excluded = dict.fromkeys(self.hide, True)
+            panel["transformations"] = [{"id": "organize", "options": {"excludeByName": excluded}}]
         return panel
 
 
