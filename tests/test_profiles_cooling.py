@@ -144,6 +144,22 @@ async def test_liebert_humidity_and_capacities(snmpsim: Running) -> None:
         assert cooling[f"{subsystem}_capacity_pct"] == 0.0
 
 
+async def test_liebert_flexible_points_in_their_stated_units(snmpsim: Running) -> None:
+    """liebert_apm's lgpFlexibleBasicTable: text values converted by their units column (kW,
+    kVA, deg C); the imperial copy of each point ("72" "deg F") gives no second reading."""
+    samples = await poll(snmpsim, "liebert_apm")
+    ours = [s for s in samples if s.measurement == "ups" and s.tags.get("mib") == "liebert_gp"]
+    assert len(ours) == 1
+    assert ours[0].fields == {
+        "output_power_w": 20000.0,  # 4208 System Output Power "20" kW
+        "output_apparent_power_va": 23000.0,  # 4209 "23" kVA
+        "battery_temperature_c": 22.0,  # 4156 "22" deg C, not set 2's "72" deg F
+        "ambient_temperature_c": 25.0,  # 4291 Inlet Air Temperature
+    }
+    # UPS-MIB's ups point stays its own series, without these fields
+    assert "output_power_w" not in point([s for s in samples if "mib" not in s.tags], "ups")
+
+
 async def test_liebert_subsystem_states_are_named(snmpsim: Running) -> None:
     """lgpEnvState enums become lowercase names."""
     cooling = point(await poll(snmpsim, LIEBERT), "cooling")

@@ -79,6 +79,16 @@ async def test_ap8959eu3_switched_pdu_outlets_from_legacy_table(snmpsim: Running
     assert not by_element(samples, "pdu_bank")
 
 
+async def test_ap7900b_reports_its_set_line_voltage_not_a_measured_one(snmpsim: Running) -> None:
+    """AP7xxx: rPDU2 says power and voltage are unsupported (-1); the line voltage the user
+    set (rPDUIdentDeviceLinetoLineVoltage, 120 V) is rated_voltage_v, never voltage_v."""
+    samples = await device(snmpsim, "apc_ap7900b").collect()
+    whole = by_element(samples, "pdu")[""]
+    assert whole.fields == {"rated_voltage_v": 120.0, "load_state": "not_supported"}
+    assert not [s for s in samples if "voltage_v" in s.fields]
+    assert by_element(samples, "pdu_phase", "phase")["1"].fields["current_a"] == 2.7
+
+
 @pytest.mark.parametrize("recording", ["apc_ap8853", "apc_ap8959eu3"])
 async def test_agrees_with_librenms_ground_truth(snmpsim: Running, recording: str) -> None:
     samples = await device(snmpsim, recording).collect()
