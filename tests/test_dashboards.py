@@ -162,9 +162,11 @@ def test_each_dashboard_is_grafana_dashboard_json() -> None:
                 assert target["rawQuery"] is True
                 assert target["resultFormat"] in ("time_series", "table")
                 query = target["query"]
-                # Every query is bound in time: the dashboard's range, or (what fires now)
-                # the last few minutes.
-                assert "$timeFilter" in query or "WHERE time > now() - " in query, query
+                # Every query is bound in time: the dashboard's range, its last minutes (a
+                # table of latest values), or (what fires now) the last few minutes.
+                assert re.search(r"\$timeFilter|WHERE time > (now\(\)|\$\{__to\}ms) - ", query), (
+                    query
+                )
                 if "GROUP BY time(" in query:
                     assert "GROUP BY time($__interval)" in query, query
                 assert variables_used(query) <= defined, query
