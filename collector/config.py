@@ -79,10 +79,13 @@ class ShardSettings(StrictModel):
     org: str | None = None
     bucket: str | None = None
     token: Secret | None = None
+    # History (retention policies, continuous queries) set up here too; false for a shard
+    # that speaks no InfluxQL (VictoriaMetrics).
+    retention: bool = True
 
     def influx(self, base: InfluxSettings) -> InfluxSettings:
         """This shard's settings: `base` with this shard's keys replaced."""
-        given = self.model_dump(exclude={"name", "match"}, exclude_none=True)
+        given = self.model_dump(exclude={"name", "match", "retention"}, exclude_none=True)
         return InfluxSettings.model_validate({**base.model_dump(), **given})
 
 
@@ -252,3 +255,10 @@ class CollectorConfig(StrictModel):
         if self.sharding is None:
             return [("influxdb", self.influxdb)]
         return [(shard.name, shard.influx(self.influxdb)) for shard in self.sharding.shards]
+
+    def history_targets(self) -> list[tuple[str, InfluxSettings]]:
+        """The InfluxDBs whose history (collector/retention.py) the collector sets up."""
+        if self.sharding is None:
+            return self.shard_settings()
+        keep = {shard.name for shard in self.sharding.shards if shard.retention}
+        return [(name, influx) for name, influx in self.shard_settings() if name in keep]

@@ -252,7 +252,7 @@ async def apply(config: CollectorConfig, backfill_for: str | None = None) -> lis
         except (TypeError, ValueError) as exc:
             raise RetentionError(f"--backfill {backfill_for!r}: {exc}") from exc
     lines = []
-    for name, influx in config.shard_settings():
+    for name, influx in config.history_targets():
         prefix = f"shard {name}: " if config.sharding is not None else ""
         async with httpx.AsyncClient(timeout=influx.timeout_s, trust_env=False) as client:
             try:
@@ -292,7 +292,7 @@ class Keeper:
             return
         labelled = [
             (f"retention (shard {name})" if self.config.sharding else "retention", influx)
-            for name, influx in self.config.shard_settings()
+            for name, influx in self.config.history_targets()
         ]
         done = await asyncio.gather(*(self._keep(influx, label) for label, influx in labelled))
         self.ready = all(done)

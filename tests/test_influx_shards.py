@@ -13,7 +13,8 @@ import aiomqtt
 import pytest
 import yaml
 
-from collector.config import ShardingSettings
+from collector.config import CollectorConfig, ShardingSettings
+from collector.retention import Keeper, apply
 from collector.shards import Router
 from rackwatch import localservices
 from rackwatch.loader import load_collector
@@ -21,6 +22,9 @@ from rackwatch.localservices import Running, influx_query
 from telemetry.config import ConfigError
 from tests.test_end_to_end import eventually, rackwatch_process
 from tests.test_influx_writer import vm_export
+from tests.test_retention import policies
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MESSAGES, LINES = 60, 100  # each message: LINES series, half of site a, half of site b
 T0 = 1700000000000000000
@@ -404,3 +408,84 @@ async def test_a_victoria_metrics_shard_takes_line_protocol_on_the_influx_path(
     assert sorted(int(e["metric"]["i"]) for e in exported) == list(range(0, 20, 2))
     assert {e["metric"]["site"] for e in exported} == {"a"}
     assert all(len(e["values"]) == 1 for e in exported)
+
+
+@pytest.mark.integration
+async def test_history_is_set_up_on_each_shard_but_one_without_influxql(
+    influxdb: Running, victoria_metrics: Running, database: str
+) -> None:
+    """Two shards (two databases of one server here: the set-up is per shard's database)
+    get the retention policies; the VictoriaMetrics shard, `retention: false`, is left alone."""
+    other = f"{database}_b"
+    localservices.influx_create_database(influxdb, other)
+    config = CollectorConfig.model_validate(
+        {
+            "influxdb": {"url": influxdb.url()},
+            "sharding": {
+                "route_by": "site",
+                "shards": [
+                    {"name": "a", "url": influxdb.url(), "database": database, "match": ["a"]},
+                    {"name": "vm", "url": victoria_metrics.url(), "retention": False},
+                    {"name": "b", "url": influxdb.url(), "database": other, "match": ["b"]},
+                ],
+            },
+        }
+    )
+    keeper = Keeper(config)
+    await keeper.run()
+    assert keeper.ready
+    assert keeper.health_fields() == {"retention_errors_total": 0}
+    for db in (database, other):
+        assert "rackwatch_5m" in policies(influxdb, db)
+    again = await apply(config)
+    assert again == [
+        "shard a: retention policies and continuous queries: in place, nothing changed",
+        "shard b: retention policies and continuous queries: in place, nothing changed",
+    ]
+
+
+def test_the_sharded_datasource_example_has_one_datasource_per_shard() -> None:
+    example = ROOT / "dashboards" / "provisioning" / "datasources" / "rackwatch-shards.yaml.example"
+    datasources = yaml.safe_load(example.read_text())["datasources"]
+    assert len({d["uid"] for d in datasources}) == len(datasources) >= 2
+    assert all(d["type"] == "influxdb" and d["jsonData"]["dbName"] for d in datasources)
+    assert sum(bool(d.get("isDefault")) for d in datasources) == 1
+    config = load_collector(ROOT / "configs" / "collector-shards.example.yaml", skip_secrets=True)
+    assert config.sharding is not None
+    urls = {d["url"] for d in datasources}
+    assert {s.url for s in config.sharding.shards if s.retention} <= urls
+
+
+def test_each_shard_has_its_health_and_metrics_labelled_by_shard(tmp_path: Path) -> None:
+    from collector.service import Collector
+    from telemetry.metrics import to_metrics
+
+    config = CollectorConfig.model_validate(
+        {
+            "dead_letter_path": str(tmp_path / "dead.jsonl"),
+            "spool": {"directory": str(tmp_path / "spool")},
+            "sharding": {
+                "shards": [
+                    {"name": "n1", "url": "http://127.0.0.1:9"},
+                    {"name": "n2", "url": "http://127.0.0.1:9"},
+                ]
+            },
+        }
+    )
+    collector = Collector(config)
+    collector.shards.shards[1].writer.stats.retries = 3
+    samples = collector.health_samples()
+    assert [s.tags.get("shard") for s in samples] == [None, "n1", "n2"]
+    assert samples[0].fields["write_retries_total"] == 3  # the sum over the shards
+    spools = [shard.pipeline.spool for shard in collector.shards.shards]
+    assert [spool.directory if spool else None for spool in spools] == [
+        tmp_path / "spool" / "n1",
+        tmp_path / "spool" / "n2",
+    ]
+    retries = {
+        sample.labels["shard"]: sample.value
+        for family in to_metrics(samples)
+        for sample in family.samples
+        if sample.name == "rackwatch_collector_shard_write_retries_total"
+    }
+    assert retries == {"n1": 0, "n2": 3}
