@@ -27,8 +27,9 @@ from collector.alerting.matchers import matches_all
 from collector.alerting.points import (
     decode_value,
     find_fields,
-    read_escaped,
-    read_head,
+    head_end,
+    read_any_head,
+    read_fields,
     split_fields,
 )
 from collector.alerting.rules import Dependency, Rule, RuleFile
@@ -139,39 +140,51 @@ class _Compiled:
         return {**tags, **rule.labels, "alertname": rule.alert, "severity": rule.severity}
 
 
-class _Entry:
-    """One rule as it applies to one series."""
+class _Plan:
+    """The rules that apply to a series and the fields they read: one object shared by every
+    series of the same measurement that the same matchers select."""
 
-    __slots__ = ("absent_key", "compiled", "fingerprint", "labels", "rating")
+    __slots__ = ("absent", "compiled", "keys", "point_labels", "relative", "wanted")
 
-    def __init__(self, compiled: _Compiled, tags: Mapping[str, str]) -> None:
+    def __init__(self, compiled: tuple[_Compiled, ...]) -> None:
         self.compiled = compiled
-        self.labels = compiled.labels(tags)
-        # "" for rules whose labels take field values: their identity is per point.
-        self.fingerprint = fingerprint(self.labels) if compiled.series_matchable else ""
-        self.rating = _rating(tags.get(compiled.relative)) if compiled.relative else None
-        absent = compiled.rule.absent
-        key = tuple(tags.get(tag, "") for tag in absent.by) if absent else ()
-        self.absent_key = None if "" in key else key
+        names = dict.fromkeys(name for c in compiled for name in c.wanted)
+        self.wanted = frozenset(names)
+        self.keys = tuple((name, name.encode() + b"=") for name in names)
+        self.relative = any(c.relative for c in compiled)
+        self.absent = any(c.rule.absent for c in compiled)
+        # Rules whose labels take field values need the series' tags on every point.
+        self.point_labels = not all(c.series_matchable for c in compiled)
 
 
 class _Series:
-    """One measurement + tag set, and the rules that apply to it."""
+    """One measurement + tag set: only what its rules need from one sample to the next. The
+    tags themselves are read again from `key` (the head) when an alert opens, unless a rule
+    labels every point with them."""
 
-    __slots__ = ("entries", "interval", "keys", "last_ns", "learn", "measurement", "tags", "wanted")
+    __slots__ = ("absent", "interval", "key", "last_ns", "learn", "plan", "prints", "ratings")
 
     def __init__(
-        self, measurement: str, tags: dict[str, str], entries: list[_Entry], learn: bool
+        self,
+        key: bytes,
+        plan: _Plan,
+        prints: tuple[str, ...],
+        ratings: tuple[float | None, ...] | None,
+        absent: tuple[tuple[str, ...] | None, ...] | None,
+        learn: tuple[tuple[str, str], str] | None,
     ) -> None:
-        self.measurement = measurement
-        self.tags = tags
-        self.entries = entries
-        self.learn = learn  # a health sample to learn a device's agent from
-        names = dict.fromkeys(name for entry in entries for name in entry.compiled.wanted)
-        self.wanted = frozenset(name.encode() for name in names)
-        self.keys = tuple((name, name.encode() + b"=") for name in names)
+        self.key = key
+        self.plan = plan
+        self.prints = prints  # per rule: the alert's fingerprint ("" if labelled per point)
+        self.ratings = ratings  # per rule: relative_to_tag's number (None: no rule has one)
+        self.absent = absent  # per rule: the absence key (None: no absence rule)
+        self.learn = learn  # ((site, device), agent): a health sample to learn an agent from
         self.last_ns = 0  # newest sample's time
         self.interval: float | None = None  # its recent longest gap, seconds (staleness.py)
+
+
+# Series that no rule reads (and that teach no agent): one shared object, no state of their own.
+_NOTHING = _Series(b"", _Plan(()), (), None, None, None)
 
 
 @dataclass(slots=True)
@@ -214,6 +227,8 @@ class Evaluator:
             m.encode() + end for m in sorted(measurements) for end in (b",", b" ")
         )
         self._series: dict[bytes, _Series] = {}
+        self._plans: dict[tuple[_Compiled, ...], _Plan] = {}
+        self._shared: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # ratings, absence keys
         self.alerts: dict[str, Alert] = {}
         self._previous: dict[str, tuple[int, float]] = {}  # change rules: last sample
         self._seen: dict[tuple[int, tuple[str, ...]], float] = {}  # absent rules: last seen
@@ -256,27 +271,33 @@ class Evaluator:
 
     def _line(self, line: bytes, now: float, now_ns: int, oldest_ns: int) -> None:
         head, _, rest = line.partition(b" ")
+        if head.endswith(b"\\"):  # an escaped space: the head goes on (rare, but every NVIDIA
+            end = head_end(line)  # card's model tag has them)
+            if end < 0:
+                raise ValueError("no field section")
+            head, rest = line[:end], line[end + 1 :]
         series = self._series.get(head)
+        if series is None:
+            series = self._new_series(head)
+        if series is _NOTHING:
+            return
+        keys = series.plan.keys
         # `int in bytes` is a memchr; `bytes in bytes` costs several times more.
-        if series is None or _BACKSLASH in rest:
-            if _BACKSLASH in line:  # escapes: the full parser (rare)
-                self._line_in_full(line, now, now_ns, oldest_ns)
-                return
-            series = self._new_series(head, *read_head(head))
-        if not series.entries and not series.learn:
+        if _BACKSLASH in rest:  # escapes in the fields: the full parser (rare)
+            self._line_in_full(series, line, now, now_ns, oldest_ns)
             return
         if _QUOTE in rest:
             section, stamp = split_fields(rest)
-            found = find_fields(section, series.keys, quoted=True)
+            found = find_fields(section, keys, quoted=True)
             if found is None:  # a quote in a field key (legal, never seen in practice)
-                self._line_in_full(line, now, now_ns, oldest_ns)
+                self._line_in_full(series, line, now, now_ns, oldest_ns)
                 return
             fields = found
         else:
             # The common case, inline: `find` each wanted field; floats decode directly.
             section, _, stamp = rest.partition(b" ")
             fields = {}
-            for name, key in series.keys:
+            for name, key in keys:
                 start = section.find(key)
                 while start > 0 and section[start - 1] != _COMMA:  # a longer name ending in it
                     start = section.find(key, start + 1)
@@ -288,11 +309,14 @@ class Evaluator:
                 fields[name] = float(raw) if raw[-1:] in _DIGITS else decode_value(raw)
         self._evaluate(series, fields, int(stamp) if stamp else now_ns, now, oldest_ns)
 
-    def _line_in_full(self, line: bytes, now: float, now_ns: int, oldest_ns: int) -> None:
-        key, measurement, tags, fields, time_ns = read_escaped(line, now_ns)
-        series = self._series.get(key) or self._new_series(key, measurement, tags)
-        wanted = {k: v for k, v in fields.items() if k.encode() in series.wanted}
-        self._evaluate(series, wanted, time_ns, now, oldest_ns)
+    def _line_in_full(
+        self, series: _Series, line: bytes, now: float, now_ns: int, oldest_ns: int
+    ) -> None:
+        fields, time_ns = read_fields(line, now_ns)
+        wanted = series.plan.wanted
+        self._evaluate(
+            series, {k: v for k, v in fields.items() if k in wanted}, time_ns, now, oldest_ns
+        )
 
     def _evaluate(
         self,
@@ -305,29 +329,30 @@ class Evaluator:
         if time_ns < oldest_ns:
             self.stats.samples_stale += 1
             return
-        if series.learn:
-            self._learn_agent(series.tags)
+        if series.learn is not None:
+            self._learn_agent(*series.learn)
         if time_ns > series.last_ns:
             if series.last_ns:
                 series.interval = next_interval(series.interval, (time_ns - series.last_ns) / 1e9)
             series.last_ns = time_ns
         alerts = self.alerts
-        for entry in series.entries:
-            compiled = entry.compiled
+        ratings = series.ratings
+        for i, compiled in enumerate(series.plan.compiled):
             kind = compiled.kind
             if kind == "threshold":
+                labels: dict[str, str] | None = None
                 if compiled.series_matchable:
-                    print_, labels = entry.fingerprint, entry.labels
+                    print_ = series.prints[i]
                 else:
-                    point_labels = self._point_labels(entry, fields)
-                    if point_labels is None:
+                    labels = self._point_labels(compiled, series, fields)
+                    if labels is None:
                         continue
-                    print_, labels = fingerprint(point_labels), point_labels
+                    print_ = fingerprint(labels)
                 reading = fields.get(compiled.field)
                 if reading is None:
                     continue
                 value: FieldValue = reading
-                rating = entry.rating
+                rating = None if ratings is None else ratings[i]
                 if rating is None and compiled.relative_field is not None:
                     rating = _stated_rating(fields.get(compiled.relative_field))
                 if compiled.relative is not None or compiled.relative_field is not None:
@@ -348,6 +373,8 @@ class Evaluator:
                             _note_fields(alert, compiled.summary_fields, fields)
                     self._advance(alert, compiled, value, reading, rating, time_ns, now)
                 elif compiled.fires(value):
+                    if labels is None:
+                        labels = compiled.labels(read_any_head(series.key)[1])
                     alert = Alert(
                         print_, compiled.key, labels, "pending", now, interval=series.interval
                     )
@@ -355,36 +382,66 @@ class Evaluator:
                         _note_fields(alert, compiled.summary_fields, fields)
                     self._open(alert, compiled.rule, value, reading, rating, time_ns, now)
             elif kind == "event":
-                point_labels = self._point_labels(entry, fields)
+                point_labels = self._point_labels(compiled, series, fields)
                 if point_labels is not None:
                     print_ = fingerprint(point_labels)
-                    self._event(entry, print_, point_labels, fields, time_ns, now)
-            elif entry.absent_key is not None:
-                self._present(compiled, entry.absent_key, now)
+                    self._event(compiled, print_, point_labels, fields, time_ns, now)
+            elif series.absent is not None:
+                key = series.absent[i]
+                if key is not None:
+                    self._present(compiled, key, now)
 
     def _point_labels(
-        self, entry: _Entry, fields: Mapping[str, FieldValue]
+        self, compiled: _Compiled, series: _Series, fields: Mapping[str, FieldValue]
     ) -> dict[str, str] | None:
         """Labels with the rule's label_fields; None when its matchers do not match them."""
-        rule = entry.compiled.rule
+        rule = compiled.rule
+        labels = compiled.labels(read_any_head(series.key)[1])
         if not rule.label_fields:
-            return entry.labels
+            return labels
         extra = {name: _label_text(fields[name]) for name in rule.label_fields if name in fields}
-        labels = {**entry.labels, **extra}
+        labels.update(extra)
         return labels if matches_all(rule.matchers, labels) else None
 
-    def _new_series(self, key: bytes, measurement: str, tags: dict[str, str]) -> _Series:
-        entries = [
-            _Entry(compiled, tags)
-            for compiled in self._by_measurement.get(measurement, ())
-            if not compiled.series_matchable or matches_all(compiled.rule.matchers, tags)
-        ]
-        learn = self._learn_agents and measurement == HEALTH_MEASUREMENT
+    def _new_series(self, key: bytes) -> _Series:
+        measurement, tags = read_any_head(key)
+        compiled = tuple(
+            c
+            for c in self._by_measurement.get(measurement, ())
+            if not c.series_matchable or matches_all(c.rule.matchers, tags)
+        )
+        learn = None
+        if self._learn_agents and measurement == HEALTH_MEASUREMENT:
+            device, agent = tags.get("device"), tags.get("agent")
+            if device and agent:
+                learn = ((tags.get("site", ""), device), agent)
         if len(self._series) >= MAX_SERIES:
             self._series.clear()
-        series = _Series(measurement, tags, entries, learn)
+        if not compiled and learn is None:
+            self._series[key] = _NOTHING
+            return _NOTHING
+        plan = self._plans.get(compiled)
+        if plan is None:
+            plan = self._plans[compiled] = _Plan(compiled)
+        prints = tuple(
+            fingerprint(c.labels(tags)) if c.kind == "threshold" and c.series_matchable else ""
+            for c in compiled
+        )
+        ratings = None
+        if plan.relative:
+            ratings = self._share(
+                tuple(_rating(tags.get(c.relative)) if c.relative else None for c in compiled)
+            )
+        absent = None
+        if plan.absent:
+            absent = self._share(tuple(_absent_key(c, tags) for c in compiled))
+        series = _Series(key, plan, prints, ratings, absent, learn)
         self._series[key] = series
         return series
+
+    def _share(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        """One object for equal small tuples (ratings, absence keys): few values, many series."""
+        return self._shared.setdefault(value, value)
 
     def _advance(
         self,
@@ -456,7 +513,7 @@ class Evaluator:
 
     def _event(
         self,
-        entry: _Entry,
+        compiled: _Compiled,
         print_: str,
         labels: dict[str, str],
         fields: Mapping[str, FieldValue],
@@ -466,7 +523,7 @@ class Evaluator:
         alert = self.alerts.get(print_)
         first = next(iter(fields.values()), None)
         if alert is None:
-            alert = Alert(print_, entry.compiled.key, labels, "pending", now)
+            alert = Alert(print_, compiled.key, labels, "pending", now)
             self.alerts[print_] = alert
             self._update(alert, first, first, None, time_ns)
             alert.last_seen = now
@@ -497,13 +554,10 @@ class Evaluator:
         alert.rating = rating
         alert.last_point_ns = time_ns
 
-    def _learn_agent(self, tags: Mapping[str, str]) -> None:
-        device, agent = tags.get("device"), tags.get("agent")
-        if device and agent:
-            where = (tags.get("site", ""), device)
-            if self.agent_of.get(where) != agent:
-                self.agent_of[where] = agent
-                self.changed = True
+    def _learn_agent(self, where: tuple[str, str], agent: str) -> None:
+        if self.agent_of.get(where) != agent:
+            self.agent_of[where] = agent
+            self.changed = True
 
     # --- transitions --------------------------------------------------------------------------
 
@@ -699,6 +753,15 @@ def _stated_rating(value: FieldValue | None) -> float | None:
     if not isinstance(value, int | float) or value.__class__ not in _NUMBERS:
         return None
     return float(value) if value > 0 else None
+
+
+def _absent_key(compiled: _Compiled, tags: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The key an absence rule watches this series under; None if a tag of it is missing."""
+    absent = compiled.rule.absent
+    if absent is None:
+        return None
+    key = tuple(tags.get(tag, "") for tag in absent.by)
+    return None if "" in key else key
 
 
 def _rating(tag: str | None) -> float | None:

@@ -4,7 +4,9 @@ The collector takes ~300k lines/s; the alert evaluator reads only the lines of m
 rules name, and of those only the tags (once per series: the head repeats every poll) and the
 fields the rules compare. A valid line without backslash escapes splits at its first space
 (head), and at its last space when the tail is a number (timestamp); lines with escapes go
-through the full parser.
+through the full parser, and so do field sections with escapes; a head with escaped
+spaces (an NVIDIA card's `model=NVIDIA\\ H100\\ 80GB\\ HBM3`) is found by `head_end` and its
+tags read by the full parser once per series.
 """
 
 from __future__ import annotations
@@ -83,18 +85,25 @@ def decode_value(raw: bytes) -> FieldValue:
     return float(raw)
 
 
-def read_escaped(
-    line: bytes, now_ns: int
-) -> tuple[bytes, str, dict[str, str], dict[str, FieldValue], int]:
-    """The slow path for lines with escapes: (series key, measurement, tags, fields, time).
+def head_end(line: bytes) -> int:
+    """Where the head (measurement and tags) of a line ends: its first space that no
+    backslash escapes (`model=NVIDIA\\ H100` is one tag value); -1 if none."""
+    end = line.find(b" ")
+    while end > 0 and line[end - 1] == 92:  # a backslash
+        end = line.find(b" ", end + 1)
+    return end
 
-    The key cannot collide with a real head: those never hold a NUL byte."""
+
+def read_any_head(head: bytes) -> tuple[str, dict[str, str]]:
+    """Measurement and tags of a validated head, escapes and all (the full parser reads
+    those: rare, and once per series)."""
+    if 92 not in head:
+        return read_head(head)
+    sample = parse_line(head + b" _=0", default_time_ns=0)
+    return sample.measurement, dict(sample.tags)
+
+
+def read_fields(line: bytes, now_ns: int) -> tuple[dict[str, FieldValue], int]:
+    """The slow path for field sections with escapes: (fields, time)."""
     sample = parse_line(line, default_time_ns=now_ns)
-    key = "\0".join([sample.measurement, *(f"{k}={v}" for k, v in sorted(sample.tags.items()))])
-    return (
-        b"\0" + key.encode(),
-        sample.measurement,
-        dict(sample.tags),
-        dict(sample.fields),
-        sample.time_ns,
-    )
+    return dict(sample.fields), sample.time_ns
