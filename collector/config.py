@@ -98,6 +98,11 @@ class ShardingSettings(StrictModel):
     route_by: Literal["site", "room", "series"] = "series"
     shards: list[ShardSettings] = Field(min_length=1)
 
+    def layout(self) -> tuple[object, ...]:
+        """What the running shards are built from (a reload that changes it waits for a
+        restart); the rest is each node's connection settings."""
+        return (self.route_by, *((s.name, tuple(s.match or ())) for s in self.shards))
+
     def problems(self, base: InfluxSettings) -> list[tuple[KeyPath, str]]:
         found: list[tuple[KeyPath, str]] = []
         names: set[str] = set()

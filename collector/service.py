@@ -172,10 +172,13 @@ class Collector:
         """Apply a new config without losing a line: pending and in-flight batches stay (and
         go to the new InfluxDB settings). Returns the changed keys held for a restart."""
         old = self.config
-        config, held = split_changes(old, config, self.LIVE_KEYS, self.FIXED_KEYS)
+        live = self.LIVE_KEYS
+        if old.sharding and config.sharding and old.sharding.layout() == config.sharding.layout():
+            live |= {"sharding"}  # the nodes' settings; other shards or routing: a restart
+        config, held = split_changes(old, config, live, self.FIXED_KEYS)
         self.config = config
         self.shards.reconfigure(config)
-        if config.influxdb != old.influxdb:
+        if config.shard_settings() != old.shard_settings():
             log.info("reload: writing to %s", self.shards.describe())
             await self._ensure_database()
         if self.alerting is not None:

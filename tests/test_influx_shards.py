@@ -489,3 +489,37 @@ def test_each_shard_has_its_health_and_metrics_labelled_by_shard(tmp_path: Path)
         if sample.name == "rackwatch_collector_shard_write_retries_total"
     }
     assert retries == {"n1": 0, "n2": 3}
+
+
+async def test_a_reload_applies_node_settings_to_each_shard_and_holds_a_new_layout(
+    tmp_path: Path,
+) -> None:
+    from collector.service import Collector
+
+    def config(**changes: Any) -> CollectorConfig:
+        shards = [
+            {"name": "n1", "url": "http://127.0.0.1:9", "match": ["a"]},
+            {"name": "n2", "url": "http://127.0.0.1:9"},
+        ]
+        for index, update in changes.items():
+            shards[int(index[1:])] |= update
+        return CollectorConfig.model_validate(
+            {
+                "dead_letter_path": str(tmp_path / "dead.jsonl"),
+                "influxdb": {"database": "one"},
+                "sharding": {"route_by": "site", "shards": shards},
+            }
+        )
+
+    collector = Collector(config())
+    held = await collector.reload(config(s1={"url": "http://127.0.0.2:9", "database": "two"}))
+    assert held == []
+    settings = [shard.writer.settings for shard in collector.shards.shards]
+    assert [(s.url, s.database) for s in settings] == [
+        ("http://127.0.0.1:9", "one"),
+        ("http://127.0.0.2:9", "two"),
+    ]
+    held = await collector.reload(config(s0={"match": ["a", "b"]}, s1={"url": "http://x:9"}))
+    assert held == ["sharding"]  # a new layout waits for a restart, node settings with it
+    assert collector.shards.shards[1].writer.settings.url == "http://127.0.0.2:9"
+    await collector.shards.aclose()
