@@ -2,10 +2,11 @@
 
 A profile names scalars to GET and tables to walk and, per value, the field or tag it becomes:
 scale (fixed, or factors read from the device's own scale columns), sentinel values that mean
-"absent", enum names, counter width. Rows are selected by index parts or column values, their
-own or joined from another table; a pivot names the field from an index part or a type column
-(tables whose rows say what they measure: Raritan's sensor types, Rittal's named variables,
-ENTITY-SENSOR-MIB). Fragments hold tables several profiles include. Adding a model is a YAML
+"absent", enum names, counter width, a number (and its unit) inside text. Rows are selected
+by index parts or column values (listed, or matching a pattern: a kind only in a user's
+name), their own or joined from another table; a pivot names the field from an index part or
+a type column (tables whose rows say what they measure: Raritan's sensor types, Rittal's
+named variables, ENTITY-SENSOR-MIB). Fragments hold tables several profiles include. Adding a model is a YAML
 file and a recording, never Python. Profiles are validated at load like any config, with file
 and line in every error; agent/plan.py compiles them into what a poll reads.
 """
