@@ -701,10 +701,10 @@ def test_top_n_tables_rank_the_racks_and_stay_within_the_level(
         "rack": "R39",
         "power_w": 3900,
     }
-    room = rows_of(influxdb, database, panel_query("room", title), site=["s1"], room=["hall-0"])
-    assert len(room) == 20
-    assert {row["room"] for row in room} == {"hall-0"}
-    assert room[0]["rack"] == "R38"
+    hall = rows_of(influxdb, database, panel_query("room", title), site=["s1"], room=["hall-0"])
+    assert len(hall) == 20
+    assert {row["room"] for row in hall} == {"hall-0"}
+    assert hall[0]["rack"] == "R38"
 
 
 @pytest.mark.integration
