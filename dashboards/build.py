@@ -273,7 +273,9 @@ def throttling(filters: Sequence[str]) -> tuple[str, str]:
     return subquery, " OR ".join(f'"{flag}" = true' for flag in THROTTLING)
 
 
-def cards_throttling(filters: Sequence[str], by: Sequence[str]) -> Sequence[Panel]:
+def cards_throttling(
+    filters: Sequence[str], by: Sequence[str], table_width: int = 20
+) -> Sequence[Panel]:
     """How many cards throttle now (per `by`), and the hottest TOP_N of them."""
     subquery, condition = throttling(filters)
     group = f" GROUP BY {columns(by)}" if by else ""
@@ -298,7 +300,7 @@ def cards_throttling(filters: Sequence[str], by: Sequence[str]) -> Sequence[Pane
             f"The {TOP_N} hottest cards throttling now",
             "table",
             [Query(table, table=True)],
-            width=20,
+            width=table_width,
             unit="celsius",
             options={"sortBy": [{"displayName": "temp_c", "desc": True}]},
             links=[drill("accelerators", (*PLACE, "host"))],
@@ -477,13 +479,39 @@ def power_and_capacity(measurement: str, filters: Sequence[str], by: str) -> Pan
     )
 
 
+def inlets_too_warm(filters: Sequence[str], by: str) -> Panel:
+    """How many inlets read above ASHRAE's recommended 27 C now, per `by`."""
+    limit = INLET_C[1][0]
+    latest_inlet = (
+        f'(SELECT last("rack_inlet_c") AS "inlet_c" FROM "cooling" WHERE {now_where(filters)} '
+        f"GROUP BY {columns([*PLACE, 'device'])})"
+    )
+    return Panel(
+        f"Inlets above {limit:.0f} C now",
+        "stat",
+        [
+            Query(
+                f'SELECT count("inlet_c") AS "inlets" FROM {latest_inlet} '
+                f'WHERE "inlet_c" > {limit} GROUP BY "{by}"',
+                f"$tag_{by}",
+            )
+        ],
+        width=4,
+        thresholds=((None, "green"), (1.0, "orange")),
+        options={"graphMode": "none", "textMode": "value_and_name"},
+        description="Rack inlets whose latest reading of the last "
+        f"{NOW_WINDOW} is above ASHRAE's recommended {limit:.0f} C; none: no data.",
+    )
+
+
 def where_to_look(filters: Sequence[str], by: str) -> list[Panel | Row]:
-    """The top-N tables every level above the row shares."""
+    """The counts and top-N tables every level above the row shares."""
     return [
         Row("Where to look"),
         racks_nearest_their_limit(filters),
         hottest_inlets(filters),
-        *cards_throttling(filters, [by]),
+        inlets_too_warm(filters, by),
+        *cards_throttling(filters, [by], table_width=16),
         *not_running(filters),
     ]
 

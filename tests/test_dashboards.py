@@ -101,6 +101,7 @@ EXCEPTION_LISTS = {
     "Cooling units not running now",
     "UPSes not on normal output now",
     "Devices not answering now",
+    "Inlets above 27 C now",
 }
 
 
@@ -784,6 +785,9 @@ def test_exception_lists_show_what_is_wrong_now(influxdb: Running, database: str
         f'cooling,{place},device=crah-3 operating_state="standby" {now}',
         f'cooling,{place},device=crah-4 operating_state="off" {now - 60 * 10**9}',
         f'cooling,{place},device=crah-4 operating_state="on" {now}',  # back on
+        f"cooling,{place},rack=A01,device=inrow-1 rack_inlet_c=29.5 {now}",
+        f"cooling,{place},rack=A02,device=inrow-2 rack_inlet_c=31.0 {now - 60 * 10**9}",
+        f"cooling,{place},rack=A02,device=inrow-2 rack_inlet_c=24.0 {now}",  # cooler now
         f'ups,{place},device=ups-1 output_source="battery" {now}',
         f'ups,{place},device=ups-2 output_source="normal" {now}',
         f"rackwatch_agent,site=s1,agent=a1,{place[8:]},rack=A01,device=pdu-1 up=false {now}",
@@ -803,6 +807,11 @@ def test_exception_lists_show_what_is_wrong_now(influxdb: Running, database: str
             influxdb, database, panel_query(view, "UPSes not on normal output now"), **picked
         )
         assert [(row["device"], row["state"]) for row in ups] == [("ups-1", "battery")]
+        warm = rows_of(influxdb, database, panel_query(view, "Inlets above 27 C now"), **picked)
+        by = {"hub-overview": "site", "site": "room", "room": "row"}[view]
+        assert [(row[by], row["inlets"]) for row in warm] == [
+            ({"site": "s1", "room": "hall-1", "row": "A"}[by], 1)
+        ]
     silent = rows_of(
         influxdb, database, panel_query("rackwatch-health", "Devices not answering now")
     )
