@@ -143,6 +143,12 @@ def columns(names: Sequence[str]) -> str:
     return ", ".join(f'"{name}"' for name in names)
 
 
+def down_to(level: str) -> tuple[str, ...]:
+    """A place's tags from the site down to `level`: row "A" of one room is not row "A" of
+    the next, so a series per row is grouped by site, room and row."""
+    return PLACE[: PLACE.index(level) + 1]
+
+
 def drill(target: str, variables: Sequence[str], *, labels: bool = False) -> Link:
     """A data link to the `target` view, each of `variables` taken from the clicked row's column
     of the same name (a table), or the clicked series' tag (`labels`), the time range kept."""
@@ -385,7 +391,7 @@ def level_stats(measurement: str, filters: Sequence[str], by: str) -> list[Panel
         return Panel(
             title,
             "stat",
-            [Query(over_time(select, measurement, filters, [by]), alias)],
+            [Query(over_time(select, measurement, filters, down_to(by)), alias)],
             unit=unit,
             width=4,
             height=5,
@@ -440,7 +446,7 @@ def spread_over_time(measurement: str, filters: Sequence[str], by: str) -> Panel
                     'max("rack_pct_p95") AS "p95"',
                     measurement,
                     filters,
-                    [by],
+                    down_to(by),
                 ),
                 f"$tag_{by} $col",
             )
@@ -462,20 +468,14 @@ def power_and_capacity(measurement: str, filters: Sequence[str], by: str) -> Pan
                     'mean("power_w") AS "power", mean("capacity_w") AS "capacity"',
                     measurement,
                     filters,
-                    [by],
+                    down_to(by),
                 ),
                 f"$tag_{by} $col",
             )
         ],
         unit="watt",
         min=0,
-        links=[
-            drill(
-                {"site": "site", "room": "room", "row": "row"}[by],
-                PLACE[: PLACE.index(by) + 1],
-                labels=True,
-            )
-        ],
+        links=[drill(by, down_to(by), labels=True)],
     )
 
 
@@ -492,7 +492,7 @@ def inlets_too_warm(filters: Sequence[str], by: str) -> Panel:
         [
             Query(
                 f'SELECT count("inlet_c") AS "inlets" FROM {latest_inlet} '
-                f'WHERE "inlet_c" > {limit} GROUP BY "{by}"',
+                f'WHERE "inlet_c" > {limit} GROUP BY {columns(down_to(by))}',
                 f"$tag_{by}",
             )
         ],
@@ -511,7 +511,7 @@ def where_to_look(filters: Sequence[str], by: str) -> list[Panel | Row]:
         racks_nearest_their_limit(filters),
         hottest_inlets(filters),
         inlets_too_warm(filters, by),
-        *cards_throttling(filters, [by], table_width=16),
+        *cards_throttling(filters, down_to(by), table_width=16),
         *not_running(filters),
     ]
 

@@ -616,7 +616,9 @@ def test_each_level_links_to_the_level_below() -> None:
     targets: dict[str, set[str]] = {name: set() for name in boards}
     for name, dashboard in boards.items():
         for panel in panels(dashboard):
-            queries_text = " ".join(t["query"] for t in panel["targets"])
+            tags = set().union(*(series_tags(t["query"]) for t in panel["targets"]))
+            # A table's columns: its series' tags, and what the outermost SELECT names.
+            selected = " ".join(outermost(t["query"]).split(" FROM ")[0] for t in panel["targets"])
             for link in panel["fieldConfig"]["defaults"].get("links", []):
                 found = re.fullmatch(r"/d/([\w-]+)\?(.*)", link["url"])
                 assert found, link["url"]
@@ -629,9 +631,12 @@ def test_each_level_links_to_the_level_below() -> None:
                         continue
                     variable, value = param.removeprefix("var-").split("=", 1)
                     assert variable in defined, f"{name} / {panel['title']}: {uid} ${variable}"
-                    field = re.fullmatch(r"\$\{__(?:data\.fields|field\.labels)\.(\w+)\}", value)
-                    if field:
-                        assert f'"{field.group(1)}"' in queries_text, (panel["title"], value)
+                    field = re.fullmatch(r"\$\{__(data\.fields|field\.labels)\.(\w+)\}", value)
+                    if field and field.group(1) == "field.labels":
+                        assert field.group(2) in tags, (name, panel["title"], value)
+                    elif field:
+                        column = field.group(2)
+                        assert column in tags or f'"{column}"' in selected, (panel["title"], value)
                 targets[name].add(uid)
     assert "rackwatch-site" in targets["hub-overview"]
     assert "rackwatch-room" in targets["site"]
