@@ -2,6 +2,14 @@
 
     .venv/bin/python bench/bench_agent_scale.py [--devices 200] [--interval 15] [--duration 60]
         [--snmpsim-processes 2] [--rss-devices 1000] [--rss-rounds 2]
+    .venv/bin/python bench/bench_agent_scale.py --simulator responder --agent-cpu 0 \
+        --devices 5000 --interval 10 --duration 60 --skip-rss [--compression gzip]
+
+--simulator responder serves the recording from bench/snmp_responder.py (one process, every
+community, answers cached: tens of thousands of requests/s) instead of snmpsim, for thousands
+of devices. --agent-cpu pins the agent (this process) to that CPU and the responder, Mosquitto
+and the subscriber to the others, so the agent has one core to itself and its CPU share is a
+ratio against that limit measured in the same run.
 
 The recording (--recording, default apc_ap8959eu3, switched 24-outlet APC) is copied to
 pdu-0001.snmprec ... pdu-NNNN.snmprec, one community per simulated PDU. Copies, not symlinks:
@@ -45,6 +53,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -59,8 +68,17 @@ from agent.config import AgentConfig
 from agent.mapping import Value
 from agent.service import Agent
 from agent.snmp import GET_BATCH, SnmpDevice, SnmpTarget
+
+try:
+    from bench import snmp_responder
+except ModuleNotFoundError:  # run as bench/bench_agent_scale.py: the repo root is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench import snmp_responder
 from rackwatch import localservices
-from rackwatch.localservices import Running
+from rackwatch.localservices import Running as ServiceRunning
+from telemetry.payload import decode
+
+Running = ServiceRunning | snmp_responder.Running  # a simulator: host, port, process
 
 RECORDINGS = Path("/work/shared/devices/snmprec")
 HOST = "127.0.0.1"
@@ -166,7 +184,7 @@ def subscriber_main(host: str, port: int, lines: Any, ready: Any) -> None:
             await client.subscribe(TOPIC, qos=1)
             ready.set()
             async for message in client.messages:
-                payload = bytes(message.payload)
+                payload = decode(bytes(message.payload), 1 << 30)  # plain or gzip
                 count = payload.count(b"\n") + (not payload.endswith(b"\n"))
                 with lines.get_lock():
                     lines.value += count
@@ -198,6 +216,7 @@ def agent_config(
     mqtt: Running,
     interval_s: float,
     jitter_s: float,
+    mqtt_settings: dict[str, Any] | None = None,
 ) -> AgentConfig:
     """`devices` devices round-robin over `communities` communities; community c lives on
     simulator c % len(sims)."""
@@ -218,7 +237,7 @@ def agent_config(
     config = AgentConfig.model_validate(
         {
             "agent": {"name": name, "site": "bench"},
-            "mqtt": {"host": mqtt.host, "port": mqtt.port},
+            "mqtt": {"host": mqtt.host, "port": mqtt.port, **(mqtt_settings or {})},
             "defaults": {"interval_s": interval_s, "jitter_s": jitter_s},
             "credentials": {
                 community(c): {"community": community(c)} for c in range(min(devices, communities))
@@ -277,7 +296,7 @@ async def rss_phase(
 ) -> dict[str, Any]:
     found: dict[str, Any] = {"interval_s": interval_s, "rss_before_mib": status_mib("VmRSS")}
     config = agent_config(
-        "rss", args.rss_devices, args.devices, sims, mqtt, interval_s, args.jitter
+        "rss", args.rss_devices, args.devices, sims, mqtt, interval_s, args.jitter, mqtt_args(args)
     )
     agent = Agent(config)
     found["rss_built_mib"] = status_mib("VmRSS")
@@ -303,7 +322,7 @@ async def scale_phase(
     args: argparse.Namespace, sims: list[Running], mqtt: Running
 ) -> dict[str, Any]:
     config = agent_config(
-        "scale", args.devices, args.devices, sims, mqtt, args.interval, args.jitter
+        "scale", args.devices, args.devices, sims, mqtt, args.interval, args.jitter, mqtt_args(args)
     )
     agent = Agent(config)
     found: dict[str, Any] = {}
@@ -340,8 +359,29 @@ async def scale_phase(
     found["queued_lines"] = agent.publisher.queued_lines
     found["encode_errors"] = agent.encode_errors
     found["unrouted_publishes"] = agent.publisher.stats.unrouted_publishes
+    found["backpressure_waits"] = agent.publisher.stats.backpressure_waits
+    found["overflow_lines"] = agent.publisher.stats.overflow_lines
+    found["published_batches"] = agent.publisher.stats.published_batches
     found["rss_mib"] = status_mib("VmRSS")
     return found
+
+
+def mqtt_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The agent's mqtt settings the command line names (the rest: the agent's defaults)."""
+    names = ("max_batch_lines", "max_inflight", "max_queue_lines", "compression", "spool_dir")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def pin(args: argparse.Namespace, pids: list[int]) -> None:
+    """The agent (this process) on --agent-cpu; `pids` (simulator, broker, subscriber) on the
+    other CPUs, so that nothing else runs on the agent's core."""
+    if args.agent_cpu is None:
+        return
+    others = os.sched_getaffinity(0) - {args.agent_cpu}
+    for pid in pids:
+        os.sched_setaffinity(pid, others)
+    os.sched_setaffinity(0, {args.agent_cpu})
+    print(f"agent pinned to CPU {args.agent_cpu}; simulator, Mosquitto, subscriber on {others}")
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -378,28 +418,48 @@ def main() -> None:
     )
     parser.add_argument("--force", action="store_true", help="run even if snmpsim is overloaded")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument(
+        "--simulator",
+        choices=("snmpsim", "responder"),
+        default="snmpsim",
+        help="responder: bench/snmp_responder.py, one cached process for any number of PDUs",
+    )
+    parser.add_argument("--agent-cpu", type=int, help="pin the agent to this CPU, the rest off it")
+    parser.add_argument("--max-batch-lines", type=int, help="agent mqtt.max_batch_lines")
+    parser.add_argument("--max-inflight", type=int, help="agent mqtt.max_inflight")
+    parser.add_argument("--max-queue-lines", type=int, help="agent mqtt.max_queue_lines")
+    parser.add_argument("--compression", choices=("none", "gzip"), help="agent mqtt.compression")
+    parser.add_argument("--spool", action="store_true", help="give the agent an on-disk spool")
     parser.add_argument(
         "--warmup-limit", type=float, default=300, help="most s to wait for every first poll"
     )
     args = parser.parse_args()
-    sims_n = args.snmpsim_processes
+    responder = args.simulator == "responder"
+    sims_n = 1 if responder else args.snmpsim_processes
 
     with tempfile.TemporaryDirectory(prefix="rackwatch-bench-scale-") as tmp:
         workdir = Path(tmp)
-        data_dirs = [workdir / f"data-{s}" for s in range(sims_n)]
+        args.spool_dir = str(workdir / "spool") if args.spool else None
+        data_dirs = [] if responder else [workdir / f"data-{s}" for s in range(sims_n)]
         for directory in data_dirs:
             directory.mkdir()
-        for c in range(args.devices):
-            shutil.copyfile(args.recording, data_dirs[c % sims_n] / f"{community(c)}.snmprec")
-        services: list[Running] = []
+            for c in range(args.devices):
+                if data_dirs[c % sims_n] == directory:
+                    shutil.copyfile(args.recording, directory / f"{community(c)}.snmprec")
+        services: list[ServiceRunning] = []
+        sims: list[Running] = []
         try:
-            sims = []
+            if responder:
+                sims.append(snmp_responder.start(args.recording))
             for s, directory in enumerate(data_dirs):
                 sims.append(localservices.start_snmpsim(directory, workdir / f"snmpsim-{s}"))
-                services.append(sims[-1])
+                services.append(sims[-1])  # type: ignore[arg-type]
             mqtt = localservices.start_mosquitto(workdir / "mosquitto")
             services.append(mqtt)
             subscriber, received = start_subscriber(mqtt)
+            assert subscriber.pid is not None
+            pin(args, [*(sim.process.pid for sim in sims), mqtt.process.pid, subscriber.pid])
 
             cal: Calibration = run_loop(calibrate(sims[0], 5))
             wire_s, share = sim_load(cal, args.devices, args.interval, sims_n)
@@ -417,18 +477,18 @@ def main() -> None:
             )
             need = math.ceil(args.devices * cal.wire_varbinds / args.warn_sim_varbinds / sims_n)
             advice = f"--interval >= {need} or more --snmpsim-processes"
-            if wire_s > args.max_sim_varbinds and not args.force:
+            if wire_s > args.max_sim_varbinds and not args.force and not responder:
                 raise SystemExit(
                     f"refused: {wire_s:,.0f} > {args.max_sim_varbinds:,.0f} wire varbinds/s per "
                     f"snmpsim; use {advice} (or --force)"
                 )
-            if round(wire_s, -2) > args.warn_sim_varbinds:  # "about 4,000": to hundreds
+            if round(wire_s, -2) > args.warn_sim_varbinds and not responder:
                 print(
                     f"warning: {wire_s:,.0f} > {args.warn_sim_varbinds:,.0f} wire varbinds/s per "
                     f"snmpsim; polls may wait on the simulator ({advice} avoids that)"
                 )
             total_share = share * sims_n
-            if total_share + 0.2 > (os.cpu_count() or 1):  # 0.2: the agent and Mosquitto
+            if total_share + 0.2 > (os.cpu_count() or 1) and not responder:
                 print(
                     f"warning: the simulators need about {total_share:.1f} of "
                     f"{os.cpu_count()} cores"
@@ -438,32 +498,52 @@ def main() -> None:
                 # As long an interval as the simulators need for 1,000 devices' first polls,
                 # which walk every table.
                 first = max(cal.first_poll_wire_varbinds, cal.wire_varbinds)
-                rss_interval = max(
-                    args.interval,
-                    math.ceil(args.rss_devices * first / args.warn_sim_varbinds / sims_n),
-                )
+                rss_interval = args.interval
+                if not responder:
+                    rss_interval = max(
+                        args.interval,
+                        math.ceil(args.rss_devices * first / args.warn_sim_varbinds / sims_n),
+                    )
                 rss = run_loop(rss_phase(args, sims, mqtt, rss_interval))
-            received_before = received.value
-            scale: dict[str, Any] = run_loop(scale_phase(args, sims, mqtt))
-            # QoS 1: what the agent saw acknowledged has reached the subscriber or is on its way.
-            deadline = time.monotonic() + 30
-            published = scale["published_lines"]
-            while received.value - received_before < published and time.monotonic() < deadline:
-                time.sleep(0.2)
-            scale["received_lines"] = received.value - received_before
+            scale: dict[str, Any] | None = None
+            if not args.skip_scale:
+                received_before = received.value
+                scale = run_loop(scale_phase(args, sims, mqtt))
+                # QoS 1: what the agent saw acknowledged has reached the subscriber or is on
+                # its way.
+                deadline = time.monotonic() + 30
+                published = scale["published_lines"]
+                while received.value - received_before < published and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                scale["received_lines"] = received.value - received_before
             subscriber.terminate()
         finally:
             for service in reversed(services):
                 localservices.stop(service)
+            for sim in sims:
+                if isinstance(sim, snmp_responder.Running):
+                    sim.stop()
     report(args, cal, rss, scale)
 
 
 def report(
-    args: argparse.Namespace, cal: Calibration, rss: dict[str, Any] | None, scale: dict[str, Any]
+    args: argparse.Namespace,
+    cal: Calibration,
+    rss: dict[str, Any] | None,
+    scale: dict[str, Any] | None,
 ) -> None:
+    if scale is not None:
+        report_scale(args, cal, scale)
+    if rss is not None:
+        report_rss(args, rss)
+
+
+def report_scale(args: argparse.Namespace, cal: Calibration, scale: dict[str, Any]) -> None:
     window: Totals = scale["window"]
     final: Totals = scale["final"]
     cpu_per_poll = scale["cpu_s"] / window.ok if window.ok else float("nan")
+    due = args.devices * scale["window_s"] / args.interval
+    per_message = scale["published_lines"] / max(1, scale["published_batches"])
     print(
         f"\nScale: one agent process, {args.devices} PDUs (distinct communities), "
         f"interval {args.interval:g} s, jitter {args.jitter:g} s"
@@ -484,7 +564,11 @@ def report(
         ("**agent CPU per 1,000 polls**", f"**{cpu_per_poll * 1000:.2f} s**"),
         ("agent CPU per poll", f"{cpu_per_poll * 1e3:.2f} ms"),
         ("agent CPU per varbind returned", f"{cpu_per_poll / cal.varbinds * 1e6:.0f} µs"),
-        ("agent share of one core", f"{scale['cpu_s'] / scale['window_s']:.1%}"),
+        (
+            "**agent CPU / one core (the limit), in the window**",
+            f"**{scale['cpu_s'] / scale['window_s']:.2f}**",
+        ),
+        ("**polls done / polls due, in the window**", f"**{window.ok / due:.3f}**"),
         ("**cores per 10,000 PDUs at 30 s**", f"**{cpu_per_poll * 10_000 / 30:.2f}**"),
         ("longest last poll (wall)", f"{final.max_duration_s * 1e3:.0f} ms"),
         ("samples emitted, whole run", f"{final.samples:,}"),
@@ -494,10 +578,16 @@ def report(
         ),
         ("lines the subscriber received", f"{scale['received_lines']:,}"),
         ("publishes answered 'no matching subscribers'", f"{scale['unrouted_publishes']}"),
+        (
+            "messages published (lines per message)",
+            f"{scale['published_batches']:,} ({per_message:,.0f})",
+        ),
+        ("polls that waited for the publisher (back-pressure)", f"{scale['backpressure_waits']:,}"),
+        ("lines spooled because the queue was full", f"{scale['overflow_lines']:,}"),
         ("warm-up (every device polled once)", f"{scale['warmup_s']:.0f} s"),
         ("encode errors", f"{scale['encode_errors']}"),
         (
-            "snmpsim CPU in the window (other processes)",
+            f"{args.simulator} CPU in the window (other processes)",
             f"{scale['snmpsim_cpu_s']:.1f} s ({scale['snmpsim_cpu_s'] / scale['window_s']:.0%})",
         ),
         ("Mosquitto CPU in the window", f"{scale['mosquitto_cpu_s']:.2f} s"),
@@ -515,8 +605,9 @@ def report(
     if scale["received_lines"] < scale["published_lines"]:
         problems.append("the subscriber received fewer lines than were published")
     print(f"INVALID: {'; '.join(problems)}" if problems else "valid: 0 failed polls, 0 dropped")
-    if rss is None:
-        return
+
+
+def report_rss(args: argparse.Namespace, rss: dict[str, Any]) -> None:
     print(
         f"\nRSS: {args.rss_devices} configured devices over {args.devices} communities, "
         f"interval {rss['interval_s']:g} s (sized for the simulators)"
