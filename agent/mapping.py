@@ -111,8 +111,9 @@ def convert(spec: FieldSpec, raw: Value, scale: float | None = None) -> FieldVal
     if spec.absolute:
         number = abs(number)
     scale = spec.scale if scale is None else scale
-    if spec.units:
-        number = in_unit(scaled(number, scale), spec.units.get((unit or "").strip()))
+    if spec.units or spec.unit:
+        conversion = spec.units.get((unit or "").strip()) if spec.units else spec.unit
+        number = in_unit(scaled(number, scale), conversion)
         if number is None:
             return None  # a unit the profile does not know: no value rather than a wrong one
         scale = 1

@@ -6,9 +6,9 @@ scale (fixed, or factors read from the device's own scale columns), sentinel val
 by index parts or column values (listed, or matching a pattern: a kind only in a user's
 name), their own or joined from another table; a pivot names the field from an index part or
 a type column (tables whose rows say what they measure: Raritan's sensor types, Rittal's
-named variables, ENTITY-SENSOR-MIB). Fragments hold tables several profiles include. Adding a model is a YAML
-file and a recording, never Python. Profiles are validated at load like any config, with file
-and line in every error; agent/plan.py compiles them into what a poll reads.
+named variables, ENTITY-SENSOR-MIB). Fragments hold tables several profiles include. Adding
+a model is a YAML file and a recording, never Python. Profiles are validated at load like any
+config, with file and line in every error; agent/plan.py compiles them into what a poll reads.
 """
 
 from __future__ import annotations
@@ -204,6 +204,9 @@ class FieldSpec(StrictModel):
     # has the named groups `value` and `unit`, and the unit found says how the value (after
     # `scale`) is converted; a unit not listed makes the value absent (never a wrong unit).
     units: dict[str, UnitConversion] = {}
+    # The unit a value is always in, where the MIB says so and no setting or text does
+    # (CyberPower's envirTemperature, 1/10 degF): converted after `scale`.
+    unit: Literal["fahrenheit"] | None = None
 
     _many = field_validator("scale_from", mode="before")(_one_or_many)
     _unit_keys = field_validator("units", mode="before")(_text_keys)
@@ -223,11 +226,16 @@ class FieldSpec(StrictModel):
             raise ValueError("type counter needs counter_bits (32 or 64); only counters have it")
         if (self.type == "bool") != bool(self.true_values):
             raise ValueError("type bool needs true_values, and true_values need type bool")
+        if self.units or self.unit:
+            if self.type not in ("gauge", "integer") or self.temperature_unit is not None:
+                raise ValueError(
+                    "unit and units are for gauge and integer fields without temperature_unit"
+                )
+            if self.units and self.unit:
+                raise ValueError("a field has unit (always the same) or units (from its text)")
         if self.units:
             if self.pattern is None:
                 raise ValueError("units need a pattern with the groups value and unit")
-            if self.type not in ("gauge", "integer") or self.temperature_unit is not None:
-                raise ValueError("units are for gauge and integer fields without temperature_unit")
             if any(factor == 0 for factor in self.units.values()):
                 raise ValueError("a unit's factor must not be zero")
             _check_unit_pattern(self.pattern)

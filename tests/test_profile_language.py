@@ -221,6 +221,15 @@ def test_a_number_and_its_unit_inside_text_are_converted_by_the_unit() -> None:
     assert convert(whole, b"100 F") == 38  # rounded after the conversion
 
 
+def test_a_value_always_in_fahrenheit_is_converted_after_its_scale() -> None:
+    """CyberPower's envirTemperature: 1/10 degF by its MIB, with no setting that says so."""
+    spec = FieldSpec.model_validate({"oid": "1.3.6.1.4.1.3808.1.1.4.2.1.0", "scale": 0.1,
+                                     "unit": "fahrenheit"})  # fmt: skip
+    assert convert(spec, 683) == 20.167
+    assert convert(spec, "-400") == -40.0
+    assert convert(FieldSpec(oid="1.3.6.1.4.1.9.1", absent=(-1,), unit="fahrenheit"), -1) is None
+
+
 @pytest.mark.parametrize(
     ("spec", "problem"),
     [
@@ -231,6 +240,12 @@ def test_a_number_and_its_unit_inside_text_are_converted_by_the_unit() -> None:
             {"type": "string", "pattern": r"(?P<value>\d+)(?P<unit>C)", "units": {"C": 1}},
             "gauge and integer",
         ),
+        ({"type": "enum", "enum": {1: "a"}, "unit": "fahrenheit"}, "gauge and integer"),
+        (
+            {"pattern": r"(?P<value>\d+)(?P<unit>C)", "units": {"C": 1}, "unit": "fahrenheit"},
+            "unit \\(always the same\\) or units",
+        ),
+        ({"unit": "kelvin"}, "fahrenheit"),
         (
             {
                 "pattern": r"(?P<value>\d+)(?P<unit>C)",
