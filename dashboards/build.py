@@ -414,7 +414,7 @@ def level_stats(measurement: str, filters: Sequence[str], by: str) -> list[Panel
             description="The rack with the highest power against its capacity.",
         ),
         stat(
-            "Racks at p95",
+            "Rack load, p95",
             'max("rack_pct_p95")',
             "percent",
             thresholds=GREEN_YELLOW_RED,
@@ -994,11 +994,12 @@ def rack_view() -> Dashboard:
                     )
                 ],
                 unit="watt",
+                width=8,
                 links=[drill("accelerators", (*PLACE, "host"))],
                 hide=("Time",),
                 description="Accelerator power per host; a click opens the host.",
             ),
-            *cards_throttling(place, ["host"]),
+            *cards_throttling(place, ["host"], table_width=12),
             Panel(
                 "Utilization per card",
                 "timeseries",
