@@ -62,7 +62,9 @@ class Router:
         self._cache: dict[bytes, int] = {}
 
     def route(self, line: bytes) -> int:
-        key = series_key(line)
+        space = line.find(b" ")
+        # Without a backslash before it, the first space ends the series key.
+        key = line[:space] if space > 0 and line.find(b"\\", 0, space) < 0 else series_key(line)
         shard = self._cache.get(key)
         if shard is None:
             shard = self._by_hash(key) if self.route_by == "series" else self._by_tag(key)
@@ -73,8 +75,9 @@ class Router:
 
     def split(self, lines: Iterable[bytes], shards: int) -> list[list[bytes]]:
         parts: list[list[bytes]] = [[] for _ in range(shards)]
+        route = self.route
         for line in lines:
-            parts[self.route(line)].append(line)
+            parts[route(line)].append(line)
         return parts
 
     def _by_tag(self, key: bytes) -> int:
