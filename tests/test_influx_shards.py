@@ -523,3 +523,28 @@ async def test_a_reload_applies_node_settings_to_each_shard_and_holds_a_new_layo
     assert held == ["sharding"]  # a new layout waits for a restart, node settings with it
     assert collector.shards.shards[1].writer.settings.url == "http://127.0.0.2:9"
     await collector.shards.aclose()
+
+
+def test_the_default_rules_page_when_a_shard_fails_writes_for_two_minutes() -> None:
+    from collector.alerting.evaluator import Evaluator, Transition
+    from collector.alerting.rules import RuleFile
+    from telemetry import config as config_file
+    from telemetry.lineproto import encode
+    from telemetry.sample import Sample
+
+    seen: list[Transition] = []
+    now = 1_800_000_000.0
+    rules = config_file.load(ROOT / "configs" / "alert-rules.yaml", RuleFile)
+    evaluator = Evaluator(rules, seen.append, clock=lambda: now)
+    for at, failing in ((0, False), (10, True), (70, True), (140, True)):
+        now = 1_800_000_000.0 + at
+        for shard in ("north", "south"):
+            tags = {"collector": "c1", "shard": shard}
+            fields = {"write_failing": failing and shard == "south"}
+            sample = Sample("rackwatch_collector_shard", tags, fields, int(now * 1e9))
+            evaluator.observe([encode(sample).encode()])
+        evaluator.tick()
+    pages = [t for t in seen if t.alert.labels["alertname"] == "InfluxDBShardWritesFailing"]
+    assert [(t.state, t.summary) for t in pages if t.state == "firing"] == [
+        ("firing", "collector c1 cannot write to InfluxDB shard south")
+    ]
