@@ -211,6 +211,8 @@ class Running:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def start(recording: Path, host: str = "127.0.0.1", cpu: int | None = None) -> Running:
