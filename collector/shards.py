@@ -8,23 +8,31 @@ shard moves only the series that shard gains or loses. Each shard has its own wr
 write slots, retries and spool, so a node that is down spools its own lines while the others
 keep writing. A message's receipt counts its lines whichever shards take them: it is
 acknowledged once every shard it touched has its lines written or spooled, as with one node.
+Spools an earlier layout left (one node's before sharding, a shard's since removed or
+renamed) are written out through the router at start, so changing the layout loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from pathlib import Path
 
-from collector.config import CollectorConfig, InfluxSettings, ShardingSettings
+from collector.config import CollectorConfig, InfluxSettings, ShardingSettings, SpoolSettings
 from collector.deadletter import DeadLetters
 from collector.influx import InfluxWriter, WriteStats
 from collector.pipeline import Pipeline
 from collector.receipts import Receipt
 from collector.refusal import series_key
 from telemetry.sample import Sample
+from telemetry.spool import Spool
+
+log = logging.getLogger(__name__)
 
 _UNESCAPED_COMMA = re.compile(rb"(?<!\\),")
 _ESCAPE = re.compile(rb"\\(.)")
@@ -110,6 +118,8 @@ class Shards:
         named = config.shard_settings()
         self.sharded = config.sharding is not None
         self.router = Router(config.sharding) if config.sharding is not None else None
+        self.spool = config.spool
+        self.drained_lines = 0  # from spools an earlier layout left
         self.shards = []
         for name, settings in named:
             spool = config.spool
@@ -125,14 +135,14 @@ class Shards:
             self.shards.append(Shard(name, settings, writer, Pipeline(config.batch, writer, spool)))
 
     def add(self, lines: list[bytes], receipt: Receipt | None = None) -> None:
-        if self.router is None:
-            self.shards[0].pipeline.add(lines, receipt)
-            return
-        for shard, part in zip(
-            self.shards, self.router.split(lines, len(self.shards)), strict=True
-        ):
+        for shard, part in zip(self.shards, self._split(lines), strict=True):
             if part:
                 shard.pipeline.add(part, receipt)
+
+    def _split(self, lines: list[bytes]) -> list[list[bytes]]:
+        if self.router is None:
+            return [lines]
+        return self.router.split(lines, len(self.shards))
 
     def describe(self) -> str:
         if self.router is None:
@@ -152,6 +162,38 @@ class Shards:
         async with asyncio.TaskGroup() as group:
             for shard in self.shards:
                 group.create_task(shard.pipeline.run(), name=f"pipeline {shard.name}")
+            if self.spool is not None:
+                for directory in self._left_behind(self.spool):
+                    group.create_task(self._drain(directory, self.spool.max_bytes))
+
+    def _left_behind(self, spool: SpoolSettings) -> list[Path]:
+        """Spool folders with records that no shard of this layout replays."""
+        in_use = {s.pipeline.spool.directory for s in self.shards if s.pipeline.spool}
+        top = spool.directory
+        found = [top, *sorted(p for p in top.iterdir() if p.is_dir())] if top.is_dir() else []
+        return [d for d in found if d not in in_use and any(d.glob("*.seg"))]
+
+    async def _drain(self, directory: Path, max_bytes: int) -> None:
+        """Write a left-behind spool's records to the shards that take their lines now, one
+        record at a time, each acknowledged once written (retried while a shard is down)."""
+        try:
+            spool = Spool(directory, max_bytes)
+        except (OSError, ValueError) as exc:
+            log.error("spool %s of an earlier layout cannot be read: %s", directory, exc)
+            return
+        log.info("spool %s of an earlier layout: writing it to the shards", directory)
+        try:
+            while (record := spool.peek()) is not None:
+                lines = record.split(b"\n")
+                for shard, part in zip(self.shards, self._split(lines), strict=True):
+                    if part:
+                        await shard.writer.write(part)
+                spool.ack()
+                self.drained_lines += len(lines)
+        finally:
+            with contextlib.suppress(OSError):
+                spool.close()
+        log.info("spool %s of an earlier layout: written", directory)
 
     async def flush(self, timeout_s: float) -> bool:
         """Write everything pending on every shard now; False if one took over `timeout_s`."""

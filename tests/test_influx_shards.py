@@ -548,3 +548,67 @@ def test_the_default_rules_page_when_a_shard_fails_writes_for_two_minutes() -> N
     assert [(t.state, t.summary) for t in pages if t.state == "firing"] == [
         ("firing", "collector c1 cannot write to InfluxDB shard south")
     ]
+
+
+@pytest.mark.integration
+async def test_spools_an_earlier_layout_left_are_written_to_the_shards_of_the_new_one(
+    influxdb: Running, database: str, tmp_path: Path
+) -> None:
+    """One node's spool, then sharding: its records go to the shards that take their lines.
+    Then back to one node: what the removed shards spooled goes to it."""
+    from collector.deadletter import DeadLetters
+    from collector.shards import Shards
+    from telemetry.spool import Spool
+
+    spool_dir = tmp_path / "spool"
+    first = Spool(spool_dir, 1 << 20)
+    batches = [[f"load,m={m},i={i} v={i}i {T0 + i}".encode() for i in range(50)] for m in (1, 2)]
+    for batch in batches:
+        first.append(b"\n".join(batch))
+    first.close()
+    dbs = [database, f"{database}_b", f"{database}_one"]
+    for db in dbs[1:]:
+        localservices.influx_create_database(influxdb, db)
+
+    def config(sharded: bool) -> CollectorConfig:
+        nodes = [
+            {"name": f"n{i}", "url": influxdb.url(), "database": db} for i, db in enumerate(dbs[:2])
+        ]
+        return CollectorConfig.model_validate(
+            {
+                "influxdb": {"url": influxdb.url(), "database": dbs[2]},
+                "spool": {"directory": str(spool_dir)},
+                "dead_letter_path": str(tmp_path / "dead.jsonl"),
+                **({"sharding": {"shards": nodes}} if sharded else {}),
+            }
+        )
+
+    def stored(db: str) -> set[str]:
+        rows = influx_query(influxdb, db, 'SELECT count("v") FROM "load" GROUP BY *')
+        return {f"m={r['tags']['m']},i={r['tags']['i']}" for r in rows}  # type: ignore[index]
+
+    async def run_until(shards: Shards, done: Any) -> None:
+        task = asyncio.create_task(shards.run())
+        try:
+            await eventually(done, 30)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await shards.aclose()
+
+    expected = {f"m={m},i={i}" for m in (1, 2) for i in range(50)}
+    sharded = Shards(config(True), DeadLetters(tmp_path / "dead.jsonl"))
+    await run_until(sharded, lambda: len(stored(dbs[0]) | stored(dbs[1])) == 100)
+    assert not stored(dbs[0]) & stored(dbs[1])
+    assert stored(dbs[0]) | stored(dbs[1]) == expected
+    assert sharded.drained_lines == 100
+    assert not Spool(spool_dir, 1 << 20).stats.records  # all written, none read twice
+
+    # A shard since removed left records: one node takes them.
+    removed = Spool(spool_dir / "n7", 1 << 20)
+    removed.append(b"\n".join(f"load,m=3,i={i} v={i}i {T0 + i}".encode() for i in range(10)))
+    removed.close()
+    single = Shards(config(False), DeadLetters(tmp_path / "dead.jsonl"))
+    await run_until(single, lambda: len(stored(dbs[2])) == 10)
+    assert stored(dbs[2]) == {f"m=3,i={i}" for i in range(10)}
