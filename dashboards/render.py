@@ -1,9 +1,11 @@
-"""Pictures of the main dashboards from demo data, for the README: `python -m dashboards.render`.
+"""Pictures of the main dashboards for the README: `python -m dashboards.render`.
 
-Runs the demo's pipeline for a few minutes (dashboards/demodata.py), sends each panel's own
-query (from dashboards/json, with Grafana's substitutions) to its InfluxDB, and draws the
-panels where the dashboard places them, in Grafana's dark colours. A view with no data at all
-(accelerators, until the demo has cards) is skipped and said so.
+From demo data (default): runs the demo's pipeline for a few minutes (dashboards/demodata.py).
+From the synthetic hub of 20,000 racks (`--synthetic`, dashboards/synthetic.py): an hour of
+roll-ups and device series in a private InfluxDB. Either way each panel's own query (from
+dashboards/json, with Grafana's substitutions) goes to that InfluxDB, and the panels are drawn
+where the dashboard places them, in Grafana's dark colours. A variable without "All" takes its
+first value, as Grafana does. A view with no data at all is skipped and said so.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import json
 import re
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,9 +27,11 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from collector.config import InfluxSettings
 from dashboards.build import OUT
 from dashboards.demodata import DATABASE, filled_by_demo
 from dashboards.macros import interpolate, variables_used
+from dashboards.synthetic import Layout, Windows, generate, opening_values
 from rackwatch import localservices
 from rackwatch.localservices import Running
 
@@ -54,10 +59,15 @@ class Series:
     values: list[Any]
 
 
-def fetch(influx: Running, target: dict[str, Any], time_range: str) -> list[Series]:
-    query = interpolate(
-        target["query"], dict.fromkeys(variables_used(target["query"])), time_range=time_range
-    )
+Picked = dict[str, list[str] | None]
+
+
+def fetch(
+    influx: Running, target: dict[str, Any], time_range: str, picked: Picked | None = None
+) -> list[Series]:
+    used = variables_used(target["query"])
+    variables = {name: (picked or {}).get(name) for name in used}
+    query = interpolate(target["query"], variables, time_range=time_range)
     out = []
     for one in localservices.influx_query(influx, DATABASE, query):
         columns, rows = one.get("columns"), one.get("values")
@@ -284,6 +294,7 @@ def _table(ax: Axes, panel: dict[str, Any], data: list[Series], unit: str) -> No
 
 def render_view(influx: Running, name: str, time_range: str, out: Path) -> bool:
     dashboard = json.loads((OUT / f"{name}.json").read_text(encoding="utf-8"))
+    picked = opening_values(lambda q: localservices.influx_query(influx, DATABASE, q), dashboard)
     panels = dashboard["panels"]
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
     fig = Figure(figsize=(16, height * ROW_PX / 100 * 1.3), facecolor=BACKGROUND)
@@ -305,9 +316,12 @@ def render_view(influx: Running, name: str, time_range: str, out: Path) -> bool:
                 weight="bold",
             )
             continue
-        # A repeated panel's title names its variable's value; here every value is shown.
-        panel = {**panel, "title": re.sub(r"\$\w+", "all", panel["title"])}
-        data = [s for target in panel["targets"] for s in fetch(influx, target, time_range)]
+        # A repeated panel's title names its variable's value (or All).
+        panel = {
+            **panel,
+            "title": re.sub(r"\$(\w+)", lambda m: _shown(picked, m[1]), panel["title"]),
+        }
+        data = [s for target in panel["targets"] for s in fetch(influx, target, time_range, picked)]
         found = found or bool(data)
         box = (
             grid["x"] / 24 + 0.006,
@@ -324,25 +338,70 @@ def render_view(influx: Running, name: str, time_range: str, out: Path) -> bool:
     return found
 
 
+def _shown(picked: Picked, name: str) -> str:
+    values = picked.get(name)
+    return ", ".join(values) if values else "all"
+
+
 _AXES_LEFT = ("timeseries", "bargauge", "status-history", "state-timeline")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=240, help="how long the demo runs")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="draw the synthetic hub of 20,000 racks"
+    )
+    parser.add_argument("--views", nargs="+", default=list(VIEWS), choices=VIEWS)
     parser.add_argument("--out", type=Path, default=IMAGES)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rackwatch-render-") as workdir:
+        if args.synthetic:
+            with synthetic_site(Path(workdir), args.views) as influx:
+                draw(influx, args.views, "1h", args.out)
+            return 0
         print(f"running the demo pipeline for {args.seconds:.0f} s ...", flush=True)
         shown = {"rack_power", "site_power", "pdu", "cooling", "rackwatch_agent"}
         with filled_by_demo(Path(workdir), shown, run_s=args.seconds) as influx:
-            for name in VIEWS:
-                path = args.out / f"{name}.png"
-                if render_view(influx, name, f"{args.seconds + 30:.0f}s", path):
-                    print(f"wrote {path}")
-                else:
-                    print(f"{name}: no data in the demo yet; no picture")
+            draw(influx, args.views, f"{args.seconds + 30:.0f}s", args.out)
     return 0
+
+
+def draw(influx: Running, views: Sequence[str], time_range: str, out: Path) -> None:
+    for name in views:
+        path = out / f"{name}.png"
+        if render_view(influx, name, time_range, path):
+            print(f"wrote {path}")
+        else:
+            print(f"{name}: no data; no picture")
+
+
+@contextmanager
+def synthetic_site(workdir: Path, views: Sequence[str]) -> Iterator[Running]:
+    """A private InfluxDB holding the synthetic hub: an hour of rows, rooms, sites, PUE and
+    devices, the whole hub's racks for the last minutes, and each site's first row for the
+    hour (the row the rows-and-racks picture shows)."""
+    influx = localservices.start_influxdb(workdir / "influxdb")
+    try:
+        localservices.influx_create_database(influx, DATABASE)
+        measurements = set()
+        for name in views:
+            dashboard = json.loads((OUT / f"{name}.json").read_text(encoding="utf-8"))
+            for panel in dashboard["panels"]:
+                for target in panel.get("targets", []):
+                    found = re.search(r'FROM (?:"[^"]+"\.)?"([^"]+)"', target["query"])
+                    if found:
+                        measurements.add(found.group(1))
+        windows = Windows(
+            raw_s=3600, raw_racks_s=60, aggregated_s=0, aggregated_racks_s=0, first_row_s=3600
+        )
+        settings = InfluxSettings(url=influx.url(), database=DATABASE)
+        print("writing the synthetic hub of 20,000 racks ...", flush=True)
+        written = generate(settings, measurements, Layout(), windows)
+        print(f"{written.total():,} points in {written.seconds:.0f} s", flush=True)
+        yield influx
+    finally:
+        localservices.stop(influx)
 
 
 if __name__ == "__main__":
