@@ -156,6 +156,9 @@ async def test_liebert_fragment_reads_a_floor_power_centre(snmpsim: Running) -> 
     phases = points(samples, "pdu_phase", "inlet", "phase")
     assert phases[("output", "1")]["current_a"] == 408
     assert phases[("output", "1")]["voltage_v"] == 118
+    # THD in 0.1 %: 14 and 22 on line 1 of the output
+    assert phases[("output", "1")]["voltage_thd_pct"] == pytest.approx(1.4)
+    assert phases[("output", "1")]["current_thd_pct"] == pytest.approx(2.2)
     assert phases[("1", "1")] == {"voltage_ll_v": 479}  # the 480 V input: line-to-line only
     inputs = points(samples, "pdu_inlet", "inlet").values()
     assert all("power_w" not in fields for fields in inputs)  # inputs carry no power
