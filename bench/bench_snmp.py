@@ -607,13 +607,21 @@ def main() -> None:
             config = workdir / "snmp.yml"
             config.write_text(snmp_exporter_config.render(modules))
             exporter, exporter_port = start_exporter(config, workdir)
-            for one_run in runs:
+            for number, one_run in enumerate(runs, 1):
                 for result in one_run:
                     run(
                         side_by_side(
                             result, (exporter.pid, exporter_port), snmpsim, args.polls, args.blocks
                         ),
                         args.loop,
+                    )
+                    # as it goes: a long run cut short still says what it measured
+                    print(
+                        f"run {number} {result.plan.name}: steady / exporter "
+                        f"{result.agent_cpu_s / result.exporter_cpu_s:.2f}x, plan poll / "
+                        f"exporter {result.walk_cpu_s / result.exporter_cpu_s:.2f}x",
+                        file=sys.stderr,
+                        flush=True,
                     )
             for result in results:
                 run(
