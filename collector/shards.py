@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 _UNESCAPED_COMMA = re.compile(rb"(?<!\\),")
 _ESCAPE = re.compile(rb"\\(.)")
 # Series keys whose shard is remembered (lines repeat their series every poll); past this
-# many the memory is cleared and filled again.
-ROUTE_CACHE_MAX = 1_000_000
+# many (some 30 MB of keys) the memory is cleared and filled again: a miss costs one hash.
+ROUTE_CACHE_MAX = 200_000
 _MASK = (1 << 64) - 1
 
 
