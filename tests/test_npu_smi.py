@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from agent.accelerators.ascend_faults import parse_codes, table
 from agent.accelerators.hccn import parse_link, parse_optical, parse_stat, parse_status
 from agent.accelerators.npu_smi import (
     MIB,
     NpuSmiSource,
     detail_fields,
     die_id,
+    fault_fields,
     parse_summary,
 )
 from agent.accelerators.tool_source import OutputError, ToolError
@@ -158,7 +160,11 @@ def test_malformed_summary_is_an_error_that_says_where(text: str, problem: str) 
         ("temp_i0_c0_310b.txt", [0], {"temp_c": 50.0}),
         ("health_i0_310b.txt", [0], {"health": "OK"}),
         ("health_i0_c0_310b.txt", [0], {"health": "OK"}),  # "Health Status"
-        ("memory_i0_310b.txt", [0], {"mem_total_bytes": 10810 * MIB}),  # Capacity, not Total
+        (
+            "memory_i0_310b.txt",  # Capacity, not Total
+            [0],
+            {"mem_total_bytes": 10810 * MIB, "mem_clock_mhz": 2131.0},
+        ),
     ],
 )
 def test_detail_outputs_give_schema_fields(
@@ -504,3 +510,65 @@ def test_hccn_tool_status_gives_the_port_speed() -> None:
     # Speed: 200000Mb/s   # <-- 200Gbps 网卡
     assert parse_status((HCCN / "status_i3.txt").read_text()) == {"roce_link_speed_gbps": 200.0}
     assert parse_status("Settings for eth3:\n        Speed: Unknown!\n") == {}
+
+
+# --- memory clock and fault codes --------------------------------------------------------------
+
+
+def test_memory_detail_gives_the_memory_clock() -> None:
+    # Clock Speed(MHz) : 2131 (the 310B's LPDDR); "Total Capacity(MB)" 12288 is not the usable
+    found = detail_fields(recording("memory_i0_310b.txt"), chips=[0])[0]
+    assert found == {"mem_total_bytes": 10810 * MIB, "mem_clock_mhz": 2131.0}
+
+
+def test_health_detail_without_fault_codes() -> None:
+    # Health Status : OK / Error Code : NA / Error Information : NA
+    assert fault_fields(recording("health_i0_c0_310b.txt"), chip=0) == {"health_error_codes": ""}
+    with pytest.raises(OutputError, match="prints no 'Error Code'"):
+        fault_fields(recording("health_i0_310b.txt"), chip=0)  # the -i form prints none
+    with pytest.raises(OutputError, match="'busy' is not an 8-digit hex fault code"):
+        fault_fields("Health Status : Warning\nError Code : busy\n", chip=0)
+
+
+def test_fault_codes_take_the_most_severe_level_of_huaweis_table() -> None:
+    faults = table()
+    # every code of MindCluster's faultCode.json (two listed twice there)
+    assert len(faults.level_of) == 350
+    assert next(iter(faults.levels)) == "SeparateNPU"
+    uce = faults.describe(parse_codes("80E01801"))
+    assert (uce.handling, uce.meaning) == (
+        "RestartBusiness",
+        "80E01801: HBM (on-chip memory) multi-bit ECC error, uncorrectable",
+    )
+    both = faults.describe(parse_codes("0x80e01801, 80E18402"))
+    assert both.codes == ("80E01801", "80E18402")
+    assert both.handling == "SeparateNPU"
+    assert faults.level_of["A2301001"] == "SeparateNPU"  # also under RestartBusiness there
+    quiet = faults.describe(parse_codes("80E21007"))
+    assert quiet.handling == "NotHandleFault"
+    assert quiet.meaning.startswith("80E21007: undocumented; NotHandleFault")
+    assert faults.describe(parse_codes("12345678")).handling == "unknown"
+    assert parse_codes("NA") == ()
+
+
+async def test_a_chip_not_ok_is_asked_for_its_fault_codes_each_poll(fake: FakeNpuSmi) -> None:
+    # the real 310B summary with its health turned to Warning
+    warning = recording("info_310b.txt").replace("| OK ", "| Warning ", 1)
+    assert warning != recording("info_310b.txt")
+    fake.garbage("info", warning)
+    fake.answer("info -t board -i 0 -c 0", "board_i0_c0_310b.txt")
+    fake.answer("info -t health -i 0 -c 0", "health_i0_c0_310b.txt")
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5)
+
+    sample = only(await source.collect())
+
+    assert sample.fields["health"] == "Warning"  # the summary's, not the detail's OK
+    assert sample.fields["healthy"] is False
+    assert sample.fields["health_error_codes"] == ""
+    assert fake.calls() == ["info", "info -t board -i 0 -c 0", "info -t health -i 0 -c 0"]
+
+    fake.garbage("info -t health -i 0 -c 0", "Error Code : busy\n")
+    sample = only(await source.collect())
+    assert "health_error_codes" not in sample.fields
+    assert sample.fields["power_w"] == 7.6  # the rest of the chip is kept
+    assert source.failures == {"output": 1}

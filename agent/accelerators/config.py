@@ -29,9 +29,12 @@ class AscendSettings(StrictModel):
     timeout_s: float = Field(default=10.0, gt=0)
     usages: bool = False  # `npu-smi info -t usages` per NPU per poll (memory bandwidth, AI CPU)
     # Once per details_interval_s, per NPU: `npu-smi info -t ecc` (HBM ECC counters) and
-    # `npu-smi info -t common` (the AI Core clock).
+    # `npu-smi info -t common` and `-t memory` (the AI Core and memory clocks).
     ecc: bool = False
     clocks: bool = False
+    # Each poll, each chip whose health is not OK: `npu-smi info -t health -i N -c C` for its
+    # fault codes and what they mean (agent/accelerators/ascend_faults.yaml).
+    faults: bool = True
     # hccn_tool's path (e.g. /usr/local/Ascend/driver/tools/hccn_tool): each chip's RoCE port
     # (link, speed, counters, optical power), four runs per chip, once per details_interval_s.
     hccn_tool: str | None = None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
+from agent.accelerators.ascend_faults import parse_codes, table
 from agent.accelerators.hccn import COMMANDS, PARSERS
 from agent.accelerators.jobs import JobFinder
 from agent.accelerators.tool_source import OutputError, Reading, ToolError, ToolRunner, ToolSource
@@ -44,6 +45,7 @@ DETAIL_KEYS: dict[str, tuple[str, ...]] = {
     "aicpu_util_pct": ("Aicpu Usage Rate(%)",),
     "vector_util_pct": ("Aivector Usage Rate(%)",),  # the Vector units (AI Core is the Cube's)
     "aicore_clock_mhz": ("Aicore curFreq(MHZ)",),  # now; "Aicore Freq(MHZ)" is the rated one
+    "mem_clock_mhz": ("Clock Speed(MHz)",),  # `-t memory`: the device memory's clock
     "ctrl_cpu_util_pct": ("Ctrlcpu Usage Rate(%)",),
     "power_w": ("NPU Real-time Power(W)",),
     "temp_c": ("Temperature(C)", "NPU Temperature(C)"),
@@ -78,7 +80,7 @@ DETAIL_TYPES: dict[str, tuple[str, ...]] = {
     "power": ("power_w",),
     "temp": ("temp_c",),
     "health": ("health",),
-    "memory": ("mem_total_bytes",),
+    "memory": ("mem_total_bytes", "mem_clock_mhz"),
     "common": ("aicore_clock_mhz",),
     "ecc": (
         "ecc_corrected_total",
@@ -315,6 +317,22 @@ def die_id(text: str, chip: int) -> str | None:
     return None
 
 
+def fault_fields(text: str, chip: int) -> dict[str, FieldValue]:
+    """`npu-smi info -t health -i N -c C`: the chip's fault codes (NA: none) and what Huawei's
+    table says about them."""
+    values = parse_key_values(text).of_chip(chip, alone=True)
+    if key("Error Code") not in values:
+        raise OutputError("prints no 'Error Code'")
+    fields: dict[str, FieldValue] = {}
+    codes = parse_codes(values[key("Error Code")])
+    faults = table().describe(codes)
+    fields["health_error_codes"] = ",".join(faults.codes)  # empty: none
+    if codes:
+        fields["health_fault_handling"] = faults.handling
+        fields["health_fault_meaning"] = faults.meaning
+    return fields
+
+
 # --- the source --------------------------------------------------------------------------------
 
 
@@ -328,7 +346,9 @@ class NpuSmiSource(ToolSource):
     At most once per `details_interval_s`: `ecc=True` runs `-t ecc -i N` (HBM ECC counters),
     `clocks=True` `-t common -i N` (the AI Core clock), and
     `hccn_tool` (its path) reads each chip's RoCE port (agent/accelerators/hccn.py); their
-    failures are counted with npu-smi's and cost only their fields."""
+    failures are counted with npu-smi's and cost only their fields. `clocks=True` also reads
+    `-t memory -i N` (the memory clock). `faults=True`: on every poll, each chip whose health
+    is not OK is asked `-t health -i N -c C` for its fault codes (ascend_faults.py)."""
 
     vendor = "huawei"
 
@@ -341,6 +361,7 @@ class NpuSmiSource(ToolSource):
         usages: bool = False,
         ecc: bool = False,
         clocks: bool = False,
+        faults: bool = True,
         hccn_tool: str | None = None,
         details_interval_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -350,6 +371,7 @@ class NpuSmiSource(ToolSource):
         self.usages = usages
         self.ecc = ecc
         self.clocks = clocks
+        self.faults = faults
         self.hccn = ToolRunner(hccn_tool, timeout_s) if hccn_tool else None
         if self.hccn is not None:
             self.hccn.failures = self.tool.failures  # one count of failed runs per source
@@ -374,6 +396,8 @@ class NpuSmiSource(ToolSource):
                     await self._identify(npu, chip.chip)
                 if details and self.hccn is not None:
                     await self._network(self.hccn, chip)
+                if self.faults and chip.fields.get("health") != "OK":
+                    await self._faults(chip)
         return [self._reading(chip, several=len(by_npu[chip.npu]) > 1) for chip in chips]
 
     def _details_due(self) -> bool:
@@ -399,7 +423,8 @@ class NpuSmiSource(ToolSource):
     def _detail_types(self, npu: int, members: Iterable[ChipSummary], details: bool) -> list[str]:
         kinds = ["usages"] if self.usages else []
         if details:
-            kinds += [kind for kind, on in (("ecc", self.ecc), ("common", self.clocks)) if on]
+            periodic = (("ecc", self.ecc), ("common", self.clocks), ("memory", self.clocks))
+            kinds += [kind for kind, on in periodic if on]
         for name in sorted({name for chip in members for name in chip.missing}):
             for kind, offers in DETAIL_TYPES.items():
                 if name in offers and (npu, kind) not in self.unsupported:
@@ -434,6 +459,17 @@ class NpuSmiSource(ToolSource):
                 fills_gap = name in chip.missing or name not in SUMMARY_FIELDS
                 if name in offers and fills_gap and value is not None:
                     chip.fields.setdefault(name, value)
+
+    async def _faults(self, chip: ChipSummary) -> None:
+        args = ("info", "-t", "health", "-i", str(chip.npu), "-c", str(chip.chip))
+        command = self.tool.command(args)
+        try:
+            found = await self.tool.read(partial(fault_fields, chip=chip.chip), *args)
+        except ToolError as exc:
+            self.warn(command, str(exc))
+            return
+        self.recovered(command)
+        chip.fields.update(found)
 
     async def _identify(self, npu: int, chip: int) -> None:
         args = ("info", "-t", "board", "-i", str(npu), "-c", str(chip))

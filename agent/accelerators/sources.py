@@ -153,6 +153,7 @@ class Accelerators:
                 usages=settings.ascend.usages,
                 ecc=settings.ascend.ecc,
                 clocks=settings.ascend.clocks,
+                faults=settings.ascend.faults,
                 hccn_tool=settings.ascend.hccn_tool,
                 details_interval_s=settings.ascend.details_interval_s,
                 jobs=self.jobs,
