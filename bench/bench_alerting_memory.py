@@ -23,6 +23,7 @@ round (one round = one poll of every device, 30 s apart) and never keeps them:
   Evaluator with the default rules (configs/alert-rules.yaml) sees two rounds; its growth is
   read as RSS over the baseline process's, and as tracemalloc's bytes still allocated (a second
   child, since tracing slows everything); per series = that over the series the evaluator holds.
+  The ref's evaluator is traced only with --trace-ref (slow at its size).
   Then a third round is timed: evaluator CPU per line offered over check_lines' CPU per line on
   the same lines (the collector runs both on every line), best of that child's 3 passes.
 
@@ -259,7 +260,9 @@ def run_child(args: argparse.Namespace, variant: str, trace: bool, templates: Pa
     if trace:
         command.append("--trace")
     out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    result = json.loads(out.strip().splitlines()[-1])
+    print(f"  {variant}{' traced' if trace else ''}: {json.dumps(result)}", flush=True)
+    return result
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -272,6 +275,9 @@ def main() -> None:
     parser.add_argument("--cards", type=int, default=70_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare-ref", default="", help="a git ref whose evaluator to compare")
+    parser.add_argument(
+        "--trace-ref", action="store_true", help="tracemalloc the ref's evaluator too (slow)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--templates", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
@@ -283,10 +289,11 @@ def main() -> None:
         templates = Path(tmp) / "templates.json"
         capture(templates)
         counts = {k: len(v) for k, v in json.loads(templates.read_text()).items()}
-        print(f"lines per device and round (with its health sample): {counts}")
+        print(f"lines per device and round (with its health sample): {counts}", flush=True)
         variants = ["current", *([args.compare_ref] if args.compare_ref else [])]
         results: dict[str, list[Any]] = {v: [] for v in ["none", *variants]}
-        traced: dict[str, list[Any]] = {v: [] for v in ["none", *variants]}
+        traced_variants = ["none", *(variants if args.trace_ref else variants[:1])]
+        traced: dict[str, list[Any]] = {v: [] for v in traced_variants}
         for _ in range(args.runs):
             for variant in results:
                 results[variant].append(run_child(args, variant, False, templates))
@@ -300,17 +307,25 @@ def main() -> None:
         " (min/median/max)"
     )
     for variant in variants:
-        runs, traces = results[variant], traced[variant]
+        runs = results[variant]
         series = runs[0]["series"]
         grown = [r["rss"] - b["rss"] for r, b in zip(runs, base, strict=True)]
-        held = [t["traced"] - b["traced"] for t, b in zip(traces, traced["none"], strict=True)]
         ratio = [r["observe_us"] / r["check_us"] for r in runs]
+        held = [
+            t["traced"] - b["traced"]
+            for t, b in zip(traced.get(variant, []), traced["none"], strict=False)
+        ]
+        traced_text = (
+            f"tracemalloc {spread([h / mib for h in held], '.0f')} MiB,"
+            f" {spread([h / series for h in held], '.0f')} B/series"
+            if held
+            else "not traced (--trace-ref)"
+        )
         print(
             f"{variant:>12}: {series:,} series, {runs[0]['alerts']} alerts;"
             f" RSS over baseline {spread([g / mib for g in grown], '.0f')} MiB"
             f" (x{spread([r['rss'] / b['rss'] for r, b in zip(runs, base, strict=True)], '.2f')}"
-            f" of the baseline's RSS); tracemalloc {spread([h / mib for h in held], '.0f')} MiB,"
-            f" {spread([h / series for h in held], '.0f')} B/series;"
+            f" of the baseline's RSS); {traced_text};"
             f" evaluator/check_lines CPU per line {spread(ratio, '.3f')}"
             f" ({spread([r['observe_us'] for r in runs], '.2f')} µs vs"
             f" {spread([r['check_us'] for r in runs], '.2f')} µs)"

@@ -8,6 +8,13 @@ time rates. `tick` (every second) promotes pending alerts whose `for` has passed
 events and `keep_firing_for` holds, ends threshold alerts whose series went stale
 (staleness.py), and finds what fell silent.
 
+Per series only what the rules need from one sample to the next is kept, about 600 bytes
+with the cached head (bench/bench_alerting_memory.py): its plan (the rules that select it and
+the fields they read, one object shared by all such series), each rule's alert fingerprint,
+ratings and absence keys (shared), the newest sample's time and the interval. Tags are read
+again from the head when an alert opens; a series that no rule selects is one shared empty
+series.
+
 Samples older than `max_age_s` (a spool replayed after an outage) are not evaluated: the
 present state arrives with the live samples beside them, and paging for an hour-old
 condition that has since cleared helps no one.

@@ -2,11 +2,12 @@
 
 The collector takes ~300k lines/s; the alert evaluator reads only the lines of measurements its
 rules name, and of those only the tags (once per series: the head repeats every poll) and the
-fields the rules compare. A valid line without backslash escapes splits at its first space
-(head), and at its last space when the tail is a number (timestamp); lines with escapes go
-through the full parser, and so do field sections with escapes; a head with escaped
-spaces (an NVIDIA card's `model=NVIDIA\\ H100\\ 80GB\\ HBM3`) is found by `head_end` and its
-tags read by the full parser once per series.
+fields the rules compare. A valid line splits at its first space that no backslash escapes
+(head), and at its last space when the tail is a number (timestamp). A head is read once per
+series, and again when an alert opens on it (the evaluator keeps no tags): by splitting when
+it has no escapes, by the full parser when it has (every NVIDIA card's
+`model=NVIDIA\\ H100\\ 80GB\\ HBM3`). A field section with escapes goes through the full
+parser every time (rare).
 """
 
 from __future__ import annotations
