@@ -5,6 +5,7 @@ number) is a named, counted failure that costs only what it must."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,7 @@ async def test_mx_smi_four_mxc500(
 def test_every_builtin_definition_loads_and_has_a_capture(name: str) -> None:
     definition = load_definition(BUILTIN / f"{name}.yaml")
     program = definition.command[0]
-    assert any(DATA.glob(f"{program.replace('-', '_')}_*.txt")), f"no capture of {program}"
+    assert any(DATA.glob(f"{program.replace('-', '_')}_*")), f"no capture of {program}"
 
 
 # --- bad output --------------------------------------------------------------------------------
@@ -233,3 +234,144 @@ async def test_the_process_table_gives_each_gpu_its_slurm_job(
     jobs = {index: card.fields["job"] for index, card in cards.items()}
     # GPUs 2 and 3: their processes have no /proc entry here, so no job
     assert jobs == {"0": "slurm:840392", "1": "slurm:280678", "2": "", "3": ""}
+
+
+# --- the csv, keyvalue and json layouts --------------------------------------------------------
+
+
+async def test_rocm_smi_json_of_a_hygon_dcu(tool: FakeTool) -> None:
+    tool.prints("rocm_smi_hygon_dcu.json")
+    hygon = source("hygon_rocm_smi")
+
+    cards = by_index(await hygon.collect())
+
+    # "card0": {"Average Graphics Package Power (W)": "80.0", ... "vram Total Used ...": "2"}
+    assert list(cards) == ["0"]
+    assert dict(cards["0"].fields) == {
+        "power_w": 80.0,
+        "temp_c": 41.0,
+        "mem_temp_c": 44.0,
+        "util_pct": 0.0,
+        "mem_total_bytes": 65520 * MIB,
+        "mem_used_bytes": 2 * MIB,
+    }
+    assert (cards["0"].tags["model"], cards["0"].tags["uuid"]) == ("DCU xxxx", "7100fa8866904061")
+    assert parse_line(encode(cards["0"])) == cards["0"]
+    assert not hygon.failures
+
+
+async def test_json_cut_short_keeps_the_whole_cards(tool: FakeTool) -> None:
+    text = (DATA / "rocm_smi_hygon_dcu.json").read_text()
+    card = text[text.index("{", 1) : text.rindex("}", 0, text.rindex("}")) + 1]
+    # two cards: the real one, and a copy of it as card1, cut inside card1
+    two = f'{{\n  "card0": {card},\n  "card1": {card}\n}}\n'
+    hygon = source("hygon_rocm_smi")
+    tool.prints_text(two)
+    assert list(by_index(await hygon.collect())) == ["0", "1"]
+
+    tool.prints_text(two[: two.index('"Serial Number"', two.index('"card1"'))])
+    cards = by_index(await hygon.collect())
+
+    assert list(cards) == ["0"]
+    assert cards["0"].fields["power_w"] == 80.0
+    assert hygon.failures == {"truncated": 1, "card_missing": 1}
+
+    tool.prints("hy_smi_k100ai_x4.txt")  # another layout
+    with pytest.raises(ToolError, match="not a JSON object or array"):
+        await hygon.collect()
+    assert hygon.failures["output"] == 1
+
+
+def site_definition(tmp_path: Path, text: str) -> VendorToolSource:
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    return VendorToolSource(TAGS, load_definition(path), FAKE, timeout_s=5)
+
+
+XPU_SMI_DUMP = """
+vendor: intel
+command: [xpu-smi, dump, -d, "0", -m, "0,1,2,3"]
+format: csv
+header: Timestamp
+index: DeviceId
+model: {value: Intel Data Center GPU Flex 170}
+fields:
+  util_pct: {column: GPU Utilization (%), unit: "%"}
+  power_w: {column: GPU Power (W), unit: W}
+  sm_clock_mhz: {column: GPU Frequency (MHz), unit: MHz}
+  temp_c: {column: GPU Core Temperature (Celsius Degree), unit: C}
+"""
+
+
+async def test_a_site_definition_reads_a_csv_dump(tool: FakeTool, tmp_path: Path) -> None:
+    tool.prints("xpu_smi_dump_flex170.csv")
+    intel = site_definition(tmp_path, XPU_SMI_DUMP)
+
+    cards = by_index(await intel.collect())
+
+    # 18:38:55.000,    0,     , 43.70, 2050,   (the last row of card 0 wins; empty: no field)
+    assert list(cards) == ["0"]
+    assert dict(cards["0"].fields) == {"power_w": 43.70, "sm_clock_mhz": 2050.0}
+    assert not intel.failures
+
+
+async def test_csv_cut_short_and_another_layout(tool: FakeTool, tmp_path: Path) -> None:
+    text = (DATA / "xpu_smi_dump_flex170.csv").read_text()
+    intel = site_definition(tmp_path, XPU_SMI_DUMP)
+    tool.prints_text(text[: text.index(" 43.70")])  # the last row stops mid-way
+
+    cards = by_index(await intel.collect())
+
+    assert cards["0"].fields["power_w"] == 43.72  # the row before the cut
+    assert intel.failures == {"truncated": 1}
+
+    tool.prints_text(text.replace("    0,     , 43.74", "    0, 43.74"))  # a row missing a cell
+    await intel.collect()
+    assert intel.failures == {"truncated": 1, "card": 1}
+
+    tool.prints("mx_smi_mxc500_x4.txt")
+    with pytest.raises(ToolError, match="no CSV header line starting with 'Timestamp'"):
+        await intel.collect()
+
+
+NPU_SMI_COMMON = """
+vendor: huawei
+command: [npu-smi, info, -t, common, -i, "1"]
+format: keyvalue
+header: Chip ID
+index: Chip ID
+model: {value: Ascend 910B1}
+fields:
+  util_pct: {column: Aicore Usage Rate(%), unit: "%"}
+  aicore_clock_mhz: {column: Aicore curFreq(MHZ), unit: MHz}
+  temp_c: {column: Temperature(C), unit: C}
+  power_w: {column: NPU Real-time Power(W), unit: W}
+"""
+
+
+async def test_a_site_definition_reads_key_value_blocks(tool: FakeTool, tmp_path: Path) -> None:
+    # the real `npu-smi info -t common -i 1` of a 910B1 (tests/data/npu_smi/SOURCES)
+    text = (Path(__file__).parent / "data" / "npu_smi" / "common_i1_910b1.txt").read_text()
+    tool.prints_text(text)
+    npu = site_definition(tmp_path, NPU_SMI_COMMON)
+
+    cards = by_index(await npu.collect())
+
+    # Chip ID : 0 ... Temperature(C) : 46, NPU Real-time Power(W) : 93.4; the MCU block's
+    # Temperature(C) : 38 is outside the card
+    assert dict(cards["0"].fields) == {
+        "util_pct": 0.0,
+        "aicore_clock_mhz": 800.0,
+        "temp_c": 46.0,
+        "power_w": 93.4,
+    }
+    assert not npu.failures
+
+    tool.prints_text(text[: text.index("        Temperature(C)                 : 46")])
+    cards = by_index(await npu.collect())
+    assert dict(cards["0"].fields) == {"util_pct": 0.0, "aicore_clock_mhz": 800.0}
+    assert npu.failures == {"card": 2}  # no Temperature(C), no NPU Real-time Power(W)
+
+    tool.prints("mx_smi_mxc500_x4.txt")
+    with pytest.raises(ToolError, match=re.escape("no 'Chip ID : ...' line")):
+        await npu.collect()

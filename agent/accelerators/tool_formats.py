@@ -3,6 +3,12 @@
 `table`: a header line of column names over one whitespace-separated line per card (hy-smi).
 `boxed`: an nvidia-smi-like box, each card a group of `| a | b | c |` lines between borders, the
 column names in a header group of the same shape (mx-smi, xpu-smi, efsmi, ...).
+`csv`: a comma-separated header line (its first column named `header`) over one row per card.
+`keyvalue`: `key : value` lines; each card starts at a line whose key is `header` and ends at a
+blank line or the next card (npu-smi's and nvidia-smi -q's style). A key printed twice in one
+card keeps its first value.
+`json`: an object of card objects (the key becomes the column `header`: rocm-smi --json) or an
+array of card objects; nested objects are flattened with "." between the keys.
 
 A layout the definition does not describe (no header with the named first column: another
 version's output, or not the tool's at all) raises OutputError for the whole output. A line of
@@ -12,6 +18,8 @@ card never costs the rest; so is output that stops before its end line (truncate
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,6 +157,118 @@ def _groups(lines: list[str]) -> list[list[tuple[int, list[str]]]]:
     return groups
 
 
+def parse_csv(text: str, header: str, end: str | None) -> Parsed:
+    """A header row whose first cell is `header`, then one row per card until a blank line or
+    `end`. Cells are stripped (tools pad them after the comma)."""
+    lines = text.splitlines()
+    rows = [[cell.strip() for cell in row] for row in csv.reader(lines)]
+    start = next((i for i, row in enumerate(rows) if row[:1] == [header]), None)
+    if start is None:
+        raise OutputError(f"no CSV header line starting with {header!r}")
+    names = rows[start]
+    records: list[Record] = []
+    problems: list[CardProblem] = []
+    finished = end is None
+    for number, row in enumerate(rows[start + 1 :], start + 2):
+        if not any(row) or (end is not None and end in lines[number - 1]):
+            finished = True
+            break
+        if len(row) != len(names):
+            last = number == len(lines) and not text.endswith("\n")
+            kind = "truncated" if last else "card"
+            problems.append(
+                CardProblem(kind, f"line {number}: {len(row)} values under {len(names)} columns")
+            )
+            continue
+        records.append(Record(number, dict(zip(names, row, strict=True))))
+    if not finished:
+        problems.append(CardProblem("truncated", f"output ends before {end!r}"))
+    return Parsed(records, problems)
+
+
+def parse_keyvalue(text: str, header: str, end: str | None) -> Parsed:
+    """Cards as runs of `key : value` lines, each starting at the key `header`."""
+    records: list[Record] = []
+    current: Record | None = None
+    finished = end is None
+    for number, line in enumerate(text.splitlines(), 1):
+        if end is not None and end in line:
+            finished = True
+            break
+        key, colon, value = line.partition(":")
+        if not colon or not key.strip():
+            if not line.strip():
+                current = None  # a blank line ends the card
+            continue  # headings and the like
+        if key.strip() == header:
+            current = Record(number, {})
+            records.append(current)
+        if current is not None:
+            current.values.setdefault(key.strip(), value.strip())
+    if not records:
+        raise OutputError(f"no '{header} : ...' line")
+    problems = [] if finished else [CardProblem("truncated", f"output ends before {end!r}")]
+    return Parsed(records, problems)
+
+
+def parse_json(text: str, header: str, end: str | None) -> Parsed:
+    """An object of card objects, or an array of them. Output cut short keeps the cards that
+    were whole before the cut; a card that is not an object is a card problem."""
+    decoder = json.JSONDecoder()
+    start = len(text) - len(text.lstrip())
+    if text[start : start + 1] not in ("{", "["):
+        raise OutputError("not a JSON object or array")
+    keyed = text[start] == "{"
+    closing = "}" if keyed else "]"
+    records: list[Record] = []
+    problems: list[CardProblem] = []
+    position = _skip(text, start + 1)
+    while text[position : position + 1] != closing:
+        line = text.count("\n", 0, position) + 1
+        try:
+            name = None
+            if keyed:
+                name, position = decoder.raw_decode(text, position)
+                position = _skip(text, position)
+                if text[position : position + 1] != ":":
+                    raise ValueError("no ':' after a key")
+                position = _skip(text, position + 1)
+            card, position = decoder.raw_decode(text, position)
+        except ValueError:
+            problems.append(CardProblem("truncated", f"line {line}: the JSON stops in a card"))
+            return Parsed(records, problems)
+        if isinstance(card, dict):
+            values = _flatten(card)
+            if name is not None:
+                values[header] = str(name)
+            records.append(Record(line, values))
+        else:
+            problems.append(CardProblem("card", f"line {line}: {card!r:.40} is not an object"))
+        position = _skip(text, position)
+        if text[position : position + 1] == ",":
+            position = _skip(text, position + 1)
+        elif text[position : position + 1] != closing:
+            problems.append(CardProblem("truncated", f"line {line}: the JSON stops after a card"))
+            break
+    return Parsed(records, problems)
+
+
+def _skip(text: str, position: int) -> int:
+    while position < len(text) and text[position].isspace():
+        position += 1
+    return position
+
+
+def _flatten(card: dict[str, object], prefix: str = "") -> dict[str, str]:
+    values: dict[str, str] = {}
+    for key, value in card.items():
+        if isinstance(value, dict):
+            values.update(_flatten(value, f"{prefix}{key}."))
+        elif value is not None and not isinstance(value, list):
+            values[f"{prefix}{key}"] = str(value)
+    return values
+
+
 class Parser(Protocol):
     def __call__(self, text: str, header: str, end: str | None) -> Parsed: ...
 
@@ -172,4 +292,7 @@ def parse_processes(text: str, after: str, card: int, pid: int) -> dict[str, lis
 FORMATS: dict[str, Parser] = {
     "table": parse_table,
     "boxed": parse_boxed,
+    "csv": parse_csv,
+    "keyvalue": parse_keyvalue,
+    "json": parse_json,
 }

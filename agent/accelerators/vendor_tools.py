@@ -6,7 +6,7 @@ the `accelerator` measurement (telemetry/schema.yaml), with the unit the tool pr
 
     vendor: hygon
     command: [hy-smi]
-    format: table            # or boxed
+    format: table            # boxed, csv, keyvalue, json (tool_formats.py)
     header: DCU              # the first column's name: finds the header
     end: End of SMI Log      # the last line; output without it is truncated
     index: DCU
@@ -97,10 +97,11 @@ class VendorTool(StrictModel):
     vendor: str = Field(min_length=1)
     description: str = ""
     command: list[str] = Field(min_length=1)
-    format: Literal["table", "boxed"]
+    format: Literal["table", "boxed", "csv", "keyvalue", "json"]
     header: str = Field(min_length=1)
     end: str | None = None
     index: str = Field(min_length=1)
+    index_prefix: str = ""  # taken off the index where printed: rocm-smi's "card0" is card 0
     model: Identity
     uuid: str | None = None  # a column holding a stable identity (serial, UUID)
     processes: ProcessTable | None = None
@@ -162,7 +163,9 @@ class VendorToolSource(ToolSource):
         command = self.tool.command(tuple(tool.command[1:]))
         for problem in parsed.problems:
             self._failed(problem.kind, f"{command}: {problem.message}")
-        readings = [r for r in (self._reading(record, command) for record in parsed.records) if r]
+        found = (self._reading(record, command) for record in parsed.records)
+        # one reading per card: a tool printing a card twice (a dump's rows) gives its last
+        readings = list({r.index: r for r in found if r}.values())
         if tool.processes is not None and self.jobs is not None:
             table = tool.processes
             pids = parse_processes(self._last_text, table.after, table.card, table.pid)
@@ -184,7 +187,7 @@ class VendorToolSource(ToolSource):
 
     def _reading(self, record: Record, command: str) -> Reading | None:
         tool = self.definition
-        index = record.values.get(tool.index, "")
+        index = record.values.get(tool.index, "").removeprefix(tool.index_prefix)
         if index in NOT_AVAILABLE:
             self._failed("card", f"{command}: line {record.line}: no {tool.index!r} value")
             return None
