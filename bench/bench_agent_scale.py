@@ -56,6 +56,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -89,6 +90,12 @@ T = TypeVar("T")
 def stat_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runqueue_wait_s() -> float:
+    """How long this process's main thread (the event loop) has waited, runnable, for a CPU:
+    the time other processes on its core took from it (/proc/self/schedstat)."""
+    return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
 
 
 def status_mib(key: str) -> float:
@@ -304,7 +311,7 @@ async def rss_phase(
 
     async def body() -> None:
         for n in range(1, args.rss_rounds + 1):
-            if not await wait_for_rounds(agent, n, n * interval_s + 60):
+            if not await wait_for_rounds(agent, n, n * interval_s + args.warmup_limit):
                 rounds.append((n, status_mib("VmRSS"), totals(agent)))
                 found["note"] = f"not every device finished poll {n} in time"
                 return
@@ -333,13 +340,14 @@ async def scale_phase(
         found["warmed_up"] = await wait_for_rounds(agent, 1, args.warmup_limit)
         await asyncio.sleep(max(0.0, args.interval + args.jitter + 1 - time.monotonic() + started))
         found["warmup_s"] = time.monotonic() - started
-        before, cpu0 = totals(agent), time.process_time()
+        before, cpu0, waited0 = totals(agent), time.process_time(), runqueue_wait_s()
         sim0 = sum(stat_cpu_seconds(sim.process.pid) for sim in sims)
         mqtt0, wall0 = stat_cpu_seconds(mqtt.process.pid), time.perf_counter()
         await asyncio.sleep(args.duration)
         after, cpu1 = totals(agent), time.process_time()
         found["window_s"] = time.perf_counter() - wall0
         found["cpu_s"] = cpu1 - cpu0
+        found["runqueue_wait_s"] = runqueue_wait_s() - waited0
         found["snmpsim_cpu_s"] = sum(stat_cpu_seconds(sim.process.pid) for sim in sims) - sim0
         found["mosquitto_cpu_s"] = stat_cpu_seconds(mqtt.process.pid) - mqtt0
         found["window"] = Totals(
@@ -360,6 +368,7 @@ async def scale_phase(
     found["encode_errors"] = agent.encode_errors
     found["unrouted_publishes"] = agent.publisher.stats.unrouted_publishes
     found["backpressure_waits"] = agent.publisher.stats.backpressure_waits
+    found["failures"] = sum((p.stats.failures for p in agent.pollers.values()), Counter())
     found["overflow_lines"] = agent.publisher.stats.overflow_lines
     found["published_batches"] = agent.publisher.stats.published_batches
     found["rss_mib"] = status_mib("VmRSS")
@@ -560,6 +569,10 @@ def report_scale(args: argparse.Namespace, cal: Calibration, scale: dict[str, An
             f"{window.ok} / {window.failed} / {window.overruns}",
         ),
         ("polls/s in the window", f"{window.ok / scale['window_s']:.1f}"),
+        (
+            "agent runnable but waiting for its CPU (others' load), share of the window",
+            f"{scale['runqueue_wait_s'] / scale['window_s']:.2f}",
+        ),
         ("agent CPU in the window", f"{scale['cpu_s']:.2f} s"),
         ("**agent CPU per 1,000 polls**", f"**{cpu_per_poll * 1000:.2f} s**"),
         ("agent CPU per poll", f"{cpu_per_poll * 1e3:.2f} ms"),
@@ -597,7 +610,8 @@ def report_scale(args: argparse.Namespace, cal: Calibration, scale: dict[str, An
         print(f"| {name} | {value} |")
     problems = []
     if final.failed:
-        problems.append(f"{final.failed} failed polls ({window.failed} in the window)")
+        reasons = ", ".join(f"{n} {reason}" for reason, n in scale["failures"].most_common())
+        problems.append(f"{final.failed} failed polls ({window.failed} in the window; {reasons})")
     if not scale["warmed_up"]:
         problems.append("not every device finished its first poll")
     if scale["dropped_lines"]:
