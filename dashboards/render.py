@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from matplotlib.axes import Axes
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
@@ -31,7 +32,7 @@ from collector.config import InfluxSettings
 from dashboards.build import OUT
 from dashboards.demodata import DATABASE, filled_by_demo
 from dashboards.macros import interpolate, variables_used
-from dashboards.synthetic import Layout, Windows, generate, opening_values
+from dashboards.synthetic import Layout, Windows, generate, opening_values, write_latest
 from rackwatch import localservices
 from rackwatch.localservices import Running
 
@@ -62,6 +63,21 @@ class Series:
 Picked = dict[str, list[str] | None]
 
 
+def _query(influx: Running, query: str) -> list[dict[str, Any]]:
+    """A panel query's series; a hub-sized one may take longer than localservices waits."""
+    answer = httpx.get(
+        f"{influx.url()}/query",
+        params={"db": DATABASE, "q": query, "epoch": "ns"},
+        timeout=600,
+        trust_env=False,
+    )
+    body = answer.json()
+    results = body.get("results") or [{}]
+    if answer.status_code != 200 or "error" in body or "error" in results[0]:
+        raise localservices.ServiceError(f"{query}: {answer.text[:300]}")
+    return list(results[0].get("series", []))
+
+
 def fetch(
     influx: Running, target: dict[str, Any], time_range: str, picked: Picked | None = None
 ) -> list[Series]:
@@ -69,7 +85,7 @@ def fetch(
     variables = {name: (picked or {}).get(name) for name in used}
     query = interpolate(target["query"], variables, time_range=time_range)
     out = []
-    for one in localservices.influx_query(influx, DATABASE, query):
+    for one in _query(influx, query):
         columns, rows = one.get("columns"), one.get("values")
         tags = one.get("tags") or {}
         assert isinstance(columns, list)
@@ -123,6 +139,8 @@ BYTE_PREFIXES = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 def fmt(value: float, unit: str) -> str:
     """A value as Grafana shows it in `unit` (the units the dashboards use)."""
     if unit == "watt":
+        if abs(value) >= 1e6:
+            return f"{value / 1e6:.2f} MW"
         return f"{value / 1000:.2f} kW" if abs(value) >= 1000 else f"{value:.0f} W"
     if unit == "bytes":  # Grafana's IEC bytes
         power = 0
@@ -309,7 +327,7 @@ def render_view(influx: Running, name: str, time_range: str, out: Path) -> bool:
             fig.text(
                 0.01,
                 top - scale / 2,
-                panel["title"],
+                re.sub(r"\$(\w+)", lambda m: _shown(picked, m[1]), panel["title"]),
                 color=TEXT,
                 fontsize=11,
                 va="center",
@@ -399,6 +417,7 @@ def synthetic_site(workdir: Path, views: Sequence[str]) -> Iterator[Running]:
         print("writing the synthetic hub of 20,000 racks ...", flush=True)
         written = generate(settings, measurements, Layout(), windows)
         print(f"{written.total():,} points in {written.seconds:.0f} s", flush=True)
+        write_latest(settings, measurements)  # what shows "now" is minutes old by now
         yield influx
     finally:
         localservices.stop(influx)

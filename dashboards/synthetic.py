@@ -109,16 +109,29 @@ class Written:
 # --- roll-ups -------------------------------------------------------------------------------
 
 
+def _hash(*values: float) -> float:
+    """A repeatable pseudo-random number in [0, 1) for these values."""
+    x = math.sin(sum(v * k for v, k in zip(values, (12.9898, 78.233, 37.719), strict=False)))
+    return (x * 43758.5453) % 1.0
+
+
+def _base(rack: int) -> float:
+    return 0.25 + 0.55 * _hash(rack) ** 1.5  # 25-80 %, most racks in the lower half
+
+
 def _load(rack: int, t: int) -> float:
-    """A rack's share of its capacity at t: its own level, a daily swing, a little noise."""
-    base = 0.25 + 0.55 * ((rack * 7919) % 1000) / 1000  # 25-80 %
-    day = 0.08 * math.sin(2 * math.pi * (t / 86400 + (rack % 97) / 97))
-    noise = 0.02 * (((rack * 2654435761 + t * 40503) >> 7) % 1000) / 1000
-    return min(0.97, base + day + noise)
+    """A rack's share of its capacity at t: its own level (a few racks near their limit), a
+    daily swing, a slower job-driven swing and a little noise."""
+    base = _base(rack)
+    day = 0.08 * math.sin(2 * math.pi * (t / 86400 + _hash(rack, 1)))
+    jobs = 0.05 * math.sin(2 * math.pi * (t / (1800 + 3600 * _hash(rack, 2)) + _hash(rack, 3)))
+    noise = 0.015 * _hash(rack, t)
+    return min(0.97, base + day + jobs + noise)
 
 
 def _peak(rack: int) -> float:
-    return min(0.97, _load(rack, 0) + 0.1) * FEED_DERATED_W
+    """Above any load of the rack (the swings add at most 0.145 to its base)."""
+    return min(0.99, _base(rack) + 0.15) * FEED_DERATED_W
 
 
 def _text(value: FieldValue) -> str:
@@ -172,7 +185,8 @@ class Rollups:
         """Fields of feed A, feed B and the rack, as collector/rollup.py computes them from
         one PDU per feed and four accelerator hosts (tests/test_dashboards_scale.py)."""
         feed_a, feed_b, power, accelerators = _power(i, t)
-        voltage = round(230.0 + ((i + t // 10) % 7 - 3) * 0.4, 1)  # line to neutral
+        swing = 1.5 * math.sin(2 * math.pi * t / 5400 + i % 40) + 0.6 * _hash(i, t, 1)
+        voltage = round(230.0 + swing, 1)  # line to neutral
         deviation = 100.0 * (voltage - NOMINAL_V) / NOMINAL_V
         feeds: list[Fields] = [
             {
@@ -496,12 +510,18 @@ class Writer:
     def _post(self, policy: str, body: bytes) -> int:
         compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
         gzipped = compressor.compress(body) + compressor.flush()
-        response = self.client.post(
-            self.influx.url.rstrip("/") + "/write",
-            params={"db": self.influx.database, "rp": policy, "precision": "ns"},
-            content=gzipped,
-            headers={"Content-Encoding": "gzip"},
-        )
+        for attempt in range(5):
+            response = self.client.post(
+                self.influx.url.rstrip("/") + "/write",
+                params={"db": self.influx.database, "rp": policy, "precision": "ns"},
+                content=gzipped,
+                headers={"Content-Encoding": "gzip"},
+            )
+            # A busy InfluxDB answers "timeout" past its write-timeout (10 s) and may have
+            # stored part of the batch: sent again, each point lands once (same series, time).
+            if response.status_code != 500 or "timeout" not in response.text:
+                break
+            time.sleep(1 + attempt)
         if response.status_code != 204:
             raise RuntimeError(f"InfluxDB refused a {policy} batch: {response.text[:300]}")
         return len(gzipped)
