@@ -16,6 +16,12 @@ it does; the mean poll at the default intervals is reported beside it.
 `--calls` also writes each NVML call of a first poll with what it answered (value or NVML error
 name) and its mean time in microseconds: a capture from real hardware, and the cost of each call.
 
+A third poll reads the profiling counters every poll (`profiling_interval_s` 0: GPM, encoder and
+decoder use, NVLink bytes; agent/accelerators/nvml_profiling.py), reported as a ratio to the
+usual poll. `--profiling FILE` writes those calls' real answers (GPM support, the GPM metrics
+between two samples 1 s apart, encoder/decoder use, NVLink byte counters) and each one's mean
+cost, in the `--calls` format, for tests/data/nvml/.
+
 The agent's poll is measured as the agent runs it: `await NvmlSource.collect()` on the agent's
 event loop (uvloop where installed), the NVML calls in a worker thread; wall-clock time and the
 process's CPU time (all threads) both. Slow calls (PCIe throughput, process list) are off, as by
@@ -42,6 +48,13 @@ from typing import Any
 import pynvml
 
 from agent.accelerators.nvml import Nvml, NvmlSource, NvmlUnavailable
+from agent.accelerators.nvml_profiling import (
+    ALL_LINKS,
+    CODEC_CALLS,
+    GPM_METRICS,
+    NVLINK_THROUGHPUT,
+    metrics_request,
+)
 from rackwatch.cli import run_async
 
 # nvidia-smi's names for the readings the agent's fast poll takes (identity included, as the
@@ -186,20 +199,32 @@ def smi_runs(smi: str, fields: list[str], runs: int) -> float:
 POLL_S, ENERGY_S = 10.0, 60.0  # the agent's default intervals (agent/accelerators/config.py)
 
 
-def measure(nvml: Nvml, energy_interval_s: float, polls: int) -> tuple[Calls, dict[str, Any]]:
+def measure(
+    nvml: Nvml, energy_interval_s: float, polls: int, profiling_interval_s: float | None = None
+) -> tuple[Calls, dict[str, Any]]:
     """A source that reads the energy counter every `energy_interval_s`: the calls of its first
     poll and of a steady one (through a Recorder), then, with a second source on the bare NVML,
     that steady poll made `polls` times three ways: the raw calls alone, the agent's poll in this
     thread (its own code's cost), and the agent's poll as it runs (the worker-thread hop too)."""
     recorder = Recorder(nvml)
-    recorded = NvmlSource({"host": "bench"}, nvml=recorder, energy_interval_s=energy_interval_s)
+    recorded = NvmlSource(
+        {"host": "bench"},
+        nvml=recorder,
+        energy_interval_s=energy_interval_s,
+        profiling_interval_s=profiling_interval_s,
+    )
     asyncio.run(recorded.collect())  # starts NVML, learns what each GPU supports
     first_calls, recorder.calls = recorder.calls, []
     asyncio.run(recorded.collect())
     recorder.recording = False
     calls = recorder.calls
     gpus = recorded.gpus
-    source = NvmlSource({"host": "bench"}, nvml=nvml, energy_interval_s=energy_interval_s)
+    source = NvmlSource(
+        {"host": "bench"},
+        nvml=nvml,
+        energy_interval_s=energy_interval_s,
+        profiling_interval_s=profiling_interval_s,
+    )
     asyncio.run(source.collect())
     raw_once(calls)
     started, cpu = time.perf_counter(), time.process_time()
@@ -233,6 +258,68 @@ def measure(nvml: Nvml, energy_interval_s: float, polls: int) -> tuple[Calls, di
     )
 
 
+def timed_us(function: Callable[..., Any], *args: Any, loops: int = 20) -> float:
+    started = time.perf_counter()
+    for _ in range(loops):
+        with contextlib.suppress(pynvml.NVMLError):
+            function(*args)
+    return round((time.perf_counter() - started) / loops * 1e6, 2)
+
+
+def profiling_answers(nvml: Nvml, gpus: int) -> list[dict[str, Any]]:
+    """The profiling calls' real answers and mean cost per GPU, as `--calls` writes calls."""
+    captured: list[dict[str, Any]] = []
+
+    def entry(call: str, args: list[Any], answer: Any, cost_us: float) -> None:
+        captured.append({"call": call, "args": args, **answer, "mean_us": cost_us})
+
+    def answered(function: Callable[..., Any], *args: Any) -> dict[str, Any]:
+        try:
+            return {"answer": plain(function(*args), {})}
+        except pynvml.NVMLError as exc:
+            return {"error": type(exc).__name__}
+
+    for index in range(gpus):
+        gpu = f"gpu{index}"
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        for _, call in CODEC_CALLS:
+            function = getattr(nvml, call)
+            entry(call, [gpu], answered(function, handle), timed_us(function, handle))
+        scoped = [(field_id, ALL_LINKS) for field_id in NVLINK_THROUGHPUT]
+        values = answered(nvml.nvmlDeviceGetFieldValues, handle, scoped)
+        cost = timed_us(nvml.nvmlDeviceGetFieldValues, handle, scoped)
+        entry("nvmlDeviceGetFieldValues", [gpu, scoped], values, cost)
+        support = answered(nvml.nvmlGpmQueryDeviceSupport, handle)
+        cost = timed_us(nvml.nvmlGpmQueryDeviceSupport, handle)
+        entry("nvmlGpmQueryDeviceSupport", [gpu], support, cost)
+        if not support.get("answer", {}).get("isSupportedDevice"):
+            continue
+        first, second = nvml.nvmlGpmSampleAlloc(), nvml.nvmlGpmSampleAlloc()
+        try:
+            nvml.nvmlGpmSampleGet(handle, first)
+            time.sleep(1.0)
+            cost = timed_us(nvml.nvmlGpmSampleGet, handle, second, loops=1)
+            entry("nvmlGpmSampleGet", [gpu], {"answer": "sample"}, cost)
+            request = metrics_request(first, second)
+            started = time.perf_counter()
+            metrics = answered(nvml.nvmlGpmMetricsGet, request)
+            cost = round((time.perf_counter() - started) * 1e6, 2)
+            if "answer" in metrics:
+                metrics["answer"] = [
+                    {
+                        "metricId": request.metrics[slot].metricId,
+                        "nvmlReturn": request.metrics[slot].nvmlReturn,
+                        "value": request.metrics[slot].value,
+                    }
+                    for slot in range(len(GPM_METRICS))
+                ]
+            entry("nvmlGpmMetricsGet", [gpu, "1 s apart"], metrics, cost)
+        finally:
+            nvml.nvmlGpmSampleFree(first)
+            nvml.nvmlGpmSampleFree(second)
+    return captured
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--polls", type=int, default=200)
@@ -240,6 +327,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--calls", type=Path, help="write each call, its answer and its cost here")
     parser.add_argument("--fake", action="store_true", help="use the test fake (no GPU)")
+    parser.add_argument(
+        "--profiling", type=Path, help="write the profiling calls' answers and cost here"
+    )
     args = parser.parse_args()
 
     nvml: Nvml = pynvml
@@ -257,6 +347,7 @@ def main() -> int:
         print(f"bench_nvml: no NVIDIA GPU to measure: {exc}", file=sys.stderr)
         return 2
     _, with_energy = measure(nvml, 0.0, args.polls)
+    _, with_profiling = measure(nvml, ENERGY_S, args.polls, profiling_interval_s=0.0)
     gpus = usual["gpus"]
     share = POLL_S / ENERGY_S  # of polls that read the energy counter
     mean_ms = (1 - share) * usual["agent_poll_per_gpu_ms"] + share * with_energy[
@@ -270,6 +361,9 @@ def main() -> int:
         "driver": usual["driver"],
         "usual_poll": usual,
         "poll_with_energy": with_energy,
+        "poll_with_profiling": with_profiling,
+        "profiling_poll_vs_usual": with_profiling["agent_poll_per_gpu_ms"]
+        / usual["agent_poll_per_gpu_ms"],
         "mean_poll_per_gpu_ms_at_defaults": mean_ms,
     }
     if args.calls:
@@ -277,6 +371,12 @@ def main() -> int:
         args.calls.write_text(json.dumps(captured, indent=1) + "\n", encoding="utf-8")
         slowest = sorted(captured, key=lambda entry: -entry["mean_us"])[:6]
         results["slowest_calls_us"] = {entry["call"]: entry["mean_us"] for entry in slowest}
+    if args.profiling:
+        profiled = profiling_answers(nvml, gpus)
+        args.profiling.write_text(json.dumps(profiled, indent=1) + "\n", encoding="utf-8")
+        results["profiling_calls_us"] = {
+            f"{entry['call']} {entry['args'][0]}": entry["mean_us"] for entry in profiled
+        }
     nvml.nvmlShutdown()
     smi = shutil.which("nvidia-smi")
     if smi is not None and not args.fake:
@@ -292,7 +392,12 @@ def main() -> int:
         }
 
     print(f"{gpus} x {model}, driver {results['driver']}")
-    for label, poll in (("usual poll", usual), ("poll with energy", with_energy)):
+    polls = (
+        ("usual poll", usual),
+        ("poll with energy", with_energy),
+        ("poll w/ profiling", with_profiling),
+    )
+    for label, poll in polls:
         calls = poll["nvml_calls_per_poll"]
         print(
             f"{label:17} {poll['agent_poll_per_gpu_ms']:8.3f} ms per GPU ({calls} calls);"
@@ -309,6 +414,13 @@ def main() -> int:
             f" {poll['raw_cpu_per_gpu_ms']:.3f} ms per GPU: {poll['agent_cpu_vs_raw_cpu']:.3f}x"
         )
     print(f"mean poll at the default intervals (energy 1 poll in {1 / share:.0f}) {mean_ms:.3f} ms")
+    print(
+        f"profiling every poll / usual poll = {results['profiling_poll_vs_usual']:.3f}x"
+        " (GPM where the GPU has it, encoder/decoder, NVLink bytes)"
+    )
+    if "profiling_calls_us" in results:
+        calls = ", ".join(f"{k} {v:.0f} us" for k, v in results["profiling_calls_us"].items())
+        print(f"profiling calls: {calls}")
     if "nvidia_smi_per_gpu_ms" in results:
         print(f"nvidia-smi        {results['nvidia_smi_per_gpu_ms']:8.3f} ms per GPU")
         for key in ("usual_poll", "mean_poll", "poll_with_energy"):

@@ -8,10 +8,15 @@
 #   4. the XID event listener started and stopped (registration on the real driver);
 #   5. bench/bench_nvml.py, 3 runs: the agent's poll per GPU against the raw NVML calls and
 #      nvidia-smi, and each NVML call of a first poll with its answer and cost (nvml-calls.json);
+#      the poll with the profiling counters against the usual one (issue 18 item 2), and the
+#      profiling calls' answers and cost on an idle GPU (nvml-profiling.json: GPM support, GPM
+#      metrics 1 s apart, encoder/decoder use, NVLink byte counters);
 #   6. steps 2-3 again while PyTorch multiplies matrices on GPU 0 (readings that move; reported,
-#      not judged).
+#      not judged), and the profiling calls' answers under that load (nvml-profiling-load.json).
 # Results under $OUT (or ./gpu-check-out): log.txt (every step's output), nvidia-smi-q.txt,
-# probe.lp, nvidia-smi.csv, bench.json, nvml-calls.json, probe-load.lp, nvidia-smi-load.csv.
+# probe.lp, nvidia-smi.csv, bench.json, nvml-calls.json, nvml-profiling.json, probe-load.lp,
+# nvidia-smi-load.csv, nvml-profiling-load.json. The two profiling captures are what
+# tests/data/nvml/ needs before tests/nvml_fake.py may answer GPM with values.
 # Takes about a minute.
 #
 # Python: .whl/ present -> those wheels into /tmp/site on top of the machine's python3 (for a GPU
@@ -93,7 +98,7 @@ benched=0
 for run in 1 2 3; do
     say "bench_nvml, run $run of 3"
     calls=()
-    [ $run = 1 ] && calls=(--calls "$OUT/nvml-calls.json")
+    [ $run = 1 ] && calls=(--calls "$OUT/nvml-calls.json" --profiling "$OUT/nvml-profiling.json")
     $PY bench/bench_nvml.py --json "/tmp/bench-$run.json" "${calls[@]}" 2>&1 | tee -a "$LOG"
     [ "${PIPESTATUS[0]}" = 0 ] || benched=1
 done
@@ -118,6 +123,24 @@ $PY -m rackwatch probe --nvml --output line-protocol >"$OUT/probe-load.lp" 2>>"$
 nvidia-smi --query-gpu="$QUERY" --format=csv >"$OUT/nvidia-smi-load.csv" 2>>"$LOG"
 tr ' ,' '\n\n' <"$OUT/probe-load.lp" | grep -E '^(util_pct|power_w|sm_clock_mhz|temp_c|throttle_[a-z_]*)=' | tee -a "$LOG"
 tee -a "$LOG" <"$OUT/nvidia-smi-load.csv"
+say "profiling calls under load (GPM metrics 1 s apart, encoder/decoder, NVLink bytes)"
+$PY - "$OUT/nvml-profiling-load.json" 2>&1 <<'EOF' | tee -a "$LOG"
+import json
+import sys
+
+import pynvml
+
+from bench.bench_nvml import profiling_answers
+
+pynvml.nvmlInit()
+answers = profiling_answers(pynvml, pynvml.nvmlDeviceGetCount())
+pynvml.nvmlShutdown()
+with open(sys.argv[1], "w", encoding="utf-8") as out:
+    out.write(json.dumps(answers, indent=1) + "\n")
+for entry in answers:
+    if entry["call"] != "nvmlDeviceGetFieldValues":
+        print(entry["call"], entry["args"][0], entry.get("answer", entry.get("error")))
+EOF
 $PY -m bench.gpu_compare "$OUT/probe-load.lp" "$OUT/nvidia-smi-load.csv" 2>&1 | tee -a "$LOG"
 wait $load
 

@@ -334,7 +334,9 @@ class FakeNvml:
     def nvmlDeviceGetFieldValues(self, handle: Any, field_ids: Sequence[int]) -> Any:
         values = self._card(handle, "nvmlDeviceGetFieldValues").values
         answers = (pynvml.c_nvmlFieldValue_t * len(field_ids))()
-        for answer, field_id in zip(answers, field_ids, strict=True):
+        for answer, requested in zip(answers, field_ids, strict=True):
+            # an id, or (id, scope) as pynvml also takes it (NVLink counters per link or all)
+            field_id, answer.scopeId = requested if isinstance(requested, tuple) else (requested, 0)
             answer.fieldId = field_id
             path, value_type = FIELD_LINES.get(field_id, ((), 0))
             shown = values.get(path, NA)
@@ -346,6 +348,34 @@ class FakeNvml:
             member = {pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal"}.get(value_type, "ullVal")
             setattr(answer.value, member, int(shown.split()[0]))
         return answers
+
+    def nvmlDeviceGetEncoderUtilization(self, handle: Any) -> list[int]:
+        return self._codec(handle, "nvmlDeviceGetEncoderUtilization", "Encoder")
+
+    def nvmlDeviceGetDecoderUtilization(self, handle: Any) -> list[int]:
+        return self._codec(handle, "nvmlDeviceGetDecoderUtilization", "Decoder")
+
+    def _codec(self, handle: Any, function: str, line: str) -> list[int]:
+        """[percent, sampling period in us]: the real NVML answer where captured; else the
+        percent nvidia-smi -q printed, and 0 for the period it does not print (the agent does
+        not read it)."""
+        card = self._card(handle, function)
+        try:
+            return list(self._captured(card, function))
+        except pynvml.NVMLError:
+            return [int(self._number(card, "Utilization", line)), 0]
+
+    # GPM: only what a capture holds; none does yet (bench/gpu_check.sh makes one on a GPU
+    # with GPM), so every GPU here answers NOT_SUPPORTED, as a pre-Hopper GPU does.
+    def nvmlGpmQueryDeviceSupport(self, handle: Any) -> Any:
+        card = self._card(handle, "nvmlGpmQueryDeviceSupport")
+        answer = self._captured(card, "nvmlGpmQueryDeviceSupport")
+        support = pynvml.c_nvmlGpmSupport_t()
+        support.isSupportedDevice = int(answer["isSupportedDevice"])
+        return support
+
+    def nvmlGpmSampleAlloc(self) -> Any:
+        raise not_supported()  # not reached without a capture saying the GPU has GPM
 
     def nvmlDeviceGetNvLinkState(self, handle: Any, link: int) -> int:
         card = self._card(handle, "nvmlDeviceGetNvLinkState")

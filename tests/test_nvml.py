@@ -567,3 +567,66 @@ async def test_the_configured_energy_interval_reaches_the_source(
 def test_a_negative_energy_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="energy_interval_s"):
         AcceleratorSettings.model_validate({"nvidia": {"energy_interval_s": -1}})
+
+
+# --- profiling counters (GPM, encoder/decoder, NVLink bytes): issue 18 item 2 ---------------
+
+
+async def test_profiling_is_off_by_default(fake: FakeNvml) -> None:
+    samples = await NvmlSource(HOST, nvml=fake).collect()
+    assert "enc_util_pct" not in gpu_samples(samples)["0"].fields
+    assert "gpm_unsupported" not in one(samples, HOST_MEASUREMENT).fields
+    assert fake.calls[("nvmlGpmQueryDeviceSupport", 0)] == 0
+    assert fake.calls[("nvmlDeviceGetEncoderUtilization", 0)] == 0
+
+
+async def test_a_gpu_without_gpm_is_noted_once_and_the_rest_is_read(
+    fake: FakeNvml, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The capture has no GPM answer: the fake says NOT_SUPPORTED, as a GPU before Hopper does.
+    clock = Clock()
+    source = NvmlSource(HOST, nvml=fake, profiling_interval_s=30.0, clock=clock)
+    caplog.set_level(logging.INFO, logger="agent.accelerators.nvml")
+    seen = []
+    for step in (0, 10, 20, 30):
+        clock.now += step
+        samples = await source.collect()
+        fields = gpu_samples(samples)["0"].fields
+        seen.append(fields.get("enc_util_pct"))
+        assert one(samples, HOST_MEASUREMENT).fields["gpm_unsupported"] == 2
+        assert not {"sm_active_pct", "tensor_active_pct", "dram_active_pct"} & fields.keys()
+    # Encoder : 0 % (nvidia-smi -q) on its interval, none between
+    assert seen == [0.0, None, 0.0, 0.0]
+    assert gpu_samples(samples)["1"].fields["dec_util_pct"] == 0.0
+    for index in (0, 1):
+        assert fake.calls[("nvmlGpmQueryDeviceSupport", index)] == 1  # asked once, ever
+        assert fake.calls[("nvmlDeviceGetEncoderUtilization", index)] == 3
+    no_gpm = [r for r in caplog.records if "no GPM" in r.getMessage()]
+    assert len(no_gpm) == 2  # once per GPU, not per poll
+
+
+def test_the_gpm_request_asks_for_each_metric_between_two_samples() -> None:
+    from agent.accelerators.nvml_profiling import GPM_METRICS, metric_fields, metrics_request
+
+    previous, current = pynvml.c_nvmlGpmSample_t(), pynvml.c_nvmlGpmSample_t()
+    request = metrics_request(previous, current)
+    assert request.version == pynvml.NVML_GPM_METRICS_GET_VERSION
+    assert [request.metrics[i].metricId for i in range(request.numMetrics)] == list(GPM_METRICS)
+    # Unanswered (nvmlReturn is not SUCCESS until NVML fills it in): no field, nothing invented.
+    for i in range(request.numMetrics):
+        request.metrics[i].nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+    assert metric_fields(request) == {}
+
+
+async def test_the_configured_profiling_interval_reaches_the_source(
+    single: FakeNvml, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nvml_module, "NvmlSource", functools.partial(NvmlSource, nvml=single))
+    nvidia = {"events": False, "profiling_interval_s": 1}
+    settings = AcceleratorSettings.model_validate({"host": "n1", "nvidia": nvidia})
+    accelerators = Accelerators(settings, "qiyang", lambda samples: None)
+    samples = await accelerators.polls["nvidia"]()
+    assert one(samples, HOST_MEASUREMENT).fields["gpm_unsupported"] == 1
+    assert single.calls[("nvmlDeviceGetEncoderUtilization", 0)] == 1
+    with pytest.raises(ValueError, match="profiling_interval_s"):
+        AcceleratorSettings.model_validate({"nvidia": {"profiling_interval_s": 0}})

@@ -19,6 +19,10 @@ class NvidiaSettings(StrictModel):
     # The energy counter (a running total in joules; 3 ms per GPU on an H100, more than the rest
     # of a poll together): this often, or every poll when 0 or below `interval_s`.
     energy_interval_s: float = Field(default=60.0, ge=0)
+    # Profiling counters (GPM on Hopper and later, encoder/decoder use, NVLink bytes;
+    # agent/accelerators/nvml_profiling.py): this often, or never when null (the default until
+    # their cost is measured on a GPU that has GPM).
+    profiling_interval_s: float | None = Field(default=None, gt=0)
     events: bool = True  # XID and other critical errors through NVML's event API
 
 

@@ -17,8 +17,10 @@ GPUs go on. When NVML itself cannot start (no driver, driver not loaded, version
 next poll tries again.
 
 Slow calls (PCIe throughput: about 21 ms per direction; the process list) run only when
-`slow_interval_s` is set, at most once per that interval. docs/accelerators-nvidia.md maps every
-NVML call to its field.
+`slow_interval_s` is set, at most once per that interval. Profiling counters (GPM: SM, tensor
+and DRAM activity, NVLink and PCIe rates; encoder/decoder use; NVLink byte counters) run only when
+`profiling_interval_s` is set (agent/accelerators/nvml_profiling.py). docs/accelerators-nvidia.md
+maps every NVML call to its field.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ from typing import Any, TypeAlias
 import pynvml
 
 from agent.accelerators.jobs import JobFinder, JobLookup
+from agent.accelerators.nvml_profiling import (
+    ALL_LINKS,
+    CODEC_CALLS,
+    NVLINK_THROUGHPUT,
+    GpmSamples,
+)
 from agent.accelerators.repeated_warnings import RepeatedWarnings
 from agent.mapping import convert
 from agent.profile import FieldSpec
@@ -174,6 +182,8 @@ class _Gpu:
     lost_at: float = 0.0
     announced: bool = False  # its accelerator_event is sent
     pids: list[int] = field(default_factory=list)  # compute processes, when last read
+    gpm: GpmSamples | None = None  # its GPM sample buffers, once it says it has GPM
+    announced_gpm: bool = False  # "no GPM" logged
 
     @property
     def label(self) -> str:
@@ -187,6 +197,8 @@ class NvmlSource:
     binding: pynvml from nvidia-ml-py, or anything with the same functions and errors.
     `slow_interval_s`: how often the slow calls run (PCIe throughput, process count); None: never.
     `energy_interval_s`: how often the energy counter is read (0: every poll).
+    `profiling_interval_s`: how often the profiling counters are read (nvml_profiling.py);
+    None: never (the default until their cost is measured on a GPU with GPM).
     `jobs`: which job runs on each GPU (its pod by UUID; its Slurm job from the cgroups of
     the processes on it, which then reads the process list every poll).
     """
@@ -200,6 +212,7 @@ class NvmlSource:
         nvml: Nvml = pynvml,
         slow_interval_s: float | None = None,
         energy_interval_s: float = 60.0,
+        profiling_interval_s: float | None = None,
         lost_retry_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         jobs: JobFinder | None = None,
@@ -209,6 +222,8 @@ class NvmlSource:
         self.jobs = jobs
         self._slow = Every(slow_interval_s, clock)
         self._energy = Every(energy_interval_s, clock)
+        self._profiling = Every(profiling_interval_s, clock)
+        self.profiling = profiling_interval_s is not None
         self.lost_retry_s = lost_retry_s
         self._clock = clock
         self._gpus: list[_Gpu] | None = None  # None until NVML has started
@@ -243,6 +258,8 @@ class NvmlSource:
     def _close_alone(self) -> None:
         with self._busy:
             if self._gpus is not None:
+                for gpu in self._gpus:
+                    self._free_gpm(gpu)
                 self._gpus = None
                 try:
                     self._nvml.nvmlShutdown()
@@ -253,7 +270,7 @@ class NvmlSource:
         """One poll, blocking: every GPU's sample, the host total, and events for lost GPUs;
         with `lookup`, each GPU's job fields."""
         gpus = self._gpus if self._gpus is not None else self._start()
-        slow, energy = self._slow.due(), self._energy.due()
+        slow, energy, profiling = self._slow.due(), self._energy.due(), self._profiling.due()
         samples: list[Sample] = []
         power: list[float] = []
         for position, gpu in enumerate(gpus):
@@ -266,6 +283,9 @@ class NvmlSource:
             try:
                 pids = lookup is not None and lookup.wants_pids
                 fields = self._read(gpu, slow=slow, energy=energy, pids=pids)
+                if profiling:
+                    for name, value in self._profile(gpu).items():
+                        fields.setdefault(name, value)  # the slow PCIe reading where both ran
                 if lookup is not None:
                     fields.update(lookup.fields((gpu.tags.get("uuid", ""),), gpu.pids))
                 instances = self._mig(gpu, fields.get("mig_enabled") is True, time_ns)
@@ -285,6 +305,8 @@ class NvmlSource:
         }
         if power:
             total["power_w"] = sum(power)
+        if self.profiling:
+            total["gpm_unsupported"] = sum(1 for gpu in gpus if "gpm" in gpu.unsupported)
         samples.append(Sample(HOST_MEASUREMENT, {**self._tags, "vendor": VENDOR}, total, time_ns))
         return samples
 
@@ -502,6 +524,62 @@ class NvmlSource:
             if kb_per_s is not None:
                 fields[name] = float(kb_per_s) * 1000.0  # NVML counts KB/s
         return fields
+
+    def _profile(self, gpu: _Gpu) -> dict[str, FieldValue]:
+        fields: dict[str, FieldValue] = {}
+        for name, function in CODEC_CALLS:
+            answer = self._call(gpu, name, function)
+            if answer is not None:
+                fields[name] = float(answer[0])
+        if gpu.nvlinks:
+            scoped = [(field_id, ALL_LINKS) for field_id in NVLINK_THROUGHPUT]
+            answers = self._call(gpu, "nvlink_throughput", "nvmlDeviceGetFieldValues", scoped)
+            for answer in answers or ():
+                counter = NVLINK_THROUGHPUT.get(answer.fieldId)
+                if counter is not None and answer.nvmlReturn == pynvml.NVML_SUCCESS:
+                    fields[counter] = int(answer.value.ullVal) * 1024  # KiB
+        fields.update(self._gpm(gpu))
+        return fields
+
+    def _gpm(self, gpu: _Gpu) -> dict[str, FieldValue]:
+        """GPM metrics since the last reading; a GPU without GPM is noted once, then skipped."""
+        if gpu.gpm is None:
+            support = self._call(gpu, "gpm", "nvmlGpmQueryDeviceSupport")
+            if support is not None and not support.isSupportedDevice:
+                gpu.unsupported.add("gpm")
+            if "gpm" in gpu.unsupported:
+                if not gpu.announced_gpm:
+                    gpu.announced_gpm = True
+                    log.info(
+                        "%s: no GPM (Hopper or later, driver 520+): no SM, tensor or DRAM activity",
+                        gpu.label,
+                    )
+                return {}
+            if support is None:
+                return {}  # another error: logged by _call, asked again next time
+            try:
+                gpu.gpm = GpmSamples(self._nvml)
+            except pynvml.NVMLError as exc:
+                self._warn(f"{gpu.label} gpm", f"{gpu.label}: nvmlGpmSampleAlloc: {_named(exc)}")
+                return {}
+        try:
+            return gpu.gpm.read(gpu.handle)
+        except pynvml.NVMLError as exc:
+            if exc.value in LOST:
+                raise _GpuLost(exc.value) from None
+            if exc.value in NOT_SUPPORTED:
+                gpu.unsupported.add("gpm")
+                self._free_gpm(gpu)
+            self._warn(f"{gpu.label} gpm", f"{gpu.label}: GPM: {_named(exc)}")
+            return {}
+
+    def _free_gpm(self, gpu: _Gpu) -> None:
+        if gpu.gpm is not None:
+            try:
+                gpu.gpm.free()
+            except pynvml.NVMLError as exc:
+                log.debug("%s: nvmlGpmSampleFree: %s", gpu.label, exc)
+            gpu.gpm = None
 
     def _mig(self, gpu: _Gpu, enabled: bool, time_ns: int) -> list[Sample]:
         """One `accelerator_mig` sample per MIG instance: its memory (the GPU's own sample

@@ -137,6 +137,7 @@ class Accelerators:
                 tags,
                 slow_interval_s=settings.nvidia.slow_interval_s,
                 energy_interval_s=settings.nvidia.energy_interval_s,
+                profiling_interval_s=settings.nvidia.profiling_interval_s,
                 jobs=self.jobs,
             )
             self.polls["nvidia"] = self._wrap(nvml.collect, tags | {"vendor": "nvidia"})
