@@ -373,6 +373,7 @@ class NvmlSource:
 
     def _mark_lost(self, gpu: _Gpu, code: int) -> None:
         gpu.lost, gpu.lost_at, gpu.announced = code, self._clock(), False
+        self._free_gpm(gpu)  # host memory; a GPU that answers again gets new buffers
         log.error(
             "%s: %s (%s); the other GPUs are still polled",
             gpu.label,
