@@ -521,6 +521,16 @@ def test_memory_detail_gives_the_memory_clock() -> None:
     assert found == {"mem_total_bytes": 10810 * MIB, "mem_clock_mhz": 2131.0}
 
 
+def test_memory_detail_of_an_hbm_card_gives_its_clock_and_temperature() -> None:
+    # HBM Capacity(MB) : 131072, HBM Clock Speed(MHz) : 3200, HBM Temperature(C) : 63
+    found = detail_fields(recording("memory_i0_hbm.txt"), chips=[0])[0]
+    assert found == {
+        "mem_total_bytes": 131072 * MIB,
+        "mem_clock_mhz": 3200.0,  # not "DDR Clock Speed(MHz) : 0"
+        "mem_temp_c": 63.0,
+    }
+
+
 def test_health_detail_without_fault_codes() -> None:
     # Health Status : OK / Error Code : NA / Error Information : NA
     assert fault_fields(recording("health_i0_c0_310b.txt"), chip=0) == {"health_error_codes": ""}

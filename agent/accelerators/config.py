@@ -33,7 +33,7 @@ class AscendSettings(StrictModel):
     timeout_s: float = Field(default=10.0, gt=0)
     usages: bool = False  # `npu-smi info -t usages` per NPU per poll (memory bandwidth, AI CPU)
     # Once per details_interval_s, per NPU: `npu-smi info -t ecc` (HBM ECC counters) and
-    # `npu-smi info -t common` and `-t memory` (the AI Core and memory clocks).
+    # `npu-smi info -t common` and `-t memory` (the AI Core and memory clocks, HBM temperature).
     ecc: bool = False
     clocks: bool = False
     # Each poll, each chip whose health is not OK: `npu-smi info -t health -i N -c C` for its

@@ -45,7 +45,9 @@ DETAIL_KEYS: dict[str, tuple[str, ...]] = {
     "aicpu_util_pct": ("Aicpu Usage Rate(%)",),
     "vector_util_pct": ("Aivector Usage Rate(%)",),  # the Vector units (AI Core is the Cube's)
     "aicore_clock_mhz": ("Aicore curFreq(MHZ)",),  # now; "Aicore Freq(MHZ)" is the rated one
-    "mem_clock_mhz": ("Clock Speed(MHz)",),  # `-t memory`: the device memory's clock
+    # `-t memory`: the device memory's clock (HBM cards print HBM and DDR lines, the 310B one)
+    "mem_clock_mhz": ("HBM Clock Speed(MHz)", "Clock Speed(MHz)"),
+    "mem_temp_c": ("HBM Temperature(C)",),
     "ctrl_cpu_util_pct": ("Ctrlcpu Usage Rate(%)",),
     "power_w": ("NPU Real-time Power(W)",),
     "temp_c": ("Temperature(C)", "NPU Temperature(C)"),
@@ -80,7 +82,7 @@ DETAIL_TYPES: dict[str, tuple[str, ...]] = {
     "power": ("power_w",),
     "temp": ("temp_c",),
     "health": ("health",),
-    "memory": ("mem_total_bytes", "mem_clock_mhz"),
+    "memory": ("mem_total_bytes", "mem_clock_mhz", "mem_temp_c"),
     "common": ("aicore_clock_mhz",),
     "ecc": (
         "ecc_corrected_total",
@@ -347,8 +349,9 @@ class NpuSmiSource(ToolSource):
     `clocks=True` `-t common -i N` (the AI Core clock), and
     `hccn_tool` (its path) reads each chip's RoCE port (agent/accelerators/hccn.py); their
     failures are counted with npu-smi's and cost only their fields. `clocks=True` also reads
-    `-t memory -i N` (the memory clock). `faults=True`: on every poll, each chip whose health
-    is not OK is asked `-t health -i N -c C` for its fault codes (ascend_faults.py)."""
+    `-t memory -i N` (the memory clock and HBM temperature). `faults=True`: on every poll, each
+    chip whose health is not OK is asked `-t health -i N -c C` for its fault codes
+    (ascend_faults.py)."""
 
     vendor = "huawei"
 
