@@ -34,6 +34,9 @@ def _plain_name(value: str) -> str:
 class AgentIdentity(StrictModel):
     name: str
     site: str
+    # Processes that split the devices (`rackwatch agent --worker I`; docs/operations.md,
+    # "Several agents per host"): for more devices than one core polls.
+    workers: int = Field(default=1, ge=1, le=64)
 
     _check = field_validator("name", "site")(_plain_name)
 

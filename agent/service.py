@@ -17,6 +17,7 @@ from agent.registry import load_registry
 from agent.scheduler import FAILED, FAILURE_REASONS, PeriodicPoller, PollStats
 from agent.snmp import SnmpDevice, SnmpTarget, UnsupportedDevice
 from agent.traps import Notification, TrapNames, TrapNamesError, TrapReceiver
+from agent.workers import ONLY, Worker
 from telemetry.lineproto import LineProtocolError, encode
 from telemetry.reload import split_changes
 from telemetry.sample import FieldValue, Sample
@@ -73,11 +74,13 @@ def _poll_setup(config: AgentConfig, device: Device) -> tuple[object, ...]:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, worker: Worker = ONLY) -> None:
         self.config = config
+        self.worker = worker  # polls only its own devices (agent/workers.py)
         name = config.agent.name
         topic = f"{config.mqtt.topic_prefix}/{config.agent.site}/{name}/metrics"
-        self.publisher = Publisher(config.mqtt, topic, client_id=f"rackwatch-agent-{name}")
+        client_id = f"rackwatch-agent-{name}" + (f"-w{worker.index}" if worker.count > 1 else "")
+        self.publisher = Publisher(config.mqtt, topic, client_id=client_id)
         self.encode_errors = 0
         self.pollers: dict[str, PeriodicPoller] = {}
         self.ready = asyncio.Event()  # set once run() has started everything
@@ -90,7 +93,8 @@ class Agent:
         self._profiles = load_registry(config.profiles_dir)  # what the pollers are built with
         self._plan_walks = asyncio.Semaphore(PLAN_WALKS_AT_ONCE)  # shared by every device
         for device in config.devices:
-            self.pollers[device.name] = self._device_poller(config, device)
+            if worker.owns(device.name):
+                self.pollers[device.name] = self._device_poller(config, device)
         # Accelerator pollers live beside the device pollers; a reload leaves them alone.
         self.accelerator_pollers: list[str] = []
         self.accelerators: Accelerators | None = None
@@ -173,8 +177,10 @@ class Agent:
         if named.module:
             fields["trap_module"] = named.module
         self._emit("traps", [Sample("snmp_trap", tags, fields, time.time_ns())])
-        if device is not None and self.config.traps and self.config.traps.poll_on_trap:
-            self.pollers[device.name].poll_now()
+        # No poller: an unknown sender, or another worker's device (polled on its schedule).
+        poller = self.pollers.get(device.name) if device is not None else None
+        if poller is not None and self.config.traps and self.config.traps.poll_on_trap:
+            poller.poll_now()
 
     def _trap_sender(self, host: str) -> Device | None:
         """The device a trap came from: by its configured address or, for a device named by
@@ -209,7 +215,7 @@ class Agent:
         learned; a reload that changes the device starts a new poller and a new series."""
         tags = self._health_tags.get(name)
         if tags is None:
-            base = {"site": self.config.agent.site, "agent": self.config.agent.name}
+            base = self._base_tags()
             device = next((d for d in self.config.devices if d.name == name), None)
             if device is not None:
                 source = self._sources.get(name)
@@ -222,9 +228,15 @@ class Agent:
             self._health_tags[name] = tags
         return tags
 
+    def _base_tags(self) -> dict[str, str]:
+        base = {"site": self.config.agent.site, "agent": self.config.agent.name}
+        if self.worker.count > 1:  # workers of one agent keep their series apart
+            base["worker"] = self.worker.label
+        return base
+
     def health_samples(self) -> list[Sample]:
         now = time.time_ns()
-        base = {"site": self.config.agent.site, "agent": self.config.agent.name}
+        base = self._base_tags()
         samples = []
         for name, poller in self.pollers.items():
             # Nothing is known of a device before its first poll has finished: no sample, so
@@ -310,14 +322,14 @@ class Agent:
         for task in stopped:
             task.cancel()
         for name in stale:
-            del self.pollers[name]
+            self.pollers.pop(name, None)  # None: another worker's device
             self._sources.pop(name, None)
             self._health_tags.pop(name, None)
         self.config = config
         self._devices_by_host = {d.host_port()[0]: d for d in config.devices}
-        check_open_files(len(config.devices))
+        check_open_files(sum(self.worker.owns(d.name) for d in config.devices))
         for device in config.devices:
-            if device.name not in self.pollers:
+            if device.name not in self.pollers and self.worker.owns(device.name):
                 self.pollers[device.name] = self._device_poller(config, device)
                 if self.ready.is_set():
                     self._start_poller(device.name)
@@ -351,7 +363,7 @@ class Agent:
             self.config.agent.site,
             len(self.pollers),
         )
-        check_open_files(len(self.config.devices))
+        check_open_files(sum(self.worker.owns(d.name) for d in self.config.devices))
         publisher = asyncio.create_task(self.publisher.run(), name="mqtt publisher")
         self._traps = self._start_traps()
         for name in self.pollers:

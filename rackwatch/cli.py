@@ -43,12 +43,26 @@ def cmd_agent(args: argparse.Namespace) -> int:
     hold_sigterm()  # before the config and profiles are read
     from agent.config import AgentConfig
     from agent.service import Agent
+    from agent.workers import ONLY, WorkerSpecError, for_worker, parse_worker
     from rackwatch.loader import load_agent
 
-    def load() -> AgentConfig:
-        return load_agent(args.config, profiles_dir=args.profiles_dir)
+    config = load_agent(args.config, profiles_dir=args.profiles_dir)
+    configured = config.agent.workers
+    try:
+        if args.worker is None and configured > 1:
+            raise WorkerSpecError(
+                f"{args.config}: agent.workers is {configured}: start each worker with "
+                f"--worker 0 .. --worker {configured - 1} (rackwatch-agent-worker@.service)"
+            )
+        worker = parse_worker(args.worker, configured) if args.worker is not None else ONLY
+    except WorkerSpecError as exc:
+        print(f"rackwatch agent: {exc}", file=sys.stderr)
+        return 2
 
-    return run_async(until_signalled(Agent(load()), load))
+    def load() -> AgentConfig:
+        return for_worker(load_agent(args.config, profiles_dir=args.profiles_dir), worker)
+
+    return run_async(until_signalled(Agent(for_worker(config, worker), worker), load))
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
@@ -90,7 +104,23 @@ def cmd_check(args: argparse.Namespace) -> int:
             failed = True
         else:
             print(f"{path}: ok ({kind}{'; secrets not read' if args.skip_secrets else ''})")
+            if kind == "agent config":
+                _print_workers(path, args)
     return 1 if failed else 0
+
+
+def _print_workers(path: Path, args: argparse.Namespace) -> None:
+    """Devices per worker of an agent split into several processes."""
+    from agent.workers import device_counts
+    from rackwatch.loader import load_agent
+
+    config = load_agent(path, skip_secrets=True, profiles_dir=args.profiles_dir)
+    if config.agent.workers > 1:
+        counts = device_counts((d.name for d in config.devices), config.agent.workers)
+        print(
+            f"{path}: {len(config.devices)} devices over {len(counts)} workers: "
+            + ", ".join(f"worker {i}: {n}" for i, n in enumerate(counts))
+        )
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -133,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     agent = commands.add_parser("agent", help="poll devices and ship samples over MQTT")
     agent.add_argument("-c", "--config", type=Path, required=True)
     agent.add_argument("--profiles-dir", type=Path, help=PROFILES_DIR_HELP)
+    agent.add_argument(
+        "--worker",
+        metavar="INDEX[/COUNT]",
+        help="be worker INDEX of the config's agent.workers: poll only the devices that hash to "
+        "it (docs/operations.md, 'Several agents per host')",
+    )
     agent.set_defaults(func=cmd_agent)
 
     collector = commands.add_parser("collector", help="take samples from MQTT into InfluxDB")

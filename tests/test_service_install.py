@@ -52,6 +52,7 @@ def exposure(unit: Path) -> float:
 
 def test_units_are_notify_services_with_watchdog_reload_and_check() -> None:
     assert [unit.name for unit in UNITS] == [
+        "rackwatch-agent-worker@.service",
         "rackwatch-agent.service",
         "rackwatch-agent@.service",
         "rackwatch-collector.service",
@@ -90,6 +91,7 @@ def test_units_stay_hardened(tmp_path: Path) -> None:
     assert exposure(units["rackwatch-collector.service"]) <= 2.0
     assert exposure(units["rackwatch-agent.service"]) <= 2.0
     assert exposure(units["rackwatch-agent@.service"]) <= 2.0
+    assert exposure(units["rackwatch-agent-worker@.service"]) <= 2.0
 
 
 @pytest.mark.integration
