@@ -160,9 +160,9 @@ def drill(target: str, variables: Sequence[str], *, labels: bool = False) -> Lin
     )
 
 
-# Tables of latest values read the end of the range, not all of it: at 20,000 racks a 6-hour
-# range is 43 million roll-up points, its last 10 minutes 1.2 million (two 5-minute aggregates
-# when `$rp` picks them).
+# Tables of latest values read the end of the range: what was so then (a range looked back on
+# shows its end), and a rack that stopped reporting does not rank with an old value. It costs
+# about what the whole range does (bench/bench_drilldown.py).
 LATEST_WINDOW = "10m"
 
 
@@ -227,20 +227,14 @@ def racks_nearest_their_limit(filters: Sequence[str]) -> Panel:
     return Panel(
         f"The {TOP_N} racks nearest their limit",
         "table",
-        [
-            top_n(
-                "capacity_pct",
-                ("power_w", "capacity_w", "nn_headroom_w"),
-                "rack_power",
-                filters,
-                PLACE,
-            )
-        ],
+        [top_n("capacity_pct", (), "rack_power", filters, PLACE)],
         unit="percent",
         thresholds=GREEN_YELLOW_RED,
         options={"sortBy": [{"displayName": "capacity_pct", "desc": True}]},
         links=[drill("rack", PLACE)],
         hide=("Time",),
+        # The rank alone: each column more is one more last() over every rack of the view,
+        # three more cost 3 to 6 times as much (bench/bench_drilldown.py); the rack view has them.
         description="Each rack's power against its capacity (roll-up `rack_power`) at the end "
         f"of the time range, the {TOP_N} highest; a click opens the rack.",
     )

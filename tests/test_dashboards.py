@@ -705,7 +705,6 @@ def test_top_n_tables_rank_the_racks_and_stay_within_the_level(
         "room": "hall-1",
         "row": "A",
         "rack": "R39",
-        "power_w": 3900,
     }
     hall = rows_of(influxdb, database, panel_query("room", title), site=["s1"], room=["hall-0"])
     assert len(hall) == 20
