@@ -154,9 +154,10 @@ def report(
                 if policy and '"$rp".' not in query:
                     continue  # events: raw only
                 used = variables_used(query)
-                if case == "row" and not set(ONE) & used:
-                    continue  # no place to pick: same as open
+                first = opening_values(ask, boards[dashboard])
                 opened = opening_values(ask, boards[dashboard], picked)
+                if case == "row" and all(opened[k] == first[k] for k in used & set(ONE)):
+                    continue  # the dashboard opens at a row already (or picks none)
                 variables = {name: opened.get(name) for name in used}
                 if policy:
                     variables["rp"] = [policy]

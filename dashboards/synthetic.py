@@ -116,7 +116,7 @@ def _hash(*values: float) -> float:
 
 
 def _base(rack: int) -> float:
-    return 0.25 + 0.55 * _hash(rack) ** 1.5  # 25-80 %, most racks in the lower half
+    return 0.25 + 0.55 * math.pow(_hash(rack), 1.5)  # 25-80 %, most racks in the lower half
 
 
 def _load(rack: int, t: int) -> float:
