@@ -17,6 +17,12 @@ compact-full-write-cold-duration: 5 s, instead of 10 min and 4 h). The shard's d
 measured once the WAL is empty and the TSM files have not changed for --quiet seconds.
 Reported per kind: bytes per field value, per line and per device poll (values per poll from
 the real poll); the sizing (docs/sizing.md) multiplies these.
+
+--aggregate-points adds, per kind, a database of 5-minute points (a week by default: a long
+policy's shard holds 7 days) with the same fields, gauges at full float precision as the
+collector's continuous queries' means are (counters, states and text keep their last value, as
+there). Not the continuous queries themselves: running them over a week of raw data would take
+longer than this machine has.
 """
 
 from __future__ import annotations
@@ -83,8 +89,11 @@ def decimals(value: float) -> int:
     return len(text.split(".")[1]) if "." in text and "e" not in text else 0
 
 
-def series_of(template: list[Sample], device: str, points: int, interval_s: float) -> list[str]:
-    """`points` polls of one device: each template sample's values moved by their kind."""
+def series_of(
+    template: list[Sample], device: str, points: int, interval_s: float, averaged: bool = False
+) -> list[str]:
+    """`points` polls of one device: each template sample's values moved by their kind.
+    `averaged`: gauges at full float precision, as the 5-minute aggregates' means are."""
     rng = random.Random(device)
     lines = []
     for sample in template:
@@ -102,7 +111,8 @@ def series_of(template: list[Sample], device: str, points: int, interval_s: floa
                     values[name] = value + type(value)(rng.randint(0, 50))
                 elif kind == "gauge" and isinstance(value, float):
                     step = max(abs(value) * 0.005, 10.0 ** -decimals(value))
-                    values[name] = round(value + rng.gauss(0, step), decimals(value))
+                    moved = value + rng.gauss(0, step)
+                    values[name] = moved if averaged else round(moved, decimals(value))
                 elif kind == "gauge":  # an integer reading moves by a unit now and then
                     values[name] = value + rng.choice((-1, 0, 0, 0, 0, 0, 1))
             time_ns = BASE_NS + int(p * interval_s * 1e9)
@@ -158,17 +168,23 @@ def main() -> None:
     parser.add_argument("--others", type=int, default=5, help="UPSes, cooling units, DC plants")
     parser.add_argument("--cards", type=int, default=20, help="accelerator cards")
     parser.add_argument("--points", type=int, default=1440, help="polls per device")
+    parser.add_argument(
+        "--aggregate-points",
+        type=int,
+        default=2016,
+        help="5-minute aggregates per device (2016: a week, one shard of a long policy); 0: none",
+    )
     parser.add_argument("--quiet", type=float, default=15, help="s without change = compacted")
     args = parser.parse_args()
     devices = {"pdu": args.pdus, "ups": args.others, "cooling": args.others, "dc": args.others}
     devices["card"] = args.cards
-    print(f"{args.points} polls per device")
     print(
-        "| kind | devices | lines per poll | values per poll | lines | values | TSM bytes "
+        "| database (source) | devices | polls each | lines per poll | values per poll | lines "
+        "| values | TSM bytes "
         "| **TSM bytes/value** | TSM bytes/line | TSM bytes per device poll "
         "| series file + index on disk / series |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="rackwatch-bench-disk-") as tmp:
         influx = localservices.start_influxdb(Path(tmp) / "influxdb")
         try:
@@ -181,23 +197,27 @@ def main() -> None:
                     template = [s for s in probe if s.time_ns == probe[0].time_ns]
                 else:
                     template = asyncio.run(one_poll(kind.source))
-                lines: list[str] = []
-                for d in range(devices[kind.name]):
-                    lines += series_of(
-                        template, f"{kind.name}-{d:04d}", args.points, kind.interval_s
+                legs = [(kind.name, args.points, kind.interval_s, False)]
+                if args.aggregate_points:
+                    legs.append((f"{kind.name}_5m", args.aggregate_points, 300.0, True))
+                for database, points, interval_s, averaged in legs:
+                    lines: list[str] = []
+                    for d in range(devices[kind.name]):
+                        device = f"{kind.name}-{d:04d}"
+                        lines += series_of(template, device, points, interval_s, averaged)
+                    per_poll = sum(len(s.fields) for s in template)
+                    values = per_poll * devices[kind.name] * points
+                    write(influx, database, lines)
+                    size, index = compacted_bytes(influx, database, args.quiet, 600)
+                    per_value = size / values
+                    print(
+                        f"| {database} ({kind.source}) | {devices[kind.name]} | {points:,} "
+                        f"| {len(template)} | {per_poll} | {len(lines):,} | {values:,} "
+                        f"| {size:,} | **{per_value:.2f}** | {size / len(lines):.1f} "
+                        f"| {per_value * per_poll:.0f} "
+                        f"| {index / (len(template) * devices[kind.name]):,.0f} |",
+                        flush=True,
                     )
-                values = sum(len(s.fields) for s in template) * devices[kind.name] * args.points
-                write(influx, kind.name, lines)
-                size, index = compacted_bytes(influx, kind.name, args.quiet, 600)
-                per_value = size / values
-                per_poll = per_value * sum(len(s.fields) for s in template)
-                print(
-                    f"| {kind.name} ({kind.source}) | {devices[kind.name]} | {len(template)} "
-                    f"| {sum(len(s.fields) for s in template)} | {len(lines):,} | {values:,} "
-                    f"| {size:,} | **{per_value:.2f}** | {size / len(lines):.1f} | {per_poll:.0f} "
-                    f"| {index / (len(template) * devices[kind.name]):,.0f} |",
-                    flush=True,
-                )
         finally:
             localservices.stop(influx)
 
