@@ -34,6 +34,7 @@ from rackwatch.localservices import Running, free_port
 from telemetry.lineproto import parse_lines
 from tests.test_end_to_end import eventually
 
+DEFAULT_RULES = Path(__file__).parent.parent / "configs" / "alert-rules.yaml"
 RECORDING = "cyberpower_pdu81005"  # small: snmpsim on a busy machine keeps up
 DEVICES = [f"pdu-{room}-{i:02d}" for room in ("a", "b") for i in range(4)]
 NAMES = [f"rack-pdu-{i:05d}" for i in range(2000)]
@@ -249,3 +250,23 @@ async def test_two_workers_poll_every_device_once_and_keep_them_after_a_restart(
 
     again = await run_workers(mosquitto, config, prefix, tmp_path)
     assert again == first
+
+
+def test_a_silent_worker_pages_while_the_others_report() -> None:
+    """The default rules: AgentWorkerDown for the silent worker, not AgentDown (its agent
+    still reports through the other), and nothing for an agent that is not split."""
+    from tests.test_alerting_evaluator import T0, Harness, line
+
+    h = Harness(DEFAULT_RULES.read_text(encoding="utf-8"))
+
+    def health(at: float, agent: str, worker: str | None = None) -> bytes:
+        tags = {"site": "s1", "agent": agent, **({"worker": worker} if worker else {})}
+        return line("rackwatch_agent", tags, {"devices": 4}, at)
+
+    h.feed(health(T0, "hall", "0/2"), health(T0, "hall", "1/2"), health(T0, "room"))
+    for t in range(30, 121, 30):
+        h.tick(t)
+        h.feed(health(T0 + t, "hall", "0/2"), health(T0 + t, "room"))
+    assert h.states() == [("AgentWorkerDown", "firing")]
+    assert h.seen[0].alert.labels["worker"] == "1/2"
+    assert h.seen[0].summary.startswith("agent hall at s1: worker 1/2 silent for ")
