@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from agent.config import AgentConfig
+from agent.service import Agent
+from agent.traps import Notification
 from agent.workers import (
     Worker,
     WorkerSpecError,
@@ -32,6 +34,7 @@ from agent.workers import (
 )
 from rackwatch.localservices import Running, free_port
 from telemetry.lineproto import parse_lines
+from telemetry.sample import Sample
 from tests.test_end_to_end import eventually
 
 DEFAULT_RULES = Path(__file__).parent.parent / "configs" / "alert-rules.yaml"
@@ -270,3 +273,44 @@ def test_a_silent_worker_pages_while_the_others_report() -> None:
     assert h.states() == [("AgentWorkerDown", "firing")]
     assert h.seen[0].alert.labels["worker"] == "1/2"
     assert h.seen[0].summary.startswith("agent hall at s1: worker 1/2 silent for ")
+
+
+def split_agent(home: Path, index: int, devices: list[str]) -> Agent:
+    data = config_data_offline(home)
+    data["devices"] = [
+        {"name": name, "address": f"127.0.0.{i + 2}:161", "rack": f"R{i}"}
+        for i, name in enumerate(devices)
+    ]
+    worker = Worker(index, 2)
+    return Agent(for_worker(AgentConfig.model_validate(data), worker), worker)
+
+
+async def test_a_reload_gives_a_worker_only_its_own_new_devices(tmp_path: Path) -> None:
+    agents = [split_agent(tmp_path, i, DEVICES) for i in range(2)]
+    assert sorted([*agents[0].pollers, *agents[1].pollers]) == sorted(DEVICES)
+    changed = [*DEVICES[1:], *(f"pdu-c-{i:02d}" for i in range(4))]  # one gone, four new
+    for index, agent in enumerate(agents):
+        data = config_data_offline(tmp_path)
+        data["devices"] = [{"name": n, "address": "127.0.0.2:161"} for n in changed]
+        await agent.reload(for_worker(AgentConfig.model_validate(data), Worker(index, 2)))
+    assert sorted([*agents[0].pollers, *agents[1].pollers]) == sorted(changed)
+    for index, agent in enumerate(agents):
+        assert all(owner(name, 2) == index for name in agent.pollers)
+
+
+async def test_worker_0_places_a_trap_from_another_workers_device(tmp_path: Path) -> None:
+    agent = split_agent(tmp_path, 0, DEVICES)
+    other = next(i for i, name in enumerate(DEVICES) if owner(name, 2) == 1)
+    emitted: list[Sample] = []
+    agent._emit = lambda origin, samples: emitted.extend(samples)  # type: ignore[method-assign]
+    receiver = agent._start_traps()
+    assert receiver is not None
+    try:
+        agent._on_trap(
+            Notification(f"127.0.0.{other + 2}", 162, "1.3.6.1.4.1.318.0.5", (), "public", False)
+        )
+    finally:
+        receiver.close()
+    assert [s.tags["device"] for s in emitted] == [DEVICES[other]]
+    assert emitted[0].tags["rack"] == f"R{other}"
+    assert DEVICES[other] not in agent.pollers  # polled by worker 1, on its schedule
