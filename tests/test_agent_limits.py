@@ -182,7 +182,7 @@ async def test_the_agent_raises_its_soft_limit_to_the_hard_one(
 
 def test_the_units_open_files_limit_covers_the_documented_maximum() -> None:
     units = sorted((ROOT / "systemd").glob("rackwatch-agent*.service"))
-    assert len(units) == 2
+    assert len(units) == 3  # agent, agent@ (per config), agent-worker@ (per worker)
     for unit in units:
         limits = re.findall(r"^LimitNOFILE=(\d+)$", unit.read_text(), re.MULTILINE)
         assert limits, unit.name
