@@ -358,9 +358,10 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then flush what is queued (bounded in time)."""
         log.info(
-            "agent %s at site %s: %d devices",
+            "agent %s at site %s%s: %d devices",
             self.config.agent.name,
             self.config.agent.site,
+            f", worker {self.worker.label}" if self.worker.count > 1 else "",
             len(self.pollers),
         )
         check_open_files(sum(self.worker.owns(d.name) for d in self.config.devices))

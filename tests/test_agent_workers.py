@@ -250,6 +250,9 @@ async def test_two_workers_poll_every_device_once_and_keep_them_after_a_restart(
     assert {"0/2", "1/2"} == set().union(*first.values())  # both workers had devices
     assert (tmp_path / "spool" / "worker-0").is_dir()
     assert (tmp_path / "spool" / "worker-1").is_dir()
+    for index, count in enumerate(device_counts(DEVICES, 2)):
+        started = f"agent hall at site s1, worker {index}/2: {count} devices"
+        assert started in (tmp_path / f"worker-{index}.log").read_text()
 
     again = await run_workers(mosquitto, config, prefix, tmp_path)
     assert again == first
