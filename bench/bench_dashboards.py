@@ -36,7 +36,14 @@ import httpx
 
 from collector.config import InfluxSettings, RetentionSettings
 from dashboards.macros import interpolate, variables_used
-from dashboards.synthetic import ROLLUPS, Layout, Windows, generate, opening_values
+from dashboards.synthetic import (
+    ROLLUPS,
+    Layout,
+    Windows,
+    generate,
+    opening_values,
+    write_latest,
+)
 from rackwatch import localservices
 from telemetry.schema import schema
 from tests.test_dashboards import dashboards, named, queries
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             def ask(query: str) -> list[dict[str, object]]:
                 return localservices.influx_query(influx, DATABASE, query)
 
-            report(influx.url() + "/query", all_queries, args.runs, ask)
+            report(influx.url() + "/query", all_queries, args.runs, ask, settings)
         finally:
             localservices.stop(influx)
     return 0
@@ -144,6 +151,7 @@ def report(
     all_queries: list[tuple[str, str, str, str]],
     runs: int,
     ask: Callable[[str], list[dict[str, object]]],
+    settings: InfluxSettings,
 ) -> None:
     boards = dashboards()
     print("| dashboard / panel | case | ratio min / med / max | ms | series | points | flags |")
@@ -162,6 +170,8 @@ def report(
                 if policy:
                     variables["rp"] = [policy]
                 sent = interpolate(query, variables, time_range=time_range, interval=interval)
+                if "now() - " in query:  # the last minutes: the devices' points of now
+                    write_latest(settings, {named(query)[0]})
                 base = peer(query, policy, time_range)
                 ratios, times = [], []
                 for _ in range(runs):
