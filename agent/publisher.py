@@ -244,8 +244,10 @@ class Publisher:
                 await asyncio.sleep(UNROUTED_RETRY_S)
 
     def _check_drained(self) -> None:
+        """Drained: nothing waits in memory, and while connected the spool is replayed too
+        (with the broker away, what is spooled is as safe as it gets)."""
         spooled = self.spool.stats.records if self.spool is not None else 0
-        if not self._queue and not self._sending and not spooled:
+        if not self._queue and not self._sending and not (spooled and self.connected):
             self._drained.set()
 
     async def _publish(self, client: aiomqtt.Client, payload: bytes) -> bool:
