@@ -181,6 +181,7 @@ tables:
       power_w: {column: 5, scale: 0}
       state: {column: 6, type: enum}
       voltage_v: {column: 7, unit: V}
+      current_a: {column: 8, units_of: A}
 """,
         "profile.yaml",
     )
@@ -189,7 +190,9 @@ tables:
     message = str(caught.value)
     assert f"{path}:10: tables[0].fields.power_w.scale: scale must not be zero" in message
     assert f"{path}:11: tables[0].fields.state: type enum needs an enum map" in message
-    assert f"{path}:12: tables[0].fields.voltage_v.unit: unknown key" in message
+    # `unit` takes only a conversion the language knows (fahrenheit), not a label
+    assert f"{path}:12: tables[0].fields.voltage_v.unit: Input should be 'fahrenheit'" in message
+    assert f"{path}:13: tables[0].fields.current_a.units_of: unknown key" in message
 
 
 def test_check_command_reports_and_exits_nonzero(tmp_path: Path) -> None:
