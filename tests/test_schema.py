@@ -434,8 +434,13 @@ def test_alert_history_is_in_the_schema(value: object) -> None:
 
 _FROM = re.compile(r'\bFROM\s+(?:"[^"]+"\.)?(?:"(?P<name>[^"]+)"|(?P<regex>/[^/]+/))')
 _FIELD = re.compile(r'\w+\(\s*(?:"(?P<name>[^"]+)"|/(?P<regex>[^/]+)/)')
-_TAG = re.compile(r'"(?P<tag>[^"]+)"\s*=~|GROUP BY (?P<group>.*?)(?: fill\(|$)')
+# a GROUP BY ends at fill(), a subquery's closing bracket, or the outer query's next clause
+_TAG = re.compile(
+    r'"(?P<tag>[^"]+)"\s*=~|GROUP BY (?P<group>.*?)(?= fill\(|\)| WHERE | LIMIT | ORDER |$)'
+)
 _KEY = re.compile(r'WITH KEY = "(?P<key>[^"]+)"')
+_ALIAS = re.compile(r'\bAS\s+"([^"]+)"')
+_SELF_ALIAS = re.compile(r'\("([^"]+)"\)\s+AS\s+"\1"')
 
 
 def queries(node: object) -> Iterator[str]:
@@ -466,7 +471,10 @@ def query_problems(query: str) -> list[str]:
     if not measurements:
         return [f"{query}: no schema measurement matches {source[0]}"]
     found = []
-    readable = {f for m in measurements for f in schema().measurements[m].fields}
+    # names a subquery gives its columns (`FROM (SELECT last("x") AS "y" ...)`) are read outside it
+    # (a column named as its own field licenses nothing: `last("typo") AS "typo"` is still a typo)
+    aliases = set(_ALIAS.findall(query)) - set(_SELF_ALIAS.findall(query))
+    readable = {f for m in measurements for f in schema().measurements[m].fields} | aliases
     select = query[: source.start()]
     for field in _FIELD.finditer(select):
         if field["name"] and field["name"] not in readable:
@@ -475,7 +483,9 @@ def query_problems(query: str) -> list[str]:
             found.append(f"{query}: no field matches /{field['regex']}/")
     if any(schema().measurements[m].open_tags for m in measurements):
         return found
-    tags = {t for m in measurements for t in schema().tags_of(m)} | set(schema().site_tags)
+    tags = (
+        {t for m in measurements for t in schema().tags_of(m)} | set(schema().site_tags) | aliases
+    )
     read = [m["tag"] for m in _TAG.finditer(query) if m["tag"]]
     read += [t for m in _TAG.finditer(query) if m["group"] for t in re.findall(r'"(\w+)"', m[0])]
     read += [m["key"] for m in _KEY.finditer(query)]
