@@ -31,8 +31,12 @@ OUT = Path(__file__).resolve().parent / "json"
 
 
 def where(filters: Sequence[str]) -> str:
-    """$timeFilter and one regex match per tag, each against the variable of the same name."""
-    return "$timeFilter" + "".join(f' AND "{tag}" =~ /^${tag}$/' for tag in filters)
+    """$timeFilter and one regex match per tag, each against the variable of the same name,
+    or of another name as `tag=variable` (a DC plant's `device` against `$plant`)."""
+    matches = (f.partition("=") for f in filters)
+    return "$timeFilter" + "".join(
+        f' AND "{tag}" =~ /^${variable or tag}$/' for tag, _, variable in matches
+    )
 
 
 def source(measurement: str) -> str:
@@ -162,7 +166,11 @@ def drill(target: str, variables: Sequence[str], *, labels: bool = False) -> Lin
 
 # Tables of latest values read the end of the range: what was so then (a range looked back on
 # shows its end), and a rack that stopped reporting does not rank with an old value. It costs
-# about what the whole range does (bench/bench_drilldown.py).
+# about what the whole range does (bench/bench_drilldown.py). They read the raw policy whatever
+# `$rp` is: the 5-minute policy's newest point is 5 to 10 minutes old (its continuous query
+# writes an interval once it has ended), so a 10-minute window there can hold nothing, while
+# raw data, kept for days, has the last poll; a window wide enough for the aggregates would
+# rank a rack that stopped reporting with a value up to 15 minutes old.
 LATEST_WINDOW = "10m"
 
 
@@ -187,16 +195,14 @@ def top_n(
     condition: str = "",
     n: int = TOP_N,
 ) -> Query:
-    """The `n` series of `keys` with the highest latest `rank` at the end of the range, with
-    their latest `shown` fields and their tags as columns: one table of n rows, whatever the
-    number of series. `now`: the raw data of the last NOW_WINDOW, whatever the range."""
+    """The `n` series of `keys` with the highest latest `rank` at the end of the range (raw
+    data of its last LATEST_WINDOW), with their latest `shown` fields and their tags as
+    columns: one table of n rows, whatever the number of series. `now`: the last NOW_WINDOW,
+    whatever the range."""
     fields = (rank, *shown)
     inner = ", ".join(f'last("{name}") AS "{name.removeprefix("throttle_")}"' for name in fields)
-    origin = (
-        f'"{measurement}" WHERE {now_where(filters)}'
-        if now
-        else f"{source(measurement)} WHERE {end_where(filters)}"
-    )
+    window = now_where(filters) if now else end_where(filters)
+    origin = f'"{measurement}" WHERE {window}'  # the raw policy: see LATEST_WINDOW
     outer = columns([*keys, *(name.removeprefix("throttle_") for name in shown)])
     query = (
         f'SELECT top("{rank}", {n}) AS "{rank}", {outer} FROM (SELECT {inner} FROM {origin} '
@@ -359,7 +365,8 @@ def children(measurement: str, filters: Sequence[str], keys: Sequence[str], targ
         "table",
         [
             Query(
-                f"SELECT {select} FROM {source(measurement)} WHERE {end_where(filters)} "
+                # The raw policy, whatever $rp: see LATEST_WINDOW.
+                f'SELECT {select} FROM "{measurement}" WHERE {end_where(filters)} '
                 f"GROUP BY {columns(keys)}",
                 table=True,
             )
@@ -873,14 +880,15 @@ def rack_view() -> Dashboard:
             f"{title} view",
             f"/d/{UID[target]}?var-site=${{site}}&var-room=${{room}}&var-row=${{row}}"
             + ("&var-rack=${rack}" if target == "pdu" else "")  # the others have no rack
-            + "&var-device=${__data.fields.device}&var-datasource=${datasource}"
+            + f"&var-{variable}=${{__data.fields.device}}&var-datasource=${{datasource}}"
             "&${__url_time_range}",
         )
-        for title, target in (
-            ("PDU", "pdu"),
-            ("Cooling", "cooling"),
-            ("UPS", "ups"),
-            ("DC power and environment", "dc-env"),
+        for title, target, variable in (
+            ("PDU", "pdu", "device"),
+            ("Cooling", "cooling", "device"),
+            ("UPS", "ups", "device"),
+            ("DC power", "dc-env", "plant"),
+            ("Environment", "dc-env", "monitor"),
         )
     ]
     return Dashboard(
@@ -1576,7 +1584,8 @@ def accelerators() -> Dashboard:
                 "table",
                 [
                     Query(
-                        per_job('sum("cards") AS "cards"', 'last("cards")', card, "rack"),
+                        # The whole place: rack "A01" is in every room.
+                        per_job('sum("cards") AS "cards"', 'last("cards")', card, *PLACE),
                         table=True,
                     )
                 ],
@@ -1874,18 +1883,26 @@ CONTACT_STATES = {"closed": "green", "open": "orange", "on": "blue", "off": "gra
 
 
 def dc_power_and_environment() -> Dashboard:
-    """Device-level panels (one DC plant or monitor's own rectifiers, batteries and probes),
-    picked by the device variable: nothing draws one series per rack."""
-    unit = ("site", "room", "row", "device")
-    device = tag_values(
-        "device", ("site", "room", "row"), "/^(dc_power|env_sensor|env_contact)$/", multi=False
-    )
+    """Device-level panels (one DC plant's own rectifiers and batteries, one monitor's probes
+    and contacts): nothing draws one series per rack. The plant and the monitor are separate
+    variables, each listing only devices of its kind, so both halves show one on opening."""
+    place = ("site", "room", "row")
+
+    def one_of(name: str, label: str, measurements: str) -> Variable:
+        condition = " AND ".join(f'"{tag}" =~ /^${tag}$/' for tag in place)
+        query = f'SHOW TAG VALUES FROM {measurements} WITH KEY = "device" WHERE {condition}'
+        return Variable(name, label, query, multi=False)
+
+    plant = one_of("plant", "DC plant", '"dc_power"')
+    monitor = one_of("monitor", "Environment monitor", "/^(env_sensor|env_contact)$/")
+    unit = (*place, "device=plant")
+    env = (*place, "device=monitor")
     probe = ("device", "sensor")
     return Dashboard(
         "rackwatch-dc-env",
         "rackwatch / DC power and environment",
         "DC plants (bus, load, batteries, rectifiers) and environment monitors (probes, contacts).",
-        [RP, SITE, ROOM, ROW, device],
+        [RP, SITE, ROOM, ROW, plant, monitor],
         [
             Row("DC power"),
             Panel(
@@ -2025,7 +2042,7 @@ def dc_power_and_environment() -> Dashboard:
                 "timeseries",
                 [
                     Query(
-                        over_time('mean("temperature_c")', "env_sensor", unit, probe),
+                        over_time('mean("temperature_c")', "env_sensor", env, probe),
                         "$tag_device $tag_sensor",
                     )
                 ],
@@ -2039,7 +2056,7 @@ def dc_power_and_environment() -> Dashboard:
                 "timeseries",
                 [
                     Query(
-                        over_time('mean("humidity_pct")', "env_sensor", unit, probe),
+                        over_time('mean("humidity_pct")', "env_sensor", env, probe),
                         "$tag_device $tag_sensor",
                     )
                 ],
@@ -2053,7 +2070,7 @@ def dc_power_and_environment() -> Dashboard:
                 "timeseries",
                 [
                     Query(
-                        over_time('mean("dew_point_c")', "env_sensor", unit, probe),
+                        over_time('mean("dew_point_c")', "env_sensor", env, probe),
                         "$tag_device $tag_sensor",
                     )
                 ],
@@ -2066,7 +2083,7 @@ def dc_power_and_environment() -> Dashboard:
                 "state-timeline",
                 [
                     Query(
-                        over_time('last("state")', "env_contact", unit, ["device", "contact"]),
+                        over_time('last("state")', "env_contact", env, ["device", "contact"]),
                         "$tag_device $tag_contact",
                     )
                 ],

@@ -514,7 +514,7 @@ def level(dashboard: dict[str, Any]) -> str:
         for v in dashboard["templating"]["list"]
         if v["type"] == "query" and not v.get("multi", True)
     }
-    if single & {"device", "host"}:
+    if single & {"device", "host", "plant", "monitor"}:
         return "device"
     return next((name for name in ("rack", "row", "room", "site") if name in single), "hub")
 
@@ -710,6 +710,48 @@ def test_top_n_tables_rank_the_racks_and_stay_within_the_level(
     assert len(hall) == 20
     assert {row["room"] for row in hall} == {"hall-0"}
     assert hall[0]["rack"] == "R38"
+    # A long range picks the 5-minute policy, whose newest point is minutes old (here: none
+    # at all): the table of latest values still reads the raw policy's last poll.
+    long = rows_of(influxdb, database, panel_query("hub-overview", title), rp=["rackwatch_5m"])
+    assert long == hub
+
+
+def test_tables_of_latest_values_read_the_raw_policy() -> None:
+    """A window of the range's last minutes (or of now) on `$rp` finds nothing in the
+    5-minute policy, whose newest point is 5 to 10 minutes old."""
+    windowed = [
+        (name, title, query)
+        for name, title, _, query in queries()
+        if re.search(r"time > (now\(\)|\$\{__to\}ms) - ", query)
+    ]
+    assert len(windowed) > 10
+    assert [(name, title) for name, title, query in windowed if "$rp" in query] == []
+
+
+@pytest.mark.integration
+def test_jobs_per_rack_keeps_same_named_racks_of_two_rooms_apart(
+    influxdb: Running, database: str
+) -> None:
+    """Rack A01 is in every room: a job on A01 of two rooms is two rows, not one sum."""
+    import time
+
+    import httpx
+
+    now = time.time_ns()
+    lines = [
+        f"accelerator_job,site=s1,room={room},row=A,rack=A01,host={host},job=slurm:7,"
+        f"vendor=nvidia cards={cards}i,power_w=2400 {now}"
+        for room, host, cards in (("hall-1", "gpu-1", 8), ("hall-2", "gpu-2", 4))
+    ]
+    answer = httpx.post(
+        f"{influxdb.url()}/write", params={"db": database}, content="\n".join(lines)
+    )
+    assert answer.status_code == 204, answer.text
+    found = rows_of(influxdb, database, panel_query("accelerators", "Jobs per rack"))
+    assert sorted((row["room"], row["rack"], row["job"], row["cards"]) for row in found) == [
+        ("hall-1", "A01", "slurm:7", 8),
+        ("hall-2", "A01", "slurm:7", 4),
+    ]
 
 
 @pytest.mark.integration
