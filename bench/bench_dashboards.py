@@ -4,7 +4,8 @@
     .venv/bin/python -m bench.bench_dashboards [--racks 20000] [--raw-racks-s 120] [--runs 3]
 
 Starts a private InfluxDB 1.x (rackwatch/localservices.py), fills it with dashboards/synthetic.py
-(roll-ups of every rack, row, room and site; a few devices of each kind) and sends each panel
+(roll-ups of every rack, row, room and site; a few devices of each kind, polled from real
+recordings through a private snmpsim) and sends each panel
 query the way Grafana sends it (dashboards/macros.py) in three cases:
 
 - `open`: the variables as the dashboard opens (All where it offers All, else the first
@@ -37,11 +38,14 @@ import httpx
 from collector.config import InfluxSettings, RetentionSettings
 from dashboards.macros import interpolate, variables_used
 from dashboards.synthetic import (
+    RECORDINGS,
     ROLLUPS,
     Layout,
+    Real,
     Windows,
     generate,
     opening_values,
+    poll_real,
     write_latest,
 )
 from rackwatch import localservices
@@ -112,6 +116,15 @@ def timed(client: httpx.Client, url: str, query: str) -> tuple[float, int, int]:
     return seconds, len(series), sum(len(s.get("values", [])) for s in series)
 
 
+def polled(workdir: Path) -> Real:
+    """The real devices' polls (dashboards/synthetic.py POLLED) through a private snmpsim."""
+    snmpsim = localservices.start_snmpsim(RECORDINGS, workdir / "snmpsim")
+    try:
+        return poll_real(snmpsim)
+    finally:
+        localservices.stop(snmpsim)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--racks", type=int, default=20_000)
@@ -130,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             localservices.influx_create_database(influx, DATABASE)
             settings = InfluxSettings(url=influx.url(), database=DATABASE)
             shown = {named(q)[0] for *_, q in all_queries}
-            written = generate(settings, shown, Layout(racks=args.racks), windows)
+            real = polled(Path(workdir))
+            written = generate(settings, shown, Layout(racks=args.racks), windows, real=real)
             print(
                 f"synthetic site: {args.racks} racks, {windows}; {written.total():,} points "
                 f"({written.bytes_gzipped / 1e6:.0f} MB gzipped) in {written.seconds:.0f} s",
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             def ask(query: str) -> list[dict[str, object]]:
                 return localservices.influx_query(influx, DATABASE, query)
 
-            report(influx.url() + "/query", all_queries, args.runs, ask, settings)
+            report(influx.url() + "/query", all_queries, args.runs, ask, settings, real)
         finally:
             localservices.stop(influx)
     return 0
@@ -152,6 +166,7 @@ def report(
     runs: int,
     ask: Callable[[str], list[dict[str, object]]],
     settings: InfluxSettings,
+    real: Real,
 ) -> None:
     boards = dashboards()
     print("| dashboard / panel | case | ratio min / med / max | ms | series | points | flags |")
@@ -171,7 +186,7 @@ def report(
                     variables["rp"] = [policy]
                 sent = interpolate(query, variables, time_range=time_range, interval=interval)
                 if "now() - " in query:  # the last minutes: the devices' points of now
-                    write_latest(settings, {named(query)[0]})
+                    write_latest(settings, {named(query)[0]}, real=real)
                 base = peer(query, policy, time_range)
                 ratios, times = [], []
                 for _ in range(runs):

@@ -2,10 +2,12 @@
 
 From demo data (default): runs the demo's pipeline for a few minutes (dashboards/demodata.py).
 From the synthetic hub of 20,000 racks (`--synthetic`, dashboards/synthetic.py): an hour of
-roll-ups and device series in a private InfluxDB. Either way each panel's own query (from
-dashboards/json, with Grafana's substitutions) goes to that InfluxDB, and the panels are drawn
-where the dashboard places them, in Grafana's dark colours. A variable without "All" takes its
-first value, as Grafana does. A view with no data at all is skipped and said so.
+roll-ups and device series in a private InfluxDB, the devices polled from real recordings
+through a private snmpsim (RACKWATCH_SHARED, as for the tests) and the H100 probe. Either way
+each panel's own query (from dashboards/json, with Grafana's substitutions) goes to that
+InfluxDB, and the panels are drawn where the dashboard places them, in Grafana's dark colours.
+A variable without "All" takes its first value, as Grafana does. A view with no data at all
+is skipped and said so.
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ from collector.config import InfluxSettings
 from dashboards.build import OUT
 from dashboards.demodata import DATABASE, filled_by_demo
 from dashboards.macros import interpolate, variables_used
-from dashboards.synthetic import Layout, Windows, generate, opening_values, write_latest
+from dashboards.synthetic import (
+    RECORDINGS,
+    Layout,
+    Windows,
+    generate,
+    opening_values,
+    poll_real,
+    write_latest,
+)
 from rackwatch import localservices
 from rackwatch.localservices import Running
 
@@ -415,9 +425,14 @@ def synthetic_site(workdir: Path, views: Sequence[str]) -> Iterator[Running]:
         )
         settings = InfluxSettings(url=influx.url(), database=DATABASE)
         print("writing the synthetic hub of 20,000 racks ...", flush=True)
-        written = generate(settings, measurements, Layout(), windows)
+        snmpsim = localservices.start_snmpsim(RECORDINGS, workdir / "snmpsim")
+        try:
+            real = poll_real(snmpsim)  # the devices, from real recordings
+        finally:
+            localservices.stop(snmpsim)
+        written = generate(settings, measurements, Layout(), windows, real=real)
         print(f"{written.total():,} points in {written.seconds:.0f} s", flush=True)
-        write_latest(settings, measurements)  # what shows "now" is minutes old by now
+        write_latest(settings, measurements, real=real)  # "now" is minutes old by now
         yield influx
     finally:
         localservices.stop(influx)

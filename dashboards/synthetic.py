@@ -10,10 +10,15 @@ bench/bench_dashboards.py, `python -m dashboards.render --synthetic`).
 - the same into the 5-minute policy (`rackwatch_5m`), one point per 5 minutes, as the
   continuous queries of collector/retention.py would (the curve is smooth: its value at the
   bucket stands for the bucket's mean);
-- a handful of devices of each kind the device views read (PDUs, cooling units, UPSes, DC
-  plants, environment monitors, accelerator hosts, rackwatch's own health, alerts), every
-  field of each measurement per telemetry/schema.yaml, every 30 s (the agent's default
-  poll) into the raw policy and every 5 minutes into the 5-minute one;
+- two devices of each kind the device views read per site, every 30 s (the agent's default
+  poll) into the raw policy and every 5 minutes into the 5-minute one. PDUs, UPSes, cooling
+  units, DC plants and environment monitors are real recordings polled once by the agent's
+  SnmpDevice through snmpsim, accelerator hosts an H100's NVML probe (`poll_real`, POLLED),
+  moved over time by a small bounded walk (`wander`, `Polled.at`) that keeps what the
+  recording sums summed. Each site's first device of a kind (the one the device views open
+  at) is in trouble (FAULTS) and has the schema's fields its recording lacks made up, so
+  every panel shows something; rackwatch's own health, alerts, jobs and accelerator events,
+  which have no recording, are made up for both;
 - retention policies and `rp_config` by collector.retention.ensure, as the collector sets
   them up.
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 import time
 import zlib
@@ -40,7 +46,9 @@ from collector.inventory import Feed, Inventory, Rack
 from collector.retention import EVENTS, ensure
 from collector.rollup import Rollup, _RackNow
 from dashboards.macros import interpolate, variables_used
-from telemetry.lineproto import encode
+from rackwatch import localservices
+from rackwatch.localservices import Running
+from telemetry.lineproto import encode, parse_lines
 from telemetry.sample import FieldValue, Sample
 from telemetry.schema import schema
 
@@ -366,11 +374,162 @@ def _value(measurement: str, name: str, t: int, row: int, faulty: bool) -> Field
     return round(level * (1 + 0.05 * wobble + 0.01 * row), 3)
 
 
+# --- real devices ---------------------------------------------------------------------------
+
+# The recordings (/work/shared/devices) each site's two devices of a kind are polled from, by
+# the agent's own SnmpDevice; a poll's measurements of another kind (a UPS's temperature
+# probe) are left out. Accelerator hosts: an H100's NVML probe captured on real hardware.
+POLLED: dict[str, tuple[str, str]] = {
+    "pdu": ("hpe-mapdu_pdu3", "sentry4"),  # 3 phases, 48 metered outlets; 3-phase 208 V delta
+    "ups": ("eatonups", "apc_smt750x-nmc2"),  # 3-phase in and out; single phase
+    "cooling": ("apc-inrow", "apc-inrow"),
+    "dc": ("enexus", "enexus_smartpacks2"),
+    "env": ("avtech_roomalert12e", "apc_emu"),
+}
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = ROOT / "tests" / "data" / "nvml" / "h100-single-probe.lp"
+# RACKWATCH_SHARED may name the shared folder (or its devices/), as for the tests.
+SHARED = localservices.shared_folder(
+    Path(os.environ.get("RACKWATCH_SHARED", ROOT.parent / "shared"))
+)
+RECORDINGS = SHARED / "devices" / "snmprec"
+EPOCH = 1_780_000_000  # counters count from here (s)
+# Fields that follow a device's load: scaled together, so what the recording sums (a PDU's
+# outlets into its phase and total, a host's cards into its power) stays summed.
+LOAD_UNITS = {"W", "VA", "A", "B/s"}
+LOAD_FIELDS = re.compile(r".*(load_pct|util_pct)$")
+
+
+def wander(key: str, t: int) -> float:
+    """A device's small walk around its recording, in [-1, 1]: an hour-long and a
+    ten-minute swing (phases from the device's name) and a little noise. Bounded and a
+    function of t alone, so any time can be written in any order and every time agrees."""
+    phase = _hash(len(key), sum(map(ord, key)))
+    slow = math.sin(2 * math.pi * (t / 3600 + phase))
+    fast = math.sin(2 * math.pi * (t / 600 + 2 * phase))
+    return 0.6 * slow + 0.3 * fast + 0.1 * (2 * _hash(t, phase) - 1)
+
+
+def _decimals(value: float) -> int:
+    text = repr(value)
+    return len(text.split(".")[1]) if "." in text and "e" not in text else 0
+
+
+@dataclass
+class Polled:
+    """One real poll of a device: its samples, moved to any time by `wander`."""
+
+    source: str
+    samples: list[Sample]
+    interval_s: int = DEVICE_INTERVAL_S
+
+    @property
+    def measurements(self) -> set[str]:
+        return {sample.measurement for sample in self.samples}
+
+    def at(
+        self, measurement: str, place: Mapping[str, str], t: int, first: bool = False
+    ) -> Iterator[Sample]:
+        """The poll's rows of `measurement` at t, with the place and name in `place`: load
+        fields ±4 % together, other gauges ±0.5 % (temperatures ±0.4 °C), counters growing
+        (energy by the row's power, others one a poll), states and text as recorded.
+        `first`: the site's first device of its kind, the one the device views open at: in
+        trouble (FAULTS), and the schema's fields its recording lacks made up (`_value`), so
+        every panel shows something."""
+        family = device_family(measurement)
+        swing = wander(place["device"], t)
+        load = 1 + 0.04 * swing
+        for sample in self.samples:
+            if sample.measurement != measurement:
+                continue
+            tags = {**sample.tags, **{k: place[k] for k in ("site", "room", "row", "rack")}}
+            if family == "gpu":  # a host of cards: named by its host
+                tags |= {"host": place["host"], "cluster": place["cluster"]}
+            else:
+                tags["device"] = place["device"]
+            if family == "pdu":
+                tags["feed"] = place["feed"]
+            power = sample.fields.get("power_w")
+            fields: Fields = {}
+            for name, value in sample.fields.items():
+                fields[name] = self._moved(name, value, load, swing, t, power)
+            if first:
+                for name in schema().measurements[measurement].fields:
+                    if name not in fields or name in FAULTS:
+                        fields[name] = _value(measurement, name, t, 0, True)
+            yield Sample(measurement, tags, fields, t * 10**9)
+
+    def _moved(
+        self, name: str, value: FieldValue, load: float, swing: float, t: int, power: object
+    ) -> FieldValue:
+        definition = schema().fields.get(name)
+        if isinstance(value, bool | str) or definition is None:
+            return value
+        if definition.kind == "counter":
+            if definition.unit in ("kWh", "J") and isinstance(power, float):
+                per_s = power if definition.unit == "J" else power / 3.6e6
+                return round(float(value) + per_s * (t - EPOCH), max(_decimals(float(value)), 1))
+            grown = (t - EPOCH) // self.interval_s
+            return value + grown if isinstance(value, int) else round(value + grown, 1)
+        if isinstance(value, int) or definition.kind != "gauge":
+            return value  # a count, a width, a clock step: as recorded
+        places = _decimals(value)
+        if definition.unit in LOAD_UNITS or LOAD_FIELDS.fullmatch(name):
+            return round(value * load, places)
+        if definition.unit == "°C":
+            return round(value + 0.4 * swing, max(places, 1))
+        return round(value * (1 + 0.005 * swing), places)
+
+
+Real = dict[tuple[str, int], Polled]  # (device kind, 0 or 1) -> its poll
+
+
+def polled_family(real: Real, family: str) -> list[Polled]:
+    return [polled for (kind, _), polled in real.items() if kind == family]
+
+
+def poll_real(snmpsim: Running) -> Real:
+    """Each POLLED recording once through `snmpsim` (serving them, the community the
+    recording's name), as the agent polls it; and the H100 probe for accelerator hosts."""
+    from agent.snmp import SnmpDevice, SnmpTarget  # the agent, only where real polls are asked
+
+    async def poll(recording: str) -> list[Sample]:
+        device = SnmpDevice(recording, SnmpTarget(snmpsim.host, snmpsim.port, recording), {})
+        await device.collect()  # identification and the walks
+        return await device.collect()
+
+    async def poll_all() -> Real:
+        real: Real = {}
+        for family, recordings in POLLED.items():
+            for n, recording in enumerate(recordings):
+                samples = [
+                    s for s in await poll(recording) if device_family(s.measurement) == family
+                ]
+                if not samples:
+                    raise RuntimeError(f"{recording}: the poll gave no {family} measurement")
+                real[(family, n)] = Polled(recording, samples)
+        return real
+
+    real = asyncio.run(poll_all())
+    probe = parse_lines(PROBE.read_bytes())
+    last = max(sample.time_ns for sample in probe)  # the probe's last round
+    cards = [sample for sample in probe if sample.time_ns == last]
+    for n in range(2):
+        real[("gpu", n)] = Polled(PROBE.name, cards, interval_s=10)
+    return real
+
+
 def device_samples(
-    measurements: Iterable[str], places: Sequence[tuple[str, str, str, str]], t: int
+    measurements: Iterable[str],
+    places: Sequence[tuple[str, str, str, str]],
+    t: int,
+    real: Real | None = None,
 ) -> Iterator[Sample]:
-    """Every field of each measurement for two devices per site (in each site's first row)."""
+    """Two devices of each kind per site (in each site's first row): the polls in `real`
+    (poll_real) moved to t by `wander`, and every field of the measurements no real source
+    gives made up by `_value`."""
     definitions = schema().measurements
+    real = real or {}
     first_racks: dict[str, list[tuple[str, str, str, str]]] = {}
     for place in places:
         first_racks.setdefault(place[0], []).append(place)
@@ -400,7 +559,11 @@ def device_samples(
                     "alertname": f"Synthetic{family.capitalize()}",
                     "severity": "warning",
                 }
-                yield from _rows(measurement, names, definition.fields, base, t, n == 0)
+                polled = real.get((family, n))
+                if polled is not None and measurement in polled.measurements:
+                    yield from polled.at(measurement, base, t, first=n == 0)
+                elif polled is None or n == 0:  # no real source, or a gap of the first
+                    yield from _rows(measurement, names, definition.fields, base, t, n == 0)
 
 
 def _rows(
@@ -428,7 +591,10 @@ def _rows(
 
 
 def write_latest(
-    influx: InfluxSettings, device_measurements: Iterable[str], layout: Layout = Layout()
+    influx: InfluxSettings,
+    device_measurements: Iterable[str],
+    layout: Layout = Layout(),
+    real: Real | None = None,
 ) -> Written:
     """The devices' points of this moment into the raw policy, alerts firing included: what a
     live site keeps adding, for panels that show only the last few minutes."""
@@ -437,7 +603,8 @@ def write_latest(
     writer = Writer(influx)
     try:
         shown = sorted(set(device_measurements) - set(ROLLUPS))
-        writer.add("autogen", (encode(sample) for sample in device_samples(shown, places, now)))
+        samples = device_samples(shown, places, now, real)
+        writer.add("autogen", (encode(sample) for sample in samples))
     finally:
         written = writer.close()
     return written
@@ -541,6 +708,7 @@ def generate(
     layout: Layout = Layout(),
     windows: Windows = Windows(),
     now: int | None = None,
+    real: Real | None = None,
 ) -> Written:
     """Fill `influx.database` (which must exist) with the synthetic site up to `now` (s)."""
     started = time.monotonic()
@@ -579,7 +747,7 @@ def generate(
                 shown = [m for m in devices if policy == raw or m not in EVENTS]
                 if policy != raw or t < now - 120:  # firing now: the last minutes, raw only
                     shown = [m for m in shown if m != "alert_active"]
-                samples = device_samples(shown, rollups.places, t)
+                samples = device_samples(shown, rollups.places, t, real)
                 writer.add(policy, (encode(sample) for sample in samples))
     finally:
         written = writer.close()

@@ -24,11 +24,13 @@ from collector.rollup import Rollup
 from dashboards.macros import interpolate, variables_used
 from dashboards.synthetic import (
     Layout,
+    Real,
     Rollups,
     Windows,
     generate,
     has_accelerators,
     opening_values,
+    poll_real,
     write_latest,
 )
 from rackwatch import localservices
@@ -106,13 +108,18 @@ def test_rack_and_feed_points_are_what_the_collector_computes() -> None:
 
 
 @pytest.fixture(scope="module")
-def site(influxdb: Running) -> Iterator[str]:
+def real(snmpsim: Running) -> Real:
+    """The real devices' polls (once: the session's snmpsim serves the recordings)."""
+    return poll_real(snmpsim)
+
+
+@pytest.fixture(scope="module")
+def site(influxdb: Running, real: Real) -> Iterator[str]:
     database = f"synthetic_{uuid.uuid4().hex[:8]}"
     localservices.influx_create_database(influxdb, database)
     shown = {named(query)[0] for *_, query in queries()}
-    written = generate(
-        InfluxSettings(url=influxdb.url(), database=database), shown, LAYOUT, WINDOWS
-    )
+    settings = InfluxSettings(url=influxdb.url(), database=database)
+    written = generate(settings, shown, LAYOUT, WINDOWS, real=real)
     assert written.points["autogen.rack_power"] == 3 * LAYOUT.racks
     assert written.points[f"{AGGREGATES}.feed_power"] == 2 * LAYOUT.racks
     yield database
@@ -156,14 +163,14 @@ def test_variables_list_the_hub(
 @pytest.mark.integration
 @pytest.mark.parametrize(("dashboard", "title", "ref", "query"), queries())
 def test_every_panel_query_returns_series_at_hub_scale(
-    influxdb: Running, site: str, dashboard: str, title: str, ref: str, query: str
+    influxdb: Running, site: str, real: Real, dashboard: str, title: str, ref: str, query: str
 ) -> None:
     """Raw (last 10 minutes) and 5-minute (last 3 hours) data, with the variables as the
     dashboard opens (All where it offers All) and at one row."""
     measurement, _ = named(query)
     if "now() - " in query:
         settings = InfluxSettings(url=influxdb.url(), database=site)
-        write_latest(settings, {measurement}, LAYOUT)
+        write_latest(settings, {measurement}, LAYOUT, real)
     opened = _opening(influxdb, site, dashboard)
     row = _opening(influxdb, site, dashboard, **ONE)
     if (dashboard, measurement) in OPENS_EMPTY:
