@@ -23,10 +23,12 @@ from collector.config import InfluxSettings, RetentionSettings, RollupSettings
 from collector.rollup import Rollup
 from dashboards.macros import interpolate, variables_used
 from dashboards.synthetic import (
+    POLLED,
     Layout,
     Real,
     Rollups,
     Windows,
+    device_samples,
     generate,
     has_accelerators,
     opening_values,
@@ -37,6 +39,7 @@ from rackwatch import localservices
 from rackwatch.localservices import Running
 from telemetry.lineproto import encode
 from telemetry.sample import Sample
+from telemetry.schema import schema
 from tests.test_dashboards import dashboards, named, queries, variable_queries
 
 Picked = dict[str, list[str] | None]
@@ -111,6 +114,49 @@ def test_rack_and_feed_points_are_what_the_collector_computes() -> None:
 def real(snmpsim: Running) -> Real:
     """The real devices' polls (once: the session's snmpsim serves the recordings)."""
     return poll_real(snmpsim)
+
+
+@pytest.mark.integration
+def test_real_devices_move_together_and_keep_their_sums(real: Real) -> None:
+    """Each kind's recordings gave its measurements; over an hour a device's load fields
+    (W, VA, A) move by one factor within 4 % of the recording, so what it sums stays
+    summed (a host's power is its cards'), and counters only grow."""
+    assert {kind for kind, _ in real} == {*POLLED, "gpu"}
+    places = Layout(racks=40).places()
+    shown = sorted({m for polled in real.values() for m in polled.measurements})
+    before: dict[tuple[str, str], float] = {}
+    t0 = 1_790_000_000
+    for t in range(t0, t0 + 3600, 300):
+        now = [s for s in device_samples(shown, places, t, real) if s.tags["site"] == "hub-a"]
+        hosts = {s.tags["host"]: s.fields["power_w"] for s in now if s.measurement.endswith("host")}
+        for host, power in hosts.items():
+            cards = [s.fields["power_w"] for s in now if s.tags.get("host") == host]
+            assert power == pytest.approx(sum(cards[:-1]), abs=0.002)  # the host's line last
+        for kind, n in real:
+            polled = real[(kind, n)]
+            device = f"{'gpu-host' if kind == 'gpu' else kind}-hub-a-{n + 1}"
+            ours = [
+                s
+                for s in now
+                if device in (s.tags.get("device"), s.tags.get("host"))
+                and s.measurement in polled.measurements  # the first device's gaps: made up
+            ]
+            assert len(ours) == len(polled.samples), device
+            factors = set()
+            recordings = sorted(polled.samples, key=lambda s: s.measurement)  # as written
+            for mine, recorded in zip(ours, recordings, strict=True):
+                for name, value in recorded.fields.items():
+                    unit = schema().fields[name].unit
+                    moved = mine.fields[name]
+                    if unit in ("W", "VA", "A") and isinstance(value, float) and value > 10:
+                        assert isinstance(moved, float)
+                        factors.add(round(moved / value, 2))
+                    if schema().fields[name].kind == "counter" and n:
+                        key = (f"{device} {sorted(mine.tags.items())}", name)
+                        assert float(moved) >= before.get(key, float(value)), key  # type: ignore[arg-type]
+                        before[key] = float(moved)  # type: ignore[arg-type]
+            assert len(factors) <= 2, (device, factors)  # one factor, rounded either way
+            assert all(0.95 <= f <= 1.05 for f in factors), (device, factors)
 
 
 @pytest.fixture(scope="module")
