@@ -59,6 +59,9 @@ COLOURS = {
     "transparent": PANEL,
 }
 PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9", "#705da0"]
+# The synthetic hub's PDU view opens at a site's first PDU, whose gaps are made up
+# (dashboards/synthetic.py); the picture shows the second, a Sentry4 as recorded.
+SYNTHETIC_PICKED = {"pdu-detail": {"device": "pdu-hub-a-2"}}
 ROW_PX = 30  # Grafana's grid row height in pixels
 MAX_SERIES = 12
 
@@ -320,9 +323,12 @@ def _table(ax: Axes, panel: dict[str, Any], data: list[Series], unit: str) -> No
         )
 
 
-def render_view(influx: Running, name: str, time_range: str, out: Path) -> bool:
+def render_view(
+    influx: Running, name: str, time_range: str, out: Path, chosen: dict[str, str] | None = None
+) -> bool:
     dashboard = json.loads((OUT / f"{name}.json").read_text(encoding="utf-8"))
-    picked = opening_values(lambda q: localservices.influx_query(influx, DATABASE, q), dashboard)
+    ask = lambda q: localservices.influx_query(influx, DATABASE, q)  # noqa: E731
+    picked = opening_values(ask, dashboard, chosen)
     panels = dashboard["panels"]
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
     fig = Figure(figsize=(16, height * ROW_PX / 100 * 1.3), facecolor=BACKGROUND)
@@ -386,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rackwatch-render-") as workdir:
         if args.synthetic:
             with synthetic_site(Path(workdir), args.views) as influx:
-                draw(influx, args.views, "1h", args.out)
+                draw(influx, args.views, "1h", args.out, SYNTHETIC_PICKED)
             return 0
         print(f"running the demo pipeline for {args.seconds:.0f} s ...", flush=True)
         shown = {"rack_power", "site_power", "pdu", "cooling", "rackwatch_agent"}
@@ -395,10 +401,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def draw(influx: Running, views: Sequence[str], time_range: str, out: Path) -> None:
+def draw(
+    influx: Running,
+    views: Sequence[str],
+    time_range: str,
+    out: Path,
+    chosen: dict[str, dict[str, str]] | None = None,
+) -> None:
     for name in views:
         path = out / f"{name}.png"
-        if render_view(influx, name, time_range, path):
+        if render_view(influx, name, time_range, path, (chosen or {}).get(name)):
             print(f"wrote {path}")
         else:
             print(f"{name}: no data; no picture")

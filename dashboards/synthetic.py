@@ -432,7 +432,7 @@ class Polled:
     ) -> Iterator[Sample]:
         """The poll's rows of `measurement` at t, with the place and name in `place`: load
         fields ±4 % together, other gauges ±0.5 % (temperatures ±0.4 °C), counters growing
-        (energy by the row's power, others one a poll), states and text as recorded.
+        (energy, by the row's power; error counts stay), states and text as recorded.
         `first`: the site's first device of its kind, the one the device views open at: in
         trouble (FAULTS), and the schema's fields its recording lacks made up (`_value`), so
         every panel shows something."""
@@ -469,8 +469,7 @@ class Polled:
             if definition.unit in ("kWh", "J") and isinstance(power, float):
                 per_s = power if definition.unit == "J" else power / 3.6e6
                 return round(float(value) + per_s * (t - EPOCH), max(_decimals(float(value)), 1))
-            grown = (t - EPOCH) // self.interval_s
-            return value + grown if isinstance(value, int) else round(value + grown, 1)
+            return value  # errors, replays, remaps: a healthy device's stay as recorded
         if isinstance(value, int) or definition.kind != "gauge":
             return value  # a count, a width, a clock step: as recorded
         places = _decimals(value)
