@@ -6,9 +6,10 @@ or feed show every one of them.
 What it writes (to stay near a minute on two shared cores): all 20,000 racks' roll-ups
 (`rack_power`, `feed_power`) for the last 30 s at the collector's 10 s and one 5-minute point;
 rows, rooms, sites, PUE and a few devices of each kind for 2 minutes raw (devices every
-30 s) and an hour of 5-minute points. Panels that show only the last minutes get the
-devices' points of that moment first (a live site keeps adding them). Timings at this
-scale: bench/bench_dashboards.py.
+30 s) and an hour of 5-minute points. The devices are real recordings polled once through the
+session's snmpsim and the H100 NVML probe (synthetic.poll_real), moved by a small walk.
+Panels that show only the last minutes get the devices' points of that moment first (a live
+site keeps adding them). Timings at this scale: bench/bench_dashboards.py.
 """
 
 from __future__ import annotations
