@@ -485,6 +485,9 @@ def watch(
         found = counts(influx)
         missing = [m for m, n in found.items() if n == 0]
         missing += demo_mqtt_devices.missing(influx, DATABASE)
+        # The live view lists a device under its kind once its health report has landed.
+        reported = kinds(influx)
+        missing += [f"health of {d}" for d in DEMO_DEVICES if d not in reported]
         if not missing:
             print(render(influx, started))
             print("demo ok: points of every kind landed in InfluxDB")
