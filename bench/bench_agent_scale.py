@@ -76,12 +76,13 @@ except ModuleNotFoundError:  # run as bench/bench_agent_scale.py: the repo root 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench import snmp_responder
 from rackwatch import localservices
+from rackwatch.demo import find_shared
 from rackwatch.localservices import Running as ServiceRunning
 from telemetry.payload import decode
 
 Running = ServiceRunning | snmp_responder.Running  # a simulator: host, port, process
 
-RECORDINGS = Path("/work/shared/devices/snmprec")
+RECORDINGS = find_shared(None) / "devices" / "snmprec"  # RACKWATCH_SHARED or ../shared
 HOST = "127.0.0.1"
 TOPIC = "rackwatch/v1/bench/#"  # what every agent here publishes under (site "bench")
 T = TypeVar("T")

@@ -50,16 +50,16 @@ from typing import Any
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
-
 from agent.scheduler import OK, PollStats  # noqa: E402
 from agent.service import _poll_fields  # noqa: E402
 from collector.alerting.rules import RuleFile  # noqa: E402
+from rackwatch.demo import find_shared  # noqa: E402
 from telemetry import config  # noqa: E402
 from telemetry.lineproto import check_lines, encode  # noqa: E402
 from telemetry.sample import Sample  # noqa: E402
 
 RULES = ROOT / "configs" / "alert-rules.yaml"
-RECORDINGS = Path("/work/shared/devices/snmprec")
+RECORDINGS = find_shared(None) / "devices" / "snmprec"  # RACKWATCH_SHARED or ../shared
 PDU_RECORDINGS = ("apc_ap8959eu3", "sentry4", "raritan-pdu_px2")
 REF_MODULES = ("collector.alerting.points", "collector.alerting.evaluator")
 GPU_PROBE = ROOT / "tests" / "data" / "nvml" / "h100-single-probe.lp"

@@ -47,12 +47,13 @@ except ModuleNotFoundError:  # run as bench/bench_disk.py: the repo root is not 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench import snmp_responder
 from rackwatch import localservices
+from rackwatch.demo import find_shared
 from rackwatch.localservices import Running
 from telemetry.lineproto import encode_many, parse_lines
 from telemetry.sample import Sample
 from telemetry.schema import schema
 
-RECORDINGS = Path("/work/shared/devices/snmprec")
+RECORDINGS = find_shared(None) / "devices" / "snmprec"  # RACKWATCH_SHARED or ../shared
 PROBE = Path(__file__).resolve().parent.parent / "tests/data/nvml/h100-single-probe.lp"
 BASE_NS = 1_790_000_000_000_000_000
 COLD = '  cache-snapshot-write-cold-duration = "5s"\n  compact-full-write-cold-duration = "5s"\n'

@@ -57,20 +57,25 @@ def wait_for_count(influx: Running, database: str, n: int, timeout_s: float = 60
         time.sleep(0.05)
 
 
+def post_gzipped(client: httpx.Client, influx: Running, database: str, lines: list[bytes]) -> None:
+    """The direct-ingest peer: lines in gzip'd 5,000-line /write batches, one after another."""
+    for i in range(0, len(lines), 5000):
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+        body = compressor.compress(b"\n".join(lines[i : i + 5000])) + compressor.flush()
+        reply = client.post(
+            f"{influx.url()}/write",
+            params={"db": database, "precision": "ns"},
+            content=body,
+            headers={"Content-Encoding": "gzip"},
+        )
+        reply.raise_for_status()
+
+
 def direct(influx: Running, lines: list[bytes]) -> float:
     localservices.influx_create_database(influx, "direct")
     with httpx.Client(timeout=60) as client:
         started = time.perf_counter()
-        for i in range(0, len(lines), 5000):
-            compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-            body = compressor.compress(b"\n".join(lines[i : i + 5000])) + compressor.flush()
-            reply = client.post(
-                f"{influx.url()}/write",
-                params={"db": "direct", "precision": "ns"},
-                content=body,
-                headers={"Content-Encoding": "gzip"},
-            )
-            reply.raise_for_status()
+        post_gzipped(client, influx, "direct", lines)
         wait_for_count(influx, "direct", len(lines))
         return time.perf_counter() - started
 

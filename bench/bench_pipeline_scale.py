@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,12 +56,14 @@ try:
 except ModuleNotFoundError:  # run as bench/bench_pipeline_scale.py: the repo root not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench import snmp_responder
+from bench.bench_pipeline import post_gzipped
 from rackwatch import localservices
+from rackwatch.demo import find_shared
 from rackwatch.localservices import Running
 from telemetry.lineproto import parse_line
 from telemetry.payload import decode
 
-RECORDINGS = Path("/work/shared/devices/snmprec")
+RECORDINGS = find_shared(None) / "devices" / "snmprec"  # RACKWATCH_SHARED or ../shared
 KINDS = {  # flag -> recording (real devices; see tests/test_snmp_responder.py)
     "pdus": "apc_ap8959eu3",
     "ups": "apc_smt750x-nmc2",
@@ -338,16 +339,7 @@ def direct(influx: Running, path: Path, limit: int) -> tuple[int, float]:
     measurements = sorted({line.split(b",", 1)[0].split(b" ", 1)[0].decode() for line in lines})
     with httpx.Client(timeout=120) as client:
         started = time.perf_counter()
-        for i in range(0, len(lines), 5000):
-            compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-            body = compressor.compress(b"\n".join(lines[i : i + 5000])) + compressor.flush()
-            reply = client.post(
-                f"{influx.url()}/write",
-                params={"db": "direct", "precision": "ns"},
-                content=body,
-                headers={"Content-Encoding": "gzip"},
-            )
-            reply.raise_for_status()
+        post_gzipped(client, influx, "direct", lines)
         elapsed = time.perf_counter() - started
     # The writes are acknowledged once durable (WAL); a count confirms they all arrived.
     stored = 0

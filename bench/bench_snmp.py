@@ -67,6 +67,7 @@ from gufo.snmp.sync import SnmpSession as SyncSession
 from agent.mapping import Value
 from agent.snmp import GET_BATCH, SYS_DESCR, SYS_OBJECT_ID, DeviceError, SnmpDevice, SnmpTarget
 from rackwatch import localservices
+from rackwatch.demo import find_shared
 from rackwatch.localservices import Running
 from telemetry.lineproto import encode
 from telemetry.sample import Sample
@@ -77,7 +78,7 @@ except ModuleNotFoundError:  # run as bench/bench_snmp.py: the repo root is not 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench import snmp_exporter_config
 
-RECORDINGS = Path("/work/shared/devices/snmprec")
+RECORDINGS = find_shared(None) / "devices" / "snmprec"  # RACKWATCH_SHARED or ../shared
 DEFAULT_DEVICES = "apc_ap8959eu3,eatonpdu_2,sentry4"
 EXPORTER = "prometheus-snmp-exporter"
 HOST = "127.0.0.1"
