@@ -9,12 +9,13 @@ accelerators and the MQTT devices' subscription.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.config import AgentConfig
+from telemetry import rendezvous
 
 
 class WorkerSpecError(ValueError):
@@ -39,14 +40,12 @@ ONLY = Worker(0, 1)  # an agent that is not split
 
 def owner(device_name: str, count: int) -> int:
     """The worker (0..count-1) that polls `device_name`; stable across processes and hosts."""
-    if count == 1:
-        return 0
+    return 0 if count == 1 else rendezvous.owner(device_name.encode(), _seeds(count))
 
-    def weight(index: int) -> bytes:
-        key = f"{index}\0{device_name}".encode()
-        return hashlib.blake2b(key, digest_size=8).digest()
 
-    return max(range(count), key=weight)
+@functools.cache
+def _seeds(count: int) -> tuple[int, ...]:
+    return tuple(rendezvous.digest(f"worker {i}".encode()) for i in range(count))
 
 
 def parse_worker(spec: str, configured: int) -> Worker:

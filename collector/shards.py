@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 from collections.abc import Iterable
@@ -29,6 +28,7 @@ from collector.influx import InfluxWriter, WriteStats
 from collector.pipeline import Pipeline
 from collector.receipts import Receipt
 from collector.refusal import series_key
+from telemetry import rendezvous
 from telemetry.sample import Sample
 from telemetry.spool import Spool
 
@@ -39,18 +39,6 @@ _ESCAPE = re.compile(rb"\\(.)")
 # Series keys whose shard is remembered (lines repeat their series every poll); past this
 # many (some 30 MB of keys) the memory is cleared and filled again: a miss costs one hash.
 ROUTE_CACHE_MAX = 200_000
-_MASK = (1 << 64) - 1
-
-
-def _digest(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
-
-
-def _mix(value: int) -> int:
-    """splitmix64's finaliser: a well-spread 64-bit score from a key hash and a shard seed."""
-    value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
-    value = (value ^ (value >> 27)) * 0x94D049BB133111EB & _MASK
-    return value ^ (value >> 31)
 
 
 class Router:
@@ -59,7 +47,7 @@ class Router:
     def __init__(self, settings: ShardingSettings) -> None:
         self.route_by = settings.route_by
         names = [shard.name for shard in settings.shards]
-        self._seeds = [_digest(name.encode()) for name in names]
+        self._seeds = [rendezvous.digest(name.encode()) for name in names]
         self._tag = f"{settings.route_by}=".encode()
         self._owner = {
             value.encode(): i
@@ -97,9 +85,7 @@ class Router:
 
     def _by_hash(self, key: bytes) -> int:
         measurement, *tags = _UNESCAPED_COMMA.split(key)
-        digest = _digest(b",".join([measurement, *sorted(tags)]))
-        scores = [_mix(digest ^ seed) for seed in self._seeds]
-        return scores.index(max(scores))
+        return rendezvous.owner(b",".join([measurement, *sorted(tags)]), self._seeds)
 
 
 @dataclass
