@@ -276,10 +276,24 @@ def demo_influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     and every device's health (with its kind) has come in."""
     shown = {named(query)[0] for *_, query in queries() if pending(query) is None}
 
-    def every_kind_known(influx: Running) -> bool:
-        return set(demo.kinds(influx)) >= set(demo.DEMO_DEVICES)
+    def every_device_polled_thrice(influx: Running) -> bool:
+        # Per device, not per measurement: a panel that differences a counter (energy per
+        # interval) needs two polls of each PDU, and a loaded machine polls some devices late.
+        series = localservices.influx_query(
+            influx, demo.DATABASE, 'SELECT count("up") FROM "rackwatch_agent" GROUP BY "device"'
+        )
+        polls = {
+            str(one["tags"]["device"]): int(one["values"][0][1])  # type: ignore[index]
+            for one in series
+            if isinstance(one.get("tags"), dict)
+        }
+        return set(demo.kinds(influx)) >= set(demo.DEMO_DEVICES) and all(
+            polls.get(device, 0) >= 3 for device in demo.DEMO_DEVICES
+        )
 
-    with filled_by_demo(tmp_path_factory.mktemp("demo"), shown, until=every_kind_known) as influx:
+    with filled_by_demo(
+        tmp_path_factory.mktemp("demo"), shown, until=every_device_polled_thrice
+    ) as influx:
         yield influx
 
 
