@@ -87,8 +87,19 @@ def _number(raw: Value) -> int | float | None:
         return None
 
 
+class UnlistedUnit(ValueError):
+    """A number whose unit text the field's `units` map does not list ("35 K" where only C
+    and F are): no value, since a wrong one is worse, but unlike an absent reading the
+    device said something the profile cannot read, so the caller counts it under its name."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__(f"unit {unit!r} is not in the field's units")
+        self.unit = unit
+
+
 def convert(spec: FieldSpec, raw: Value, scale: float | None = None) -> FieldValue | None:
-    """One raw value as a field value, or None when absent (sentinel, missing, unparseable)."""
+    """One raw value as a field value, or None when absent (sentinel, missing, unparseable).
+    UnlistedUnit when its text names a unit the field's `units` map does not list."""
     if raw is None:
         return None
     unit = None
@@ -112,10 +123,15 @@ def convert(spec: FieldSpec, raw: Value, scale: float | None = None) -> FieldVal
         number = abs(number)
     scale = spec.scale if scale is None else scale
     if spec.units or spec.unit:
-        conversion = spec.units.get((unit or "").strip()) if spec.units else spec.unit
+        conversion: float | str | None = spec.unit
+        if spec.units:
+            named = (unit or "").strip()
+            if named not in spec.units:
+                raise UnlistedUnit(named)
+            conversion = spec.units[named]
         number = in_unit(scaled(number, scale), conversion)
         if number is None:
-            return None  # a unit the profile does not know: no value rather than a wrong one
+            return None
         scale = 1
     if spec.type == "integer":
         return round(number if scale == 1 else scaled(number, scale))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from agent.mapping import (
     Counters,
+    UnlistedUnit,
     Value,
     convert,
     counted,
@@ -31,6 +32,8 @@ Walk = Callable[[str], Awaitable[Mapping[str, Value]]]
 """Walks one column (entry.column) and gives its values by row index."""
 Get = Callable[[list[str]], Awaitable[Mapping[str, Value]]]
 """GETs scalars (the names scalar groups take as tags); OIDs the device lacks are left out."""
+Unlisted = Callable[["Reading", str, Value], None]
+"""Told of a value left out because its unit text is not in the field's `units` map."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +128,11 @@ def execute(
     time_ns: int,
     counters: Counters,
     trace: dict[str, tuple[int, str]] | None = None,
+    unlisted: Unlisted | None = None,
 ) -> tuple[list[Sample], bool]:
     """One poll's samples from the values read; False when a table value went missing (a row
-    went away: make a new plan). `trace` gets each value's OID -> (sample position, field)."""
+    went away: make a new plan). `trace` gets each value's OID -> (sample position, field);
+    `unlisted` each value left out for a unit its field does not list (the rest still count)."""
     fields: list[dict[str, FieldValue]] = [{} for _ in plan.points]
     sources: list[list[tuple[str, str]]] = [[] for _ in plan.points]
     complete = True
@@ -142,7 +147,12 @@ def execute(
         if not all(_still_kept(guard, values) for guard in reading.guards):
             continue
         spec = reading.spec
-        value = convert(spec, raw, reading.scale)
+        try:
+            value = convert(spec, raw, reading.scale)
+        except UnlistedUnit as exc:
+            if unlisted is not None:
+                unlisted(reading, exc.unit, raw)
+            continue
         if spec.temperature_unit:
             value = in_celsius(value, spec.temperature_unit, values.get(reading.setting or ""))
         if value is not None and reading.counter and isinstance(raw, int):

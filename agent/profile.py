@@ -202,7 +202,8 @@ class FieldSpec(StrictModel):
     pattern: str | None = None
     # A number with its unit inside text ("35 C", "95 F", "250 mA"): with `units`, the pattern
     # has the named groups `value` and `unit`, and the unit found says how the value (after
-    # `scale`) is converted; a unit not listed makes the value absent (never a wrong unit).
+    # `scale`) is converted; a unit not listed gives no value (never a wrong unit), counted
+    # per device (agent.mapping.UnlistedUnit, health values_unlisted_unit_total).
     units: dict[str, UnitConversion] = {}
     # The unit a value is always in, where the MIB says so and no setting or text does
     # (CyberPower's envirTemperature, 1/10 degF): converted after `scale`.

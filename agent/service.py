@@ -242,11 +242,11 @@ class Agent:
             # Nothing is known of a device before its first poll has finished: no sample, so
             # no `up=false` that is not a real failure, and no series without its kind.
             if not poller.stats.stale:
-                samples.append(
-                    Sample(
-                        "rackwatch_agent", self._poller_tags(name), _poll_fields(poller.stats), now
-                    )
-                )
+                fields = _poll_fields(poller.stats)
+                source = self._sources.get(name)
+                if source is not None:  # an SNMP device: values its profile could not read
+                    fields["values_unlisted_unit_total"] = source.unlisted_units
+                samples.append(Sample("rackwatch_agent", self._poller_tags(name), fields, now))
         published = self.publisher.stats
         spool = self.publisher.spool
         spool_fields: dict[str, FieldValue] = {}

@@ -154,6 +154,10 @@ class SnmpDevice:
         # OID -> (position in the last poll's samples, field name), filled when tracing: lets
         # `rackwatch probe --trace` and the ground-truth tests say where each value came from.
         self.trace: dict[str, tuple[int, str]] | None = None
+        # Values left out because their unit text is not in their field's `units` map (health
+        # field values_unlisted_unit_total); each OID is logged once, not every poll.
+        self.unlisted_units = 0
+        self._unlisted_logged: set[str] = set()
 
     @property
     def identity(self) -> Identity | None:
@@ -369,11 +373,39 @@ class SnmpDevice:
         self._counters.observe_uptime(self._uptime, uptime)
         self._uptime = uptime
         samples, complete = plan.execute(
-            self._plan, {**walked, **values}, time_ns, self._counters, self.trace
+            self._plan,
+            {**walked, **values},
+            time_ns,
+            self._counters,
+            self.trace,
+            partial(self._unlisted_unit, self._plan),
         )
         if not complete:
             self._plan = None
         return samples
+
+    def _unlisted_unit(
+        self, made: plan.PollPlan, reading: plan.Reading, unit: str, raw: Value
+    ) -> None:
+        """Count a value whose unit its field does not list; log it once per OID."""
+        self.unlisted_units += 1
+        if reading.oid in self._unlisted_logged:
+            return
+        self._unlisted_logged.add(reading.oid)
+        measurement, tags = made.points[reading.point]
+        listed = ", ".join(repr(u) for u in reading.spec.units)
+        log.warning(
+            "%s: %s %s: %s from %s is %r, unit %r, which the profile's units map does not "
+            "list (%s): no value, counted in values_unlisted_unit_total",
+            self._where(),
+            measurement,
+            ",".join(f"{k}={v}" for k, v in sorted(tags.items()) if k not in self._tags),
+            reading.field,
+            reading.oid,
+            text(raw),
+            unit,
+            listed,
+        )
 
     async def _walk(self, walks: dict[str, dict[str, Value]], base: str) -> dict[str, Value]:
         """Walk one column once per poll; refuse an agent whose OIDs stop increasing."""
