@@ -9,6 +9,8 @@ blank line or the next card (npu-smi's and nvidia-smi -q's style). A key printed
 card keeps its first value.
 `json`: an object of card objects (the key becomes the column `header`: rocm-smi --json) or an
 array of card objects; nested objects are flattened with "." between the keys.
+`ruled`: cards between `+----+` rules, cells split at `|` with no outer border, names and values
+in a cell separated by two or more spaces; a plain `----` rule ends the table (mthreads-gmi).
 
 A layout the definition does not describe (no header with the named first column: another
 version's output, or not the tool's at all) raises OutputError for the whole output. A line of
@@ -269,6 +271,88 @@ def _flatten(card: dict[str, object], prefix: str = "") -> dict[str, str]:
     return values
 
 
+_CARD_RULE = re.compile(r"\+-+\+")  # +-----+ between cards
+_END_RULE = re.compile(r"-{3,}")  # ------- after the last card
+_GAP = re.compile(r"\s{2,}")  # between names or values inside one cell
+
+
+def parse_ruled(text: str, header: str, end: str | None) -> Parsed:
+    """Cards between `+----+` rules, ended by a plain `----` rule; cells split at `|` with no
+    outer border; the header is the lines above the first rule, its first line starting with
+    `header`, and each card has as many lines shaped the same way. Names and values inside a
+    cell are separated by two or more spaces, so one may hold single spaces (`Device Type`,
+    `MTT S5000`, `On-die, EDC`)."""
+    lines = text.splitlines()
+    start = next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if "|" in line and _words(line.split("|")[0])[:1] == [header]
+        ),
+        None,
+    )
+    if start is None:
+        raise OutputError(f"no '{header} ... | ...' header line")
+    rule = next(
+        (i for i in range(start, len(lines)) if _CARD_RULE.fullmatch(lines[i].strip())), None
+    )
+    if rule is None or any(not line.strip() for line in lines[start:rule]):
+        raise OutputError(f"the '{header}' header is not followed by a +----+ rule")
+    columns = [[_words(cell) for cell in line.split("|")] for line in lines[start:rule]]
+    records: list[Record] = []
+    problems: list[CardProblem] = []
+    group: list[tuple[int, str]] = []
+    finished = False
+    for number, line in enumerate(lines[rule + 1 :], rule + 2):
+        stripped = line.strip()
+        ruled = _CARD_RULE.fullmatch(stripped) is not None
+        if ruled or not stripped or _END_RULE.fullmatch(stripped):
+            if group:
+                _ruled_card(group, columns, records, problems)
+                group = []
+            if not ruled:
+                finished = end is None or any(end in rest for rest in lines[number - 1 :])
+                break
+            continue
+        group.append((number, line))
+    if group:  # the output stopped inside a card
+        _ruled_card(group, columns, records, problems)
+    if not finished:
+        problems.append(CardProblem("truncated", f"output ends before {end or 'its last rule'!r}"))
+    return Parsed(records, problems)
+
+
+def _ruled_card(
+    group: list[tuple[int, str]],
+    columns: list[list[list[str]]],
+    records: list[Record],
+    problems: list[CardProblem],
+) -> None:
+    number = group[0][0]
+    if len(group) != len(columns):
+        problems.append(
+            CardProblem(
+                "card", f"line {number}: {len(group)} lines where the header has {len(columns)}"
+            )
+        )
+        return
+    values: dict[str, str] = {}
+    for (line_number, line), row in zip(group, columns, strict=True):
+        cells = [_words(cell) for cell in line.split("|")]
+        if [len(cell) for cell in cells] != [len(names) for names in row]:
+            shape = " | ".join("  ".join(names) for names in row)
+            problems.append(CardProblem("card", f"line {line_number}: does not fit {shape!r}"))
+            return
+        for cell, names in zip(cells, row, strict=True):
+            values.update(zip(names, cell, strict=True))
+    records.append(Record(number, values))
+
+
+def _words(cell: str) -> list[str]:
+    stripped = cell.strip()
+    return _GAP.split(stripped) if stripped else []
+
+
 class Parser(Protocol):
     def __call__(self, text: str, header: str, end: str | None) -> Parsed: ...
 
@@ -295,4 +379,5 @@ FORMATS: dict[str, Parser] = {
     "csv": parse_csv,
     "keyvalue": parse_keyvalue,
     "json": parse_json,
+    "ruled": parse_ruled,
 }

@@ -6,7 +6,7 @@ the `accelerator` measurement (telemetry/schema.yaml), with the unit the tool pr
 
     vendor: hygon
     command: [hy-smi]
-    format: table            # boxed, csv, keyvalue, json (tool_formats.py)
+    format: table            # boxed, csv, keyvalue, json, ruled, aligned
     header: DCU              # the first column's name: finds the header
     end: End of SMI Log      # the last line; output without it is truncated
     index: DCU
@@ -23,6 +23,7 @@ line) and `card_missing` (a card seen in an earlier poll is absent).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import cache
@@ -65,7 +66,7 @@ class DefinitionError(ValueError):
 class ColumnField(StrictModel):
     column: str = Field(min_length=1)
     unit: str = ""
-    part: int | None = Field(default=None, ge=0)  # of "used/total": 0 used, 1 total
+    part: int | None = Field(default=None, ge=0)  # of "used/total" or "used(total)": 0, 1
 
     @model_validator(mode="after")
     def _known_unit(self) -> ColumnField:
@@ -97,7 +98,7 @@ class VendorTool(StrictModel):
     vendor: str = Field(min_length=1)
     description: str = ""
     command: list[str] = Field(min_length=1)
-    format: Literal["table", "boxed", "csv", "keyvalue", "json"]
+    format: Literal["table", "boxed", "csv", "keyvalue", "json", "ruled", "aligned"]
     header: str = Field(min_length=1)
     end: str | None = None
     index: str = Field(min_length=1)
@@ -212,8 +213,10 @@ class VendorToolSource(ToolSource):
 def _value(name: str, raw: str, source: ColumnField) -> FieldValue | None:
     """The schema value of one printed value; None where the tool printed none (N/A)."""
     text = raw.strip()
+    if text in NOT_AVAILABLE:  # before splitting: "N/A" is not used "N" over total "A"
+        return None
     if source.part is not None:
-        parts = text.split("/")
+        parts = re.split(r"[/(]", text.removesuffix(")"))  # 60982/65536 MiB, 0MiB(81920MiB)
         if len(parts) <= source.part:
             raise ValueError(f"{raw!r} has no part {source.part}")
         text = parts[source.part].strip()
