@@ -11,6 +11,9 @@ card keeps its first value.
 array of card objects; nested objects are flattened with "." between the keys.
 `ruled`: cards between `+----+` rules, cells split at `|` with no outer border, names and values
 in a cell separated by two or more spaces; a plain `----` rule ends the table (mthreads-gmi).
+`aligned`: an nvidia-smi-like box whose cells hold values of several words under names of
+one (`106 W/ 250 W` under `Pwr:Usage/Cap`): each word goes to the name it sits under, by
+column position (cnmon, Kunlunxin xpu-smi).
 
 A layout the definition does not describe (no header with the named first column: another
 version's output, or not the tool's at all) raises OutputError for the whole output. A line of
@@ -21,6 +24,7 @@ card never costs the rest; so is output that stops before its end line (truncate
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -373,6 +377,103 @@ def parse_processes(text: str, after: str, card: int, pid: int) -> dict[str, lis
     return found
 
 
+def parse_aligned(text: str, header: str, end: str | None) -> Parsed:
+    """An nvidia-smi-like box whose values are not one word per column name (`106 W/ 250 W`
+    under `Pwr:Usage/Cap`, `P800 OAM` under `Name`): each word of a card's cell goes to the
+    column name of the header's cell it lies under, or else to the nearest one. A card's lines
+    must have their `|` where the header's lines have them; the box ends at a blank line."""
+    lines = text.splitlines()
+    groups = _aligned_groups(lines)
+    first = next(
+        (i for i, g in enumerate(groups) if len(_pipes(g[0][1])) > 2 and _leads(g[0][1], header)),
+        None,
+    )
+    if first is None:
+        raise OutputError(f"no '| {header} ...' header in a box")
+    heads = [line for _, line in groups[first]]
+    records: list[Record] = []
+    problems: list[CardProblem] = []
+    for group in groups[first + 1 :]:
+        number = group[0][0]
+        if len(group) != len(heads) or any(
+            _pipes(line) != _pipes(head) for (_, line), head in zip(group, heads, strict=False)
+        ):
+            problems.append(CardProblem("card", f"line {number}: not shaped like the header"))
+            continue
+        values = _aligned_card(group, heads)
+        if isinstance(values, str):
+            problems.append(CardProblem("card", values))
+        else:
+            records.append(Record(number, values))
+    last_line = groups[-1][-1][0] if groups else 0
+    if end is not None and not any(end in line for line in lines[last_line:]):
+        problems.append(CardProblem("truncated", f"output ends before {end!r}"))
+    return Parsed(records, problems)
+
+
+def _aligned_card(group: list[tuple[int, str]], heads: list[str]) -> dict[str, str] | str:
+    """One card's `{name: words}`, or why it cannot be read."""
+    values: dict[str, str] = {}
+    for (number, line), head in zip(group, heads, strict=True):
+        for start, stop in itertools.pairwise(_pipes(head)):
+            names, found = _spans(head, start, stop), _spans(line, start, stop)
+            if found and not names:
+                return f"line {number}: {line[start + 1 : stop].strip()!r} is under no column"
+            for _, _, name in names:
+                values.setdefault(name, "")  # a name printed twice keeps its first column
+            for word in found:
+                name = _under(word, names)
+                values[name] = f"{values[name]} {word[2]}".lstrip()
+    return values
+
+
+def _aligned_groups(lines: list[str]) -> list[list[tuple[int, str]]]:
+    """Runs of whole `| ... |` lines between borders, unstripped (where a word is matters), up
+    to the first blank line after one; a line cut short is not whole and stays out."""
+    groups: list[list[tuple[int, str]]] = []
+    current: list[tuple[int, str]] = []
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip()
+        if not line or _BORDER.fullmatch(line.strip()):
+            if current:
+                groups.append(current)
+                current = []
+            if not line and groups:
+                break
+            continue
+        if line.lstrip().startswith("|") and line.endswith("|"):
+            current.append((number, line))
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _pipes(line: str) -> list[int]:
+    return [i for i, char in enumerate(line) if char == "|"]
+
+
+def _leads(line: str, word: str) -> bool:
+    """Whether the line's first cell starts with `word`."""
+    return line.split("|")[1].split()[:1] == [word]
+
+
+def _spans(line: str, start: int, stop: int) -> list[tuple[int, int, str]]:
+    """The words between the `|` at start and the one at stop, with their columns (from, to)."""
+    at = start + 1
+    return [(at + m.start(), at + m.end(), m.group()) for m in re.finditer(r"\S+", line[at:stop])]
+
+
+def _under(word: tuple[int, int, str], names: list[tuple[int, int, str]]) -> str:
+    """The column name a word lies under the most, else the nearest (a tie: the leftmost)."""
+
+    def distance(name: tuple[int, int, str]) -> tuple[int, int]:
+        overlap = min(word[1], name[1]) - max(word[0], name[0])
+        gap = max(name[0] - word[1], word[0] - name[1], 0)
+        return (0, -overlap) if overlap > 0 else (1, gap)
+
+    return min(names, key=distance)[2]
+
+
 FORMATS: dict[str, Parser] = {
     "table": parse_table,
     "boxed": parse_boxed,
@@ -380,4 +481,5 @@ FORMATS: dict[str, Parser] = {
     "keyvalue": parse_keyvalue,
     "json": parse_json,
     "ruled": parse_ruled,
+    "aligned": parse_aligned,
 }
