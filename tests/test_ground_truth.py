@@ -71,8 +71,9 @@ KNOWN_GAPS = {
     "sinetica",
     # XPPC-MIB's battery current is "percent of maximum current"; LibreNMS reads tenths of A
     "netagent2",
-    # envirTemperature is 1/10 degF with no unit setting: no fixed-Fahrenheit conversion in
-    # the profile language; ePDULoadStatusActivePower on a UPS card (cyberpower_ups.yaml)
+    # ePDULoadStatusActivePower.0 (500 W) on a UPS card: the recording has no
+    # upsAdvanceOutputPower, and the PDU table's row 0 is not known to be the UPS's output
+    # (cyberpower_ups.yaml); envirTemperature (1/10 degF) matches since `unit: fahrenheit`
     "cyberpower",
     # LibreNMS counts reactive power (var) as power and apparent energy (kVAh) as energy; the
     # schema has no field for either (fragments/rittal_cmc3_pdu.yaml)
