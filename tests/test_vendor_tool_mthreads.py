@@ -104,6 +104,36 @@ async def test_the_older_columns_of_mthreads_gmi_1_12(tool: FakeTool) -> None:
     assert mthreads.failures == {"truncated": 1}
 
 
+async def test_an_s80_under_load_and_its_processes_slurm_jobs(
+    tool: FakeTool, tmp_path: Path
+) -> None:
+    # 0    MTT S80        |00000000:01:00.0    |98%   1339MiB(16384MiB)
+    #      Physical       |16x(16x)            |56C   YES
+    # 0    120       ...ird_party/bin/llama-box/llama-box       2MiB
+    # 0    2022      ...ird_party/bin/llama-box/llama-box    1333MiB
+    tool.prints("mthreads_gmi_s80_load.txt")
+    slurm = Path(__file__).parent / "data" / "slurm"
+    for pid, recording in ((120, "cgroup_v1_job_280678.txt"), (2022, "cgroup_v2_job_840392.txt")):
+        (tmp_path / "proc" / str(pid)).mkdir(parents=True)
+        (tmp_path / "proc" / str(pid) / "cgroup").write_text((slurm / recording).read_text())
+    mthreads = gmi(JobFinder(JobSettings(slurm=True, proc_root=str(tmp_path / "proc"))))
+
+    cards = by_index(await mthreads.collect())
+
+    assert list(cards) == ["0"]
+    fields = dict(cards["0"].fields)
+    assert fields.pop("job") == "slurm:280678,840392"  # both processes of the card were read
+    assert fields == {
+        "util_pct": 98.0,
+        "temp_c": 56.0,
+        "mem_used_bytes": 1339 * MIB,
+        "mem_total_bytes": 16384 * MIB,
+        "slurm_job_id": "280678,840392",
+    }
+    assert cards["0"].tags["model"] == "MTT S80"
+    assert not mthreads.failures
+
+
 async def test_output_cut_inside_a_card_keeps_the_whole_cards_and_counts_the_rest(
     tool: FakeTool,
 ) -> None:
