@@ -5,8 +5,11 @@ NVML functions the agent calls, with pynvml's names, pynvml's own return structu
 errors. nvidia-smi prints what NVML answers; where it prints "N/A", the fake raises
 NVMLError(NOT_SUPPORTED). nvidia-smi prints nothing at all for the energy counter and NVLink state:
 those come from `nvml_calls`, a capture of the same card's real NVML answers (`bench/bench_nvml.py
---calls`), and are NOT_SUPPORTED without one. No value here is made up. Tests can make a GPU lost
-(`lose(index, code)`), make nvmlInit fail (`init_error`), and deliver XID events (`xid(...)`).
+--calls`), and are NOT_SUPPORTED without one. Encoder and decoder use are the percents
+nvidia-smi -q prints under Utilization (its sampling period, which it does not print, is None).
+GPM is NOT_SUPPORTED: no capture of a GPU's GPM answers exists yet (bench/gpu_check.sh makes
+one). No value here is made up. Tests can make a GPU lost (`lose(index, code)`), make nvmlInit
+fail (`init_error`), and deliver XID events (`xid(...)`).
 """
 
 from __future__ import annotations
@@ -349,21 +352,23 @@ class FakeNvml:
             setattr(answer.value, member, int(shown.split()[0]))
         return answers
 
-    def nvmlDeviceGetEncoderUtilization(self, handle: Any) -> list[int]:
+    def nvmlDeviceGetEncoderUtilization(self, handle: Any) -> list[int | None]:
         return self._codec(handle, "nvmlDeviceGetEncoderUtilization", "Encoder")
 
-    def nvmlDeviceGetDecoderUtilization(self, handle: Any) -> list[int]:
+    def nvmlDeviceGetDecoderUtilization(self, handle: Any) -> list[int | None]:
         return self._codec(handle, "nvmlDeviceGetDecoderUtilization", "Decoder")
 
-    def _codec(self, handle: Any, function: str, line: str) -> list[int]:
-        """[percent, sampling period in us]: the real NVML answer where captured; else the
-        percent nvidia-smi -q printed, and 0 for the period it does not print (the agent does
-        not read it)."""
+    def _codec(self, handle: Any, function: str, line: str) -> list[int | None]:
+        """[percent, sampling period in us], as pynvml answers: the real NVML answer where
+        captured; else the percent nvidia-smi -q printed under Utilization (nvidia-smi shows
+        nvmlDevice{En,De}coderUtilization's percent there; N/A: NOT_SUPPORTED) and None for the
+        sampling period, which nvidia-smi does not print: nothing stands in for it, so code
+        that read it would fail here instead of reading a made-up number."""
         card = self._card(handle, function)
         try:
             return list(self._captured(card, function))
         except pynvml.NVMLError:
-            return [int(self._number(card, "Utilization", line)), 0]
+            return [int(self._number(card, "Utilization", line)), None]
 
     # GPM: only what a capture holds; none does yet (bench/gpu_check.sh makes one on a GPU
     # with GPM), so every GPU here answers NOT_SUPPORTED, as a pre-Hopper GPU does.

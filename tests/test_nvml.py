@@ -32,6 +32,7 @@ from agent.accelerators.nvml import (
     NvmlUnavailable,
 )
 from agent.accelerators.nvml_events import NvmlEvents, XidFileError, load_xids
+from agent.accelerators.nvml_profiling import GPM_METRICS, metric_answers, metrics_request
 from agent.accelerators.sources import Accelerators
 from agent.scheduler import PeriodicPoller
 from bench.gpu_compare import QUERY, compare, smi_rows
@@ -606,16 +607,80 @@ async def test_a_gpu_without_gpm_is_noted_once_and_the_rest_is_read(
 
 
 def test_the_gpm_request_asks_for_each_metric_between_two_samples() -> None:
-    from agent.accelerators.nvml_profiling import GPM_METRICS, metric_fields, metrics_request
-
     previous, current = pynvml.c_nvmlGpmSample_t(), pynvml.c_nvmlGpmSample_t()
     request = metrics_request(previous, current)
-    assert request.version == pynvml.NVML_GPM_METRICS_GET_VERSION
+    assert request.version == pynvml.NVML_GPM_METRICS_GET_VERSION == 1  # nvml.h
     assert [request.metrics[i].metricId for i in range(request.numMetrics)] == list(GPM_METRICS)
+    # The struct is nvml.h's: metrics[NVML_GPM_METRIC_MAX] of {metricId, nvmlReturn, value,
+    # metricInfo}, whatever the binding's MAX; NVML reads only numMetrics of them.
+    assert request.numMetrics <= len(request.metrics)
     # Unanswered (nvmlReturn is not SUCCESS until NVML fills it in): no field, nothing invented.
     for i in range(request.numMetrics):
         request.metrics[i].nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
-    assert metric_fields(request) == {}
+    reading = metric_answers(request)
+    assert reading.fields == {}
+    assert reading.failed == {}
+    assert reading.unsupported == [name for name, _ in GPM_METRICS.values()]
+
+
+def test_each_gpm_metric_is_judged_by_its_own_return_code() -> None:
+    # NVML answers each metric with its own nvmlReturn (nvml.h: the value is valid only when it
+    # is SUCCESS). One unsupported metric and one failing one cost only themselves, by name.
+    request = metrics_request(pynvml.c_nvmlGpmSample_t(), pynvml.c_nvmlGpmSample_t())
+    for i in range(request.numMetrics):
+        request.metrics[i].nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+    tensor = list(GPM_METRICS).index(pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL)
+    request.metrics[tensor].nvmlReturn = pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES
+    reading = metric_answers(request)
+    assert reading.failed == {"tensor_active_pct": pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES}
+    assert "tensor_active_pct" not in reading.unsupported
+    assert len(reading.unsupported) == len(GPM_METRICS) - 1
+
+
+def test_gpm_units_are_nvml_h_units_converted_to_the_schema() -> None:
+    # nvml.h: the *_PER_SEC metrics are MiB/s; the others are percentages 0.0-100.0.
+    for _metric, (name, factor) in GPM_METRICS.items():
+        if name.endswith("_bytes_per_s"):
+            assert factor == 1 << 20, name
+        else:
+            assert name.endswith("_pct"), name
+            assert factor == 1.0, name
+
+
+async def test_on_a_mig_enabled_gpu_gpm_is_skipped_said_once_and_counted(
+    fake: FakeNvml, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The captures have MIG disabled, and none enabled, so MIG's state is handed to the GPM
+    # step directly (what nvmlDeviceGetMigMode would answer): no NVML answer is made up.
+    clock = Clock()
+    source = NvmlSource(HOST, nvml=fake, profiling_interval_s=30.0, clock=clock)
+    samples = await source.collect()
+    assert one(samples, HOST_MEASUREMENT).fields["gpm_mig_skipped"] == 0
+    [gpu, _] = source._gpus or []
+    asked = fake.calls[("nvmlGpmQueryDeviceSupport", 0)]
+    caplog.set_level(logging.WARNING, logger="agent.accelerators.nvml")
+    for _ in range(3):
+        assert source._gpm_or_skip(gpu, mig_enabled=True) == {}
+    assert fake.calls[("nvmlGpmQueryDeviceSupport", 0)] == asked  # GPM not asked while MIG is on
+    assert len([r for r in caplog.records if "MIG is enabled" in r.getMessage()]) == 1
+    assert gpu.gpm_mig_skipped
+    clock.now += 30.0  # the next profiling reading sees the capture's MIG mode: disabled
+    host = one(source.poll(0), HOST_MEASUREMENT).fields
+    assert host["gpm_mig_skipped"] == 0
+    assert not gpu.gpm_mig_skipped
+    assert host["gpm_failures_total"] == 0
+
+
+async def test_nvlink_byte_counters_are_not_asked_of_a_gpu_without_nvlink(single: FakeNvml) -> None:
+    # The lone H100 answers nvmlDeviceGetNvLinkState NOT_SUPPORTED (h100-single-nvml-calls.json):
+    # no links, so no NVLink throughput field values are asked for, and none are written.
+    source = NvmlSource(HOST, nvml=single, profiling_interval_s=30.0)
+    samples = await source.collect()
+    fields = gpu_samples(samples)["0"].fields
+    assert not {"nvlink_tx_bytes_total", "nvlink_rx_bytes_total"} & fields.keys()
+    assert single.calls[("nvmlDeviceGetFieldValues", 0)] == 1  # the usual poll's call only
+    assert fields["enc_util_pct"] == 0.0
+    assert fields["dec_util_pct"] == 0.0
 
 
 async def test_the_configured_profiling_interval_reaches_the_source(

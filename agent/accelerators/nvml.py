@@ -40,6 +40,7 @@ from agent.accelerators.jobs import JobFinder, JobLookup
 from agent.accelerators.nvml_profiling import (
     ALL_LINKS,
     CODEC_CALLS,
+    KIB,
     NVLINK_THROUGHPUT,
     GpmSamples,
 )
@@ -184,6 +185,8 @@ class _Gpu:
     pids: list[int] = field(default_factory=list)  # compute processes, when last read
     gpm: GpmSamples | None = None  # its GPM sample buffers, once it says it has GPM
     announced_gpm: bool = False  # "no GPM" logged
+    nvlink_bytes_ids: list[int] = field(default_factory=lambda: list(NVLINK_THROUGHPUT))
+    gpm_mig_skipped: bool = False  # MIG is on: GPM is per GPU instance, the card's is skipped
 
     @property
     def label(self) -> str:
@@ -224,6 +227,7 @@ class NvmlSource:
         self._energy = Every(energy_interval_s, clock)
         self._profiling = Every(profiling_interval_s, clock)
         self.profiling = profiling_interval_s is not None
+        self.gpm_failures = 0  # GPM samples and metrics that failed (not NOT_SUPPORTED)
         self.lost_retry_s = lost_retry_s
         self._clock = clock
         self._gpus: list[_Gpu] | None = None  # None until NVML has started
@@ -284,7 +288,8 @@ class NvmlSource:
                 pids = lookup is not None and lookup.wants_pids
                 fields = self._read(gpu, slow=slow, energy=energy, pids=pids)
                 if profiling:
-                    for name, value in self._profile(gpu).items():
+                    mig_enabled = fields.get("mig_enabled") is True
+                    for name, value in self._profile(gpu, mig_enabled).items():
                         fields.setdefault(name, value)  # the slow PCIe reading where both ran
                 if lookup is not None:
                     fields.update(lookup.fields((gpu.tags.get("uuid", ""),), gpu.pids))
@@ -307,6 +312,8 @@ class NvmlSource:
             total["power_w"] = sum(power)
         if self.profiling:
             total["gpm_unsupported"] = sum(1 for gpu in gpus if "gpm" in gpu.unsupported)
+            total["gpm_mig_skipped"] = sum(1 for gpu in gpus if gpu.gpm_mig_skipped)
+            total["gpm_failures_total"] = self.gpm_failures
         samples.append(Sample(HOST_MEASUREMENT, {**self._tags, "vendor": VENDOR}, total, time_ns))
         return samples
 
@@ -526,21 +533,55 @@ class NvmlSource:
                 fields[name] = float(kb_per_s) * 1000.0  # NVML counts KB/s
         return fields
 
-    def _profile(self, gpu: _Gpu) -> dict[str, FieldValue]:
+    def _profile(self, gpu: _Gpu, mig_enabled: bool) -> dict[str, FieldValue]:
         fields: dict[str, FieldValue] = {}
         for name, function in CODEC_CALLS:
             answer = self._call(gpu, name, function)
             if answer is not None:
-                fields[name] = float(answer[0])
-        if gpu.nvlinks:
-            scoped = [(field_id, ALL_LINKS) for field_id in NVLINK_THROUGHPUT]
-            answers = self._call(gpu, "nvlink_throughput", "nvmlDeviceGetFieldValues", scoped)
-            for answer in answers or ():
-                counter = NVLINK_THROUGHPUT.get(answer.fieldId)
-                if counter is not None and answer.nvmlReturn == pynvml.NVML_SUCCESS:
-                    fields[counter] = int(answer.value.ullVal) * 1024  # KiB
-        fields.update(self._gpm(gpu))
+                fields[name] = float(answer[0])  # [percent, sampling period in us]
+        if gpu.nvlinks and gpu.nvlink_bytes_ids:
+            fields.update(self._nvlink_bytes(gpu))
+        fields.update(self._gpm_or_skip(gpu, mig_enabled))
         return fields
+
+    def _nvlink_bytes(self, gpu: _Gpu) -> dict[str, FieldValue]:
+        """The NVLink payload counters of all links together (scope UINT_MAX), each field value
+        judged on its own return code, as _field_values does."""
+        scoped = [(field_id, ALL_LINKS) for field_id in gpu.nvlink_bytes_ids]
+        answers = self._call(gpu, "nvlink_bytes", "nvmlDeviceGetFieldValues", scoped)
+        fields: dict[str, FieldValue] = {}
+        for answer in answers or ():
+            name = NVLINK_THROUGHPUT.get(answer.fieldId)
+            if name is None:
+                continue
+            if answer.nvmlReturn == pynvml.NVML_SUCCESS:
+                kib = getattr(answer.value, VALUE_MEMBERS.get(answer.valueType, "ullVal"))
+                fields[name] = int(kib) * KIB
+            elif answer.nvmlReturn in NOT_SUPPORTED:
+                gpu.nvlink_bytes_ids.remove(answer.fieldId)
+                log.debug("%s: field %s not supported; not asked again", gpu.label, name)
+            elif answer.nvmlReturn in LOST:
+                raise _GpuLost(answer.nvmlReturn)
+            else:
+                problem = ERROR_NAMES.get(answer.nvmlReturn, str(answer.nvmlReturn))
+                self._warn(f"{gpu.label} {name}", f"{gpu.label}: field {name}: {problem}")
+        return fields
+
+    def _gpm_or_skip(self, gpu: _Gpu, mig_enabled: bool) -> dict[str, FieldValue]:
+        """GPM of the whole card, except on a MIG-enabled GPU: there GPM is per GPU instance
+        (nvmlGpmMigSampleGet), which is not read, so the card's is skipped, said once and
+        counted (`gpm_mig_skipped`); a window that spans a MIG mode change is not reported."""
+        if mig_enabled != gpu.gpm_mig_skipped:
+            gpu.gpm_mig_skipped = mig_enabled
+            if gpu.gpm is not None:
+                gpu.gpm.restart()
+            if mig_enabled:
+                log.warning(
+                    "%s: MIG is enabled: GPM is per GPU instance (not read), so no SM, tensor "
+                    "or DRAM activity for this GPU while MIG is on",
+                    gpu.label,
+                )
+        return {} if mig_enabled else self._gpm(gpu)
 
     def _gpm(self, gpu: _Gpu) -> dict[str, FieldValue]:
         """GPM metrics since the last reading; a GPU without GPM is noted once, then skipped."""
@@ -559,20 +600,30 @@ class NvmlSource:
             if support is None:
                 return {}  # another error: logged by _call, asked again next time
             try:
-                gpu.gpm = GpmSamples(self._nvml)
+                gpu.gpm = GpmSamples(self._nvml, self._clock)
             except pynvml.NVMLError as exc:
+                self.gpm_failures += 1
                 self._warn(f"{gpu.label} gpm", f"{gpu.label}: nvmlGpmSampleAlloc: {_named(exc)}")
                 return {}
         try:
-            return gpu.gpm.read(gpu.handle)
+            reading = gpu.gpm.read(gpu.handle)
         except pynvml.NVMLError as exc:
             if exc.value in LOST:
                 raise _GpuLost(exc.value) from None
             if exc.value in NOT_SUPPORTED:
                 gpu.unsupported.add("gpm")
                 self._free_gpm(gpu)
+            else:
+                self.gpm_failures += 1
             self._warn(f"{gpu.label} gpm", f"{gpu.label}: GPM: {_named(exc)}")
             return {}
+        for name in reading.unsupported:
+            log.info("%s: GPM metric for %s not supported; not asked again", gpu.label, name)
+        for name, code in reading.failed.items():
+            self.gpm_failures += 1
+            problem = ERROR_NAMES.get(code, f"NVML error {code}")
+            self._warn(f"{gpu.label} gpm {name}", f"{gpu.label}: GPM metric for {name}: {problem}")
+        return reading.fields
 
     def _free_gpm(self, gpu: _Gpu) -> None:
         if gpu.gpm is not None:
