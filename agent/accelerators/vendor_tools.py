@@ -47,6 +47,7 @@ BUILTIN = Path(__file__).parent / "tools"
 UNITS: dict[str, float] = {
     "": 1,
     "C": 1,
+    "℃": 1,  # efsmi 1.6 and later: 35℃
     "W": 1,
     "%": 1,
     "MHz": 1,
@@ -216,6 +217,7 @@ def _value(name: str, raw: str, source: ColumnField) -> FieldValue | None:
     if text in NOT_AVAILABLE:  # before splitting: "N/A" is not used "N" over total "A"
         return None
     if source.part is not None:
+        text = text.replace("N/A", "NA")  # ixsmi's "N/A / N/A": two parts, neither given
         parts = re.split(r"[/(]", text.removesuffix(")"))  # 60982/65536 MiB, 0MiB(81920MiB)
         if len(parts) <= source.part:
             raise ValueError(f"{raw!r} has no part {source.part}")
