@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1480,7 +1480,13 @@ def accelerators() -> Dashboard:
     filters = (*card, "cluster")
 
     def per_card(
-        title: str, select: str, unit: str, limit: float | None = None, warm: float | None = None
+        title: str,
+        select: str,
+        unit: str,
+        limit: float | None = None,
+        warm: float | None = None,
+        *,
+        column: bool = False,
     ) -> Panel:
         return Panel(
             title,
@@ -1488,7 +1494,7 @@ def accelerators() -> Dashboard:
             [
                 Query(
                     over_time(select, "accelerator", filters, ["host", "index"]),
-                    "$tag_host #$tag_index",
+                    "$tag_host #$tag_index" + (" $col" if column else ""),
                 )
             ],
             unit=unit,
@@ -1559,6 +1565,8 @@ def accelerators() -> Dashboard:
                 custom={"drawStyle": "bars"},
             ),
             Panel("XID and other events", "table", [events("accelerator_event", card)], width=24),
+            *health_and_network(filters, per_card),
+            *profiling(filters, per_card),
             Row("Jobs"),
             Panel(
                 "Job per card",
@@ -1620,6 +1628,122 @@ def accelerators() -> Dashboard:
             ),
         ],
     )
+
+
+PerCard = Callable[..., Panel]
+
+
+def health_and_network(filters: Sequence[str], per_card: PerCard) -> list[Panel | Row]:
+    """Ascend: each chip's health with its fault codes, and its RoCE port (`hccn_tool`)."""
+    by_card = ["host", "index", "chip"]
+    return [
+        Row("Health and RoCE network"),
+        Panel(
+            "Card health",
+            "table",
+            [
+                Query(
+                    latest(
+                        'last("health") AS "health", last("health_error_codes") AS "codes", '
+                        'last("health_fault_handling") AS "handling", '
+                        'last("health_fault_meaning") AS "meaning"',
+                        "accelerator",
+                        filters,
+                        by_card,
+                    ),
+                    table=True,
+                )
+            ],
+            width=24,
+            description="Each Ascend chip's last health (npu-smi) in the time range, and while "
+            "it is not OK its fault codes with Huawei's handling level and meaning "
+            "(agent/accelerators/ascend_faults.yaml).",
+        ),
+        Panel(
+            "RoCE link up",
+            "state-timeline",
+            [
+                Query(
+                    over_time('last("roce_link_up")', "accelerator", filters, by_card[:2]),
+                    "$tag_host #$tag_index",
+                )
+            ],
+            states=UP_DOWN,
+            options={"showValue": "never"},
+            description="Each NPU's RoCE port (`hccn_tool -link -g`): red while the link is down.",
+        ),
+        per_card(
+            "RoCE throughput per card",
+            'non_negative_derivative(max("roce_tx_bytes_total"), 1s) AS "tx", '
+            'non_negative_derivative(max("roce_rx_bytes_total"), 1s) AS "rx"',
+            "Bps",
+            column=True,
+        ),
+        Panel(
+            "PFC pause frames and QP errors per interval",
+            "timeseries",
+            [
+                Query(
+                    over_time(
+                        'non_negative_difference(max("roce_tx_pfc_packets_total")) '
+                        'AS "pfc sent", '
+                        'non_negative_difference(max("roce_qp_errors_total")) AS "qp errors"',
+                        "accelerator",
+                        filters,
+                        by_card[:2],
+                    ),
+                    "$tag_host #$tag_index $col",
+                )
+            ],
+            min=0,
+            custom={"drawStyle": "bars"},
+            description="Pause frames a port sends mean its receive buffers fill: the fabric "
+            "is congested at this NPU. Queue-pair errors break collective operations.",
+        ),
+        per_card(
+            "Optical module power per card",
+            'mean("optical_tx_power_w") AS "tx", mean("optical_rx_power_w") AS "rx"',
+            "watt",
+            column=True,
+        ),
+    ]
+
+
+def profiling(filters: Sequence[str], per_card: PerCard) -> list[Panel | Row]:
+    """NVIDIA's profiling counters (GPM, Hopper and later), read only where the agent's
+    `nvidia.profiling_interval_s` is set (docs/accelerators-nvidia.md)."""
+    return [
+        Row("Profiling (NVIDIA GPM)"),
+        per_card(
+            "SM and tensor pipes active per card",
+            'mean("sm_active_pct") AS "sm", mean("tensor_active_pct") AS "tensor"',
+            "percent",
+            limit=100,
+            column=True,
+        ),
+        per_card(
+            "SM occupancy and DRAM bandwidth per card",
+            'mean("sm_occupancy_pct") AS "occupancy", mean("dram_active_pct") AS "dram"',
+            "percent",
+            limit=100,
+            column=True,
+        ),
+        per_card(
+            "NVLink and PCIe throughput per card",
+            'mean("nvlink_tx_bytes_per_s") AS "nvlink tx", '
+            'mean("nvlink_rx_bytes_per_s") AS "nvlink rx", '
+            'mean("pcie_tx_bytes_per_s") AS "pcie tx", mean("pcie_rx_bytes_per_s") AS "pcie rx"',
+            "Bps",
+            column=True,
+        ),
+        per_card(
+            "Encoder and decoder use per card",
+            'mean("enc_util_pct") AS "encoder", mean("dec_util_pct") AS "decoder"',
+            "percent",
+            limit=100,
+            column=True,
+        ),
+    ]
 
 
 def per_phase_sum(field: str, measurement: str, filters: Sequence[str]) -> str:

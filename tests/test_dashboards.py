@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,17 @@ NOT_IN_DEMO_YET = {
     "accelerator.ecc_corrected_total": "NVIDIA only: no GPU in the demo",
     "accelerator.ecc_uncorrected_total": "NVIDIA only: no GPU in the demo",
     "accelerator_event": "NVIDIA XID events: no GPU in the demo",
+    # Profiling counters: NVIDIA only, and off unless nvidia.profiling_interval_s is set.
+    "accelerator.sm_active_pct": "NVIDIA GPM only: no GPU in the demo",
+    "accelerator.sm_occupancy_pct": "NVIDIA GPM only: no GPU in the demo",
+    "accelerator.nvlink_tx_bytes_per_s": "NVIDIA GPM only: no GPU in the demo",
+    "accelerator.enc_util_pct": "NVIDIA only: no GPU in the demo",
+    # hccn_tool was captured on one chip of another server, not on the demo's eight 910B3:
+    # test_the_roce_panels_show_what_hccn_tool_printed runs these panels on that capture.
+    "accelerator.roce_link_up": "no hccn_tool capture of the demo's NPUs",
+    "accelerator.roce_tx_bytes_total": "no hccn_tool capture of the demo's NPUs",
+    "accelerator.roce_tx_pfc_packets_total": "no hccn_tool capture of the demo's NPUs",
+    "accelerator.optical_tx_power_w": "no hccn_tool capture of the demo's NPUs",
     "alert": "issue 7: alert transitions",
     "pdu_line": "no three-phase Raritan or delta ServerTech in the demo",
     "pdu_inlet.load_state": "the demo's PDUs judge phases, not inlets",
@@ -199,6 +212,7 @@ GRAFANA_UNITS = {
     "%": "percent",
     "°C": "celsius",
     "B": "bytes",
+    "B/s": "Bps",
 }
 
 
@@ -880,3 +894,59 @@ def test_exception_lists_show_what_is_wrong_now(influxdb: Running, database: str
         influxdb, database, panel_query("rackwatch-health", "Devices answering now")
     )
     assert [(row["agent"], row["answering"]) for row in answering] == [("a1", 1)]
+
+
+@pytest.mark.integration
+async def test_the_roce_panels_show_what_hccn_tool_printed(
+    influxdb: Running, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Ascend host polled twice, 10 s apart, through the real parsers: npu-smi's eight
+    910B3 and hccn_tool's output for device 0 (tests/data/hccn_tool, with its source), written
+    to InfluxDB as the collector writes them; each RoCE panel shows device 0's port."""
+    import dataclasses
+
+    import httpx
+
+    from agent.accelerators.npu_smi import NpuSmiSource
+    from telemetry.lineproto import encode_many
+
+    data = ROOT / "tests" / "data"
+    monkeypatch.setenv("FAKE_NPU_SMI_DIR", str(tmp_path))
+    shutil.copy(data / "npu_smi" / "info_910b3_x8.txt", tmp_path / "info.txt")
+    for option in ("link", "stat", "optical"):
+        shutil.copy(data / "hccn_tool" / f"{option}_i0.txt", tmp_path / f"-i_0_-{option}_-g.txt")
+    polled_at = 0.0
+    source = NpuSmiSource(
+        {"host": "npu-b07-01", "site": "s1", "room": "hall-1", "row": "B", "rack": "B07"},
+        command=str(data / "npu_smi" / "npu-smi"),
+        timeout_s=5,
+        hccn_tool=str(data / "npu_smi" / "npu-smi"),  # the stand-in answers its arguments too
+        details_interval_s=1,
+        clock=lambda: polled_at,
+    )
+    now, samples = time.time_ns(), []
+    for polled_at in (0.0, 10.0):  # each poll reads the port again (details_interval_s)
+        samples += [
+            dataclasses.replace(sample, time_ns=now - int(10 - polled_at) * 10**9)
+            for sample in await source.collect()
+            if sample.measurement == "accelerator"
+        ]
+    async with httpx.AsyncClient(trust_env=False) as client:
+        answer = await client.post(
+            f"{influxdb.url()}/write", params={"db": database}, content=encode_many(samples)
+        )
+    assert answer.status_code == 204, answer.text
+
+    def card_0(title: str) -> list[dict[str, Any]]:
+        rows = rows_of(influxdb, database, panel_query("accelerators", title))
+        assert {row["index"] for row in rows} == {"0"}, f"{title}: only device 0 has a port"
+        return rows
+
+    assert {row["last"] for row in card_0("RoCE link up")} == {True}
+    optical = card_0("Optical module power per card")
+    assert optical[-1]["tx"] == pytest.approx(0.0044035)  # Tx Power : 4.4035 mW
+    assert optical[-1]["rx"] == pytest.approx(0.0010189)
+    # The same counters twice: nothing moved between the polls, and nothing is invented.
+    assert {(row["tx"], row["rx"]) for row in card_0("RoCE throughput per card")} == {(0, 0)}
+    pfc = card_0("PFC pause frames and QP errors per interval")
+    assert {(row["pfc sent"], row["qp errors"]) for row in pfc} == {(0, 0)}
