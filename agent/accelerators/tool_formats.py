@@ -2,7 +2,7 @@
 
 `table`: a header line of column names over one whitespace-separated line per card (hy-smi).
 `boxed`: an nvidia-smi-like box, each card a group of `| a | b | c |` lines between borders, the
-column names in a header group of the same shape (mx-smi, xpu-smi, efsmi, ...).
+column names in a header group of the same shape (mx-smi).
 `csv`: a comma-separated header line (its first column named `header`) over one row per card.
 `keyvalue`: `key : value` lines; each card starts at a line whose key is `header` and ends at a
 blank line or the next card (npu-smi's and nvidia-smi -q's style). A key printed twice in one
@@ -13,7 +13,7 @@ array of card objects; nested objects are flattened with "." between the keys.
 in a cell separated by two or more spaces; a plain `----` rule ends the table (mthreads-gmi).
 `aligned`: an nvidia-smi-like box whose cells hold values of several words under names of
 one (`106 W/ 250 W` under `Pwr:Usage/Cap`): each word goes to the name it sits under, by
-column position (cnmon, Kunlunxin xpu-smi).
+column position (cnmon, Kunlunxin xpu-smi, ixsmi, efsmi).
 
 A layout the definition does not describe (no header with the named first column: another
 version's output, or not the tool's at all) raises OutputError for the whole output. A line of
