@@ -168,3 +168,24 @@ async def test_agent_without_an_nvidia_driver_says_so_and_keeps_running(
     text = log.read_text()
     assert "NVML" in text
     assert "libnvidia-ml" in text or "driver" in text.lower()
+
+
+def test_the_side_by_side_table_names_every_accelerator_field() -> None:
+    # Issue 18's "Done when": docs/schema.md lists every field of the accelerator measurements
+    # with its NVIDIA and Ascend source beside dcgm-exporter's and npu-exporter's names, each
+    # by its own name (a `throttle_*` pattern would hide a field added later).
+    from telemetry.schema import schema
+
+    root = Path(__file__).parent.parent
+    document = (root / "docs" / "schema.md").read_text(encoding="utf-8")
+    table = document.split("### Side by side: NVML, npu-smi, dcgm-exporter, npu-exporter")[1]
+    table = table.split("\n\n")[2]  # heading, paragraph, then the table
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert all(len(row) == 5 for row in rows), "each row: field, NVML, Ascend, dcgm, npu"
+    named = {name for row in rows for name in row[0].split("`")[1::2]}
+    measurements = schema().measurements
+    accelerators = [name for name in measurements if name.startswith("accelerator")]
+    assert len(accelerators) == 5  # accelerator, _mig, _host, _job, _event
+    for measurement in accelerators:
+        missing = set(measurements[measurement].fields) - named
+        assert not missing, f"{measurement}: {sorted(missing)}"
