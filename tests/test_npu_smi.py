@@ -24,6 +24,7 @@ from agent.accelerators.npu_smi import (
     detail_fields,
     die_id,
     fault_fields,
+    parse_key_values,
     parse_summary,
 )
 from agent.accelerators.tool_source import OutputError, ToolError
@@ -189,6 +190,23 @@ def test_detail_garbage_is_an_error_that_says_where() -> None:
         detail_fields("Chip ID : 0\nthis is not npu-smi\n", [0])
     with pytest.raises(OutputError, match="'many' is not a number"):
         detail_fields("Aicore Usage Rate(%) : many\n", [0])
+
+
+async def test_a_chip_in_alarm_gets_its_three_fault_codes(fake: FakeNpuSmi) -> None:
+    # the real 310B summary with its health turned to Alarm; the health detail is the 910A's
+    alarm = recording("info_310b.txt").replace("| OK ", "| Alarm ", 1)
+    assert alarm != recording("info_310b.txt")
+    fake.garbage("info", alarm)
+    fake.answer("info -t board -i 0 -c 0", "board_i0_c0_310b.txt")
+    fake.answer("info -t health -i 0 -c 0", "health_i0_c0_910a_alarm.txt")
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5)
+
+    sample = only(await source.collect())
+
+    assert sample.fields["health"] == "Alarm"
+    assert sample.fields["health_error_codes"] == "A4025021,8C03A000,8C084E00"
+    assert sample.fields["health_fault_handling"] == "RestartNPU"
+    assert source.failures == {}
 
 
 # --- the source, through a real subprocess -----------------------------------------------------
@@ -538,6 +556,27 @@ def test_health_detail_without_fault_codes() -> None:
         fault_fields(recording("health_i0_310b.txt"), chip=0)  # the -i form prints none
     with pytest.raises(OutputError, match="'busy' is not an 8-digit hex fault code"):
         fault_fields("Health Status : Warning\nError Code : busy\n", chip=0)
+
+
+def test_health_detail_with_three_fault_codes_and_their_information_entries() -> None:
+    # Health Status : Alarm / Error Code : A4025021 8C03A000 8C084E00 / one "Error Information"
+    # entry per code, the second and third on lines with an empty key after a blank line
+    text = recording("health_i0_c0_910a_alarm.txt")
+    found = fault_fields(text, chip=0)
+    assert found["health_error_codes"] == "A4025021,8C03A000,8C084E00"
+    # NotHandleFault, RestartNPU, FreeRestartNPU in MindCluster's table: the most severe wins
+    assert found["health_fault_handling"] == "RestartNPU"
+    assert str(found["health_fault_meaning"]).startswith("A4025021: undocumented; NotHandleFault")
+    information = parse_key_values(text).rest["errorinformation"]
+    assert information.split("; ") == [
+        "ascend_monitor adda heart beat lost error",
+        "node type=process-manager, sensor type=General Software,"
+        " event state=The process start failed or exit abnormally",
+        "node type=adda, sensor type=Heartbeat Sensor, event state=Heartbeat Lost.",
+    ]
+    # an empty key with nothing before it to continue is still not 'key : value'
+    with pytest.raises(OutputError, match="line 1: ': node type=adda' is not 'key : value'"):
+        fault_fields("                               : node type=adda\nError Code : NA\n", 0)
 
 
 def test_fault_codes_take_the_most_severe_level_of_huaweis_table() -> None:

@@ -259,16 +259,24 @@ def key(name: str) -> str:
 
 def parse_key_values(text: str) -> KeyValues:
     blocks: list[dict[str, str]] = [{}]
+    last: tuple[dict[str, str], str] | None = None  # the block and key a value last went to
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             blocks.append({})
             continue
         name, colon, value = line.partition(":")
+        if colon and not name.strip() and last is not None:
+            # "   : node type=adda, ..." after a blank line: one more entry of the last key's
+            # value (-t health prints one "Error Information" entry per fault code so)
+            block, continued = last
+            block[continued] = f"{block[continued]}; {value.strip()}"
+            continue
         if not colon or not name.strip():
             raise OutputError(f"line {number}: {line.strip()[:80]!r} is not 'key : value'")
         if key(name) == "chipid" and "chipid" in blocks[-1]:
             blocks.append({})  # a new chip without a blank line between
         blocks[-1][key(name)] = value.strip()
+        last = (blocks[-1], key(name))
     chips: dict[int, dict[str, str]] = {}
     rest: dict[str, str] = {}
     for block in blocks:
