@@ -18,9 +18,12 @@ name) and its mean time in microseconds: a capture from real hardware, and the c
 
 A third poll reads the profiling counters every poll (`profiling_interval_s` 0: GPM, encoder and
 decoder use, NVLink bytes; agent/accelerators/nvml_profiling.py), reported as a ratio to the
-usual poll. `--profiling FILE` writes those calls' real answers (GPM support, the GPM metrics
-between two samples 1 s apart, encoder/decoder use, NVLink byte counters) and each one's mean
-cost, in the `--calls` format, for tests/data/nvml/.
+usual poll. The agent takes a GPM sample at most every 0.1 s (NVML's GPM refresh), so in these
+back-to-back polls most take none: the GPM calls' own cost is what `--profiling` reports.
+`--profiling FILE` writes those calls' real answers (MIG mode, GPM support, nvmlGpmSampleGet,
+the GPM metrics between two samples 1 s apart with each metric's own return code,
+encoder/decoder use, NVLink byte counters) and each one's mean cost, in the `--calls` format,
+for tests/data/nvml/.
 
 The agent's poll is measured as the agent runs it: `await NvmlSource.collect()` on the agent's
 event loop (uvloop where installed), the NVML calls in a worker thread; wall-clock time and the
@@ -266,6 +269,15 @@ def timed_us(function: Callable[..., Any], *args: Any, loops: int = 20) -> float
     return round((time.perf_counter() - started) / loops * 1e6, 2)
 
 
+def sample_answer(nvml: Nvml, handle: Any, sample: Any) -> dict[str, Any]:
+    """nvmlGpmSampleGet's answer as `--calls` writes one (the sample itself is opaque)."""
+    try:
+        nvml.nvmlGpmSampleGet(handle, sample)
+    except pynvml.NVMLError as exc:
+        return {"error": type(exc).__name__}
+    return {"answer": "sample"}
+
+
 def profiling_answers(nvml: Nvml, gpus: int) -> list[dict[str, Any]]:
     """The profiling calls' real answers and mean cost per GPU, as `--calls` writes calls."""
     captured: list[dict[str, Any]] = []
@@ -289,6 +301,8 @@ def profiling_answers(nvml: Nvml, gpus: int) -> list[dict[str, Any]]:
         values = answered(nvml.nvmlDeviceGetFieldValues, handle, scoped)
         cost = timed_us(nvml.nvmlDeviceGetFieldValues, handle, scoped)
         entry("nvmlDeviceGetFieldValues", [gpu, scoped], values, cost)
+        mig = answered(nvml.nvmlDeviceGetMigMode, handle)  # GPM is per GPU instance under MIG
+        entry("nvmlDeviceGetMigMode", [gpu], mig, timed_us(nvml.nvmlDeviceGetMigMode, handle))
         support = answered(nvml.nvmlGpmQueryDeviceSupport, handle)
         cost = timed_us(nvml.nvmlGpmQueryDeviceSupport, handle)
         entry("nvmlGpmQueryDeviceSupport", [gpu], support, cost)
@@ -296,10 +310,16 @@ def profiling_answers(nvml: Nvml, gpus: int) -> list[dict[str, Any]]:
             continue
         first, second = nvml.nvmlGpmSampleAlloc(), nvml.nvmlGpmSampleAlloc()
         try:
-            nvml.nvmlGpmSampleGet(handle, first)
-            time.sleep(1.0)
-            cost = timed_us(nvml.nvmlGpmSampleGet, handle, second, loops=1)
-            entry("nvmlGpmSampleGet", [gpu], {"answer": "sample"}, cost)
+            # A GPU that gives no sample says why (MIG on, ...): that answer is the capture.
+            sampled = sample_answer(nvml, handle, first)
+            if "error" not in sampled:
+                time.sleep(1.0)
+                started = time.perf_counter()
+                sampled = sample_answer(nvml, handle, second)
+                sampled["mean_us"] = round((time.perf_counter() - started) * 1e6, 2)
+            entry("nvmlGpmSampleGet", [gpu], sampled, sampled.pop("mean_us", 0.0))
+            if "error" in sampled:
+                continue
             request = metrics_request(first, second)
             started = time.perf_counter()
             metrics = answered(nvml.nvmlGpmMetricsGet, request)
@@ -416,7 +436,7 @@ def main() -> int:
     print(f"mean poll at the default intervals (energy 1 poll in {1 / share:.0f}) {mean_ms:.3f} ms")
     print(
         f"profiling every poll / usual poll = {results['profiling_poll_vs_usual']:.3f}x"
-        " (GPM where the GPU has it, encoder/decoder, NVLink bytes)"
+        " (encoder/decoder, NVLink bytes, and GPM where the GPU has it, at most every 0.1 s)"
     )
     if "profiling_calls_us" in results:
         calls = ", ".join(f"{k} {v:.0f} us" for k, v in results["profiling_calls_us"].items())

@@ -695,3 +695,16 @@ async def test_the_configured_profiling_interval_reaches_the_source(
     assert single.calls[("nvmlDeviceGetEncoderUtilization", 0)] == 1
     with pytest.raises(ValueError, match="profiling_interval_s"):
         AcceleratorSettings.model_validate({"nvidia": {"profiling_interval_s": 0}})
+
+
+def test_the_profiling_capture_of_gpu_check_runs_against_the_fake(single: FakeNvml) -> None:
+    # bench/gpu_check.sh's capture step (bench_nvml.profiling_answers), run on the fake: every
+    # answer is the capture's own (MIG Mode: Disabled; no GPM answer captured: NOT_SUPPORTED).
+    from bench.bench_nvml import profiling_answers
+
+    single.nvmlInit()
+    answers = {entry["call"]: entry for entry in profiling_answers(single, 1)}
+    assert answers["nvmlDeviceGetMigMode"]["answer"] == [0, 0]
+    assert answers["nvmlGpmQueryDeviceSupport"]["error"] == "NVMLError_NotSupported"
+    assert answers["nvmlDeviceGetEncoderUtilization"]["answer"] == [0, None]
+    assert "nvmlGpmSampleGet" not in answers  # not asked of a GPU that says it has no GPM
