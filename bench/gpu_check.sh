@@ -9,8 +9,9 @@
 #   5. bench/bench_nvml.py, 3 runs: the agent's poll per GPU against the raw NVML calls and
 #      nvidia-smi, and each NVML call of a first poll with its answer and cost (nvml-calls.json);
 #      the poll with the profiling counters against the usual one (issue 18 item 2), and the
-#      profiling calls' answers and cost on an idle GPU (nvml-profiling.json: GPM support, GPM
-#      metrics 1 s apart, encoder/decoder use, NVLink byte counters);
+#      profiling calls' answers and cost on an idle GPU (nvml-profiling.json: MIG mode, GPM
+#      support, nvmlGpmSampleGet, GPM metrics 1 s apart with each metric's own return code,
+#      encoder/decoder use, NVLink byte counters);
 #   6. steps 2-3 again while PyTorch multiplies matrices on GPU 0 (readings that move; reported,
 #      not judged), and the profiling calls' answers under that load (nvml-profiling-load.json).
 # Results under $OUT (or ./gpu-check-out): log.txt (every step's output), nvidia-smi-q.txt,
