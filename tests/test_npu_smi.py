@@ -457,6 +457,12 @@ def test_hccn_tool_link_counters_and_optical_power() -> None:
     assert optical == pytest.approx(
         {"optical_tx_power_w": 0.0044035, "optical_rx_power_w": 0.0010189}
     )
+    # the FaultDiag guide's excerpt elides the temperature line: no field, and no failure
+
+
+def test_optical_module_temperature_of_a_four_lane_module() -> None:
+    # temperature : 47 C; Tx Power0 .. Rx Power3 are per lane and not read (no field for them)
+    assert parse_optical((HCCN / "optical_i0_910a.txt").read_text()) == {"optical_temp_c": 47.0}
 
 
 @pytest.mark.parametrize(
@@ -466,6 +472,7 @@ def test_hccn_tool_link_counters_and_optical_power() -> None:
         (parse_stat, "packet statistics:\nnic_tx_all_pkg_num:12x\n", "line 2: nic_tx_all_pkg_num"),
         (parse_stat, "Usage: hccn_tool -i <id> ...\n", "none of nic_tx_all_pkg_num"),
         (parse_optical, "Tx Power             : -inf dBm\n", "line 1: Tx Power"),
+        (parse_optical, "optical info:\ntemperature          : hot\n", "line 2: temperature 'hot'"),
     ],
 )
 def test_bad_hccn_tool_output_says_where(
@@ -512,6 +519,30 @@ async def test_ecc_and_network_are_read_on_their_interval_and_failures_cost_only
     now[0] += 30  # within details_interval_s: the summary only
     await source.collect()
     assert fake.calls()[calls:] == ["info"] + [f"info -t board -i {n} -c 0" for n in range(8)]
+
+
+async def test_optical_temperature_of_one_chip_and_a_bad_one_costs_only_its_command(
+    fake: FakeNpuSmi,
+) -> None:
+    fake.answer("info", "info_910b3_x8.txt")
+    # device 0 answers -optical with the 910A capture; device 1 has a module temperature that
+    # is no number (made up: the failure under test), and the real -link of the guide
+    shutil.copy(HCCN / "optical_i0_910a.txt", fake.directory / "-i_0_-optical_-g.txt")
+    shutil.copy(HCCN / "link_i0.txt", fake.directory / "-i_1_-link_-g.txt")
+    (fake.directory / "-i_1_-optical_-g.txt").write_text("optical info:\ntemperature : hot\n")
+    for npu in range(8):
+        fake.fail(f"info -t board -i {npu} -c 0", "Permission denied\n")
+    source = NpuSmiSource(HOST_TAGS, timeout_s=5, hccn_tool=str(DATA / "npu-smi"))
+
+    samples = await source.collect()
+
+    assert samples[0].fields["optical_temp_c"] == 47.0
+    assert "optical_temp_c" not in samples[1].fields
+    assert samples[1].fields["roce_link_up"] is True  # its other commands' fields are kept
+    assert samples[1].fields["power_w"] == 122.0  # and the summary's (| 1 910B3 | OK | 122.0 ...)
+    assert not any("optical_temp_c" in sample.fields for sample in samples[2:])
+    # NPU 0: 3 commands without a recording, NPU 1: 2, NPUs 2-7: 4 each, 8 boards; one output
+    assert source.failures == {"exit": 3 + 2 + 6 * 4 + 8, "output": 1}
 
 
 def test_vector_core_use_and_the_ai_core_clock_of_a_910b1() -> None:

@@ -3,10 +3,11 @@
 Per chip (by its device id, as `hccn_tool -i D` takes it) four commands, each parsed into
 fields of that chip's `accelerator` sample: `-link -g` (link state), `-stat -g` (packet, byte,
 PFC and queue-pair error counters), `-optical -g` (the optical module's transmit and receive
-power) and `-status -g` (the port's speed). Which of hccn_tool's keys feeds which field is the
-table below; keys it prints that are not in the table are not read. Only keys seen in real
-output are in the tables (the module's temperature and received PFC frames are not: the
-outputs found print them elided).
+power and its temperature) and `-status -g` (the port's speed). Which of hccn_tool's keys feeds
+which field is the table below; keys it prints that are not in the table are not read. Only keys
+seen in real output are in the tables. Not read: received PFC frames (`mac_rx_pfc_pkt_num`; the
+`-stat` outputs found print it elided) and the per-lane powers of four-lane modules (`Tx Power0`
+.. `Rx Power3`; seen, but no field for them yet).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ STAT_KEYS: dict[str, str] = {
 OPTICAL_KEYS: dict[str, tuple[str, str, float]] = {
     "Tx Power": ("optical_tx_power_w", "mW", 0.001),
     "Rx Power": ("optical_rx_power_w", "mW", 0.001),
+    "temperature": ("optical_temp_c", "C", 1.0),  # the module's, "47 C"
 }
 COMMANDS = ("-link", "-stat", "-optical", "-status")
 
