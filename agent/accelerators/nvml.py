@@ -619,6 +619,9 @@ class NvmlSource:
             return {}
         for name in reading.unsupported:
             log.info("%s: GPM metric for %s not supported; not asked again", gpu.label, name)
+        if not gpu.gpm.metrics:  # every metric unsupported: as good as no GPM
+            gpu.unsupported.add("gpm")
+            self._free_gpm(gpu)
         for name, code in reading.failed.items():
             self.gpm_failures += 1
             problem = ERROR_NAMES.get(code, f"NVML error {code}")
