@@ -215,6 +215,7 @@ async def test_rittal_lcp_values_use_value_int_and_var_scale(snmpsim: Running) -
         "leaving_water_c": 20.7,
         "water_flow_lpm": 5.3,
         "valve_pct": 38.0,
+        "valve_demand_pct": 35.4,  # Control Valve.Internal Control.Valve1: 354, scale -10
         "cooling_output_w": 1707.0,
     }
 
@@ -238,10 +239,14 @@ async def test_rittal_server_in_and_out_probes(snmpsim: Running) -> None:
 
 
 async def test_rittal_six_fans(snmpsim: Running) -> None:
-    """Each LCP fan is a cooling_fan point; all six run at 16 %."""
+    """Each LCP fan is a cooling_fan point; all six run at 16 %, the control asks 14 % of
+    fans 1-5 and 13 % of fan 6 (Fans.Internal Control.FanN, ValueInt)."""
     samples = await poll(snmpsim, RITTAL)
-    fans = {s.tags["fan"]: s.fields["speed_pct"] for s in samples if s.measurement == "cooling_fan"}
-    assert fans == {str(n): 16.0 for n in range(1, 7)}
+    fans = {s.tags["fan"]: s.fields for s in samples if s.measurement == "cooling_fan"}
+    assert fans == {
+        str(n): {"speed_pct": 16.0, "speed_demand_pct": 13.0 if n == 6 else 14.0}
+        for n in range(1, 7)
+    }
 
 
 async def test_rittal_env_sensors_per_device(snmpsim: Running) -> None:

@@ -110,7 +110,8 @@ def test_a_field_whose_type_contradicts_its_unit_suffix_is_refused_with_its_line
 def test_a_measurement_naming_an_undefined_field_is_refused(tmp_path: Path) -> None:
     text = (ROOT / "telemetry" / "schema.yaml").read_text(encoding="utf-8")
     path = tmp_path / "schema.yaml"
-    fields = text.replace("[speed_pct, speed_rpm]", "[speed_pct, speed_rpm, speed_mph]")
+    fields = text.replace("[speed_pct, speed_rpm", "[speed_pct, speed_rpm, speed_mph", 1)
+    assert fields != text  # cooling_fan's list, whatever follows in it
     path.write_text(fields, encoding="utf-8")
     with pytest.raises(ConfigError, match="'speed_mph' is not under fields:"):
         load_schema(path)
