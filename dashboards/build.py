@@ -1487,6 +1487,7 @@ def accelerators() -> Dashboard:
         warm: float | None = None,
         *,
         column: bool = False,
+        description: str = "",
     ) -> Panel:
         return Panel(
             title,
@@ -1502,6 +1503,7 @@ def accelerators() -> Dashboard:
             max=limit,
             thresholds=((None, "green"), (warm, "orange")) if warm else PLAIN,
             custom={"thresholdsStyle": {"mode": "line"}} if warm else {},
+            description=description,
         )
 
     return Dashboard(
@@ -1702,9 +1704,12 @@ def health_and_network(filters: Sequence[str], per_card: PerCard) -> list[Panel 
         ),
         per_card(
             "Optical module power per card",
-            'mean("optical_tx_power_w") AS "tx", mean("optical_rx_power_w") AS "rx"',
+            'min("optical_tx_power_w") AS "tx", min("optical_rx_power_w") AS "rx", '
+            'max("optical_rx_power_low_w") AS "rx low alarm"',
             "watt",
             column=True,
+            description="The weakest lane of each module: a lane's received power below the "
+            "module's own low-alarm threshold (a dirty or cracked fibre) fails the link.",
         ),
     ]
 

@@ -946,6 +946,7 @@ async def test_the_roce_panels_show_what_hccn_tool_printed(
     optical = card_0("Optical module power per card")
     assert optical[-1]["tx"] == pytest.approx(0.0044035)  # Tx Power : 4.4035 mW
     assert optical[-1]["rx"] == pytest.approx(0.0010189)
+    assert optical[-1]["rx low alarm"] == pytest.approx(0.0001445)  # RxPower Low Thres
     # The same counters twice: nothing moved between the polls, and nothing is invented.
     assert {(row["tx"], row["rx"]) for row in card_0("RoCE throughput per card")} == {(0, 0)}
     pfc = card_0("PFC pause frames and QP errors per interval")

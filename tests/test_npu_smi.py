@@ -455,14 +455,30 @@ def test_hccn_tool_link_counters_and_optical_power() -> None:
     }
     optical = parse_optical((HCCN / "optical_i0.txt").read_text())
     assert optical == pytest.approx(
-        {"optical_tx_power_w": 0.0044035, "optical_rx_power_w": 0.0010189}
+        {
+            "optical_tx_power_w": 0.0044035,
+            "optical_rx_power_w": 0.0010189,
+            "optical_rx_power_low_w": 0.0001445,
+        }
     )
     # the FaultDiag guide's excerpt elides the temperature line: no field, and no failure
 
 
-def test_optical_module_temperature_of_a_four_lane_module() -> None:
-    # temperature : 47 C; Tx Power0 .. Rx Power3 are per lane and not read (no field for them)
-    assert parse_optical((HCCN / "optical_i0_910a.txt").read_text()) == {"optical_temp_c": 47.0}
+def test_a_four_lane_module_gives_its_temperature_and_its_weakest_lane() -> None:
+    # temperature : 47 C; Tx Power0 .. Rx Power3 per lane; RxPower Low Thres : 0.1445 mW
+    assert parse_optical((HCCN / "optical_i0_910a.txt").read_text()) == pytest.approx(
+        {
+            "optical_temp_c": 47.0,
+            # lanes 0-3 transmit 4.4035, 1.3968, 1.4140, 1.4988 mW: the weakest
+            "optical_tx_power_w": 0.0013968,
+            # lane 1 receives 0.0054 mW, far below the module's own 0.1445 mW alarm threshold
+            # (the others 1.0189, 0.9907, 1.0213): the weakest lane is what the NOC must see
+            "optical_rx_power_w": 0.0000054,
+            "optical_rx_power_low_w": 0.0001445,
+        }
+    )
+    no_reading = "optical info:\ntemperature          : NA\nRx Power0            : not supported\n"
+    assert parse_optical(no_reading) == {}
 
 
 @pytest.mark.parametrize(

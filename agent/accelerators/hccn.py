@@ -6,11 +6,18 @@ PFC and queue-pair error counters), `-optical -g` (the optical module's transmit
 power and its temperature) and `-status -g` (the port's speed). Which of hccn_tool's keys feeds
 which field is the table below; keys it prints that are not in the table are not read. Only keys
 seen in real output are in the tables. Not read: received PFC frames (`mac_rx_pfc_pkt_num`; the
-`-stat` outputs found print it elided) and the per-lane powers of four-lane modules (`Tx Power0`
-.. `Rx Power3`; seen, but no field for them yet).
+`-stat` outputs found print it elided).
+
+A four-lane module (QSFP) prints its powers per lane, `Tx Power0` .. `Rx Power3`: the field is
+the weakest lane's, since one dirty or cracked fibre shows as one lane's receive power falling
+below the module's own `RxPower Low Thres` (kept as `optical_rx_power_low_w`) while the others
+stay normal, and the link then fails. A reading hccn_tool could not take (`NA`, `not
+supported`, as it prints them) gives no field.
 """
 
 from __future__ import annotations
+
+import re
 
 from agent.accelerators.tool_source import OutputError
 from telemetry.sample import FieldValue
@@ -29,7 +36,10 @@ OPTICAL_KEYS: dict[str, tuple[str, str, float]] = {
     "Tx Power": ("optical_tx_power_w", "mW", 0.001),
     "Rx Power": ("optical_rx_power_w", "mW", 0.001),
     "temperature": ("optical_temp_c", "C", 1.0),  # the module's, "47 C"
+    "RxPower Low Thres": ("optical_rx_power_low_w", "mW", 0.001),
 }
+_LANE = re.compile(r"((?:Tx|Rx) Power)\d+")  # "Rx Power1": lane 1's
+_NO_READING = ("NA", "not supported")
 COMMANDS = ("-link", "-stat", "-optical", "-status")
 
 
@@ -63,17 +73,22 @@ def parse_optical(text: str) -> dict[str, FieldValue]:
     fields: dict[str, FieldValue] = {}
     for number, line in enumerate(text.splitlines(), 1):
         key, colon, value = line.partition(":")
-        known = OPTICAL_KEYS.get(key.strip())
-        if not colon or known is None:
+        lane = _LANE.fullmatch(key.strip())
+        known = OPTICAL_KEYS.get(lane.group(1) if lane else key.strip())
+        if not colon or known is None or value.strip() in _NO_READING:
             continue
         name, unit, factor = known
         number_text = value.strip().removesuffix(unit).strip()
         try:
-            fields[name] = float(number_text) * factor
+            reading = float(number_text) * factor
         except ValueError:
             raise OutputError(
                 f"line {number}: {key.strip()} {value.strip()!r} is no {unit}"
             ) from None
+        previous = fields.get(name)
+        if lane is not None and isinstance(previous, float):
+            reading = min(previous, reading)  # the weakest lane so far
+        fields[name] = reading
     return fields
 
 
