@@ -59,6 +59,7 @@ class Reading:
     checked: bool = True  # a table value: if it goes missing, the layout changed
     part: int | None = None  # a split table's value: which element of the list
     separator: str = ","
+    fallback: bool = False  # read only if the readings before it gave its field no value
 
 
 @dataclass(slots=True)
@@ -146,6 +147,8 @@ def execute(
             continue
         if not all(_still_kept(guard, values) for guard in reading.guards):
             continue
+        if reading.fallback and reading.field in fields[reading.point]:
+            continue  # the field's own value (or an earlier fallback) was there
         spec = reading.spec
         try:
             value = convert(spec, raw, reading.scale)
@@ -238,20 +241,9 @@ class _Builder:
                 found = match.group(1) if match else found
             tags[name] = found
         point = self.point(group.measurement, tags)
-        for name, spec in group.fields.items():
-            unit = spec.temperature_unit
-            self.readings.append(
-                Reading(
-                    oid=spec.oid or "",
-                    point=point,
-                    field=name,
-                    spec=spec,
-                    scale=spec.scale,
-                    setting=unit.oid if unit else None,
-                    counter=_counter_key(spec, group.measurement, tags, name),
-                    checked=False,
-                )
-            )
+        for name, field_spec in group.fields.items():
+            for n, spec in enumerate(field_spec.choices()):  # the field's own OID first
+                self.readings.append(_scalar(spec, point, name, (group.measurement, tags), n > 0))
 
     async def table(self, table: TableSpec) -> int:
         """Walk what the table needs, plan its kept rows' readings; the number of rows kept."""
@@ -307,8 +299,13 @@ class _Builder:
         tags = {**self.base, **{name: row.tag(tag) for name, tag in table.tags.items()}}
         tags |= key_tags
         point = self.point(measurement, tags)
-        for name, spec in fields.items():
-            self._reading(row, point, name, spec, (measurement, tags), tuple(guards))
+        for name, field_spec in fields.items():
+            for n, spec in enumerate(field_spec.choices()):  # the field's own column first
+                if spec.oid is not None:  # a scalar standing in for this row's value
+                    sample = (measurement, tags)
+                    self.readings.append(_scalar(spec, point, name, sample, True, tuple(guards)))
+                else:
+                    self._reading(row, point, name, spec, (measurement, tags), tuple(guards), n > 0)
         return True
 
     def _reading(
@@ -319,6 +316,7 @@ class _Builder:
         spec: FieldSpec,
         sample: tuple[str, dict[str, str]],
         guards: tuple[Guard, ...],
+        fallback: bool = False,
     ) -> None:
         table = row.table
         raws = [row.read(s.entry, s.column, s.join) for s in spec.scale_from]
@@ -354,8 +352,33 @@ class _Builder:
                 counter=_counter_key(spec, *sample, name),
                 part=row.part,
                 separator=separator,
+                fallback=fallback,
             )
         )
+
+
+def _scalar(
+    spec: FieldSpec,
+    point: int,
+    name: str,
+    sample: tuple[str, dict[str, str]],
+    fallback: bool,
+    guards: tuple[Guard, ...] = (),
+) -> Reading:
+    """The reading of a scalar field (or of a scalar standing in for a table's value)."""
+    unit = spec.temperature_unit
+    return Reading(
+        oid=spec.oid or "",
+        point=point,
+        field=name,
+        spec=spec,
+        scale=spec.scale,
+        setting=unit.oid if unit else None,
+        counter=_counter_key(spec, *sample, name),
+        guards=guards,
+        checked=False,  # a scalar that goes missing is no change of the table's rows
+        fallback=fallback,
+    )
 
 
 def _element(piece: str) -> Value:
@@ -380,10 +403,11 @@ def _counter_key(
 
 
 def _all_fields(table: TableSpec) -> list[FieldSpec]:
+    """Every field spec of the table's rows read from a column, fallbacks included."""
     found = list(table.fields.values())
     if table.pivot:
         found += [f for key in table.pivot.keys for f in table.pivot.fields_of(key).values()]
-    return found
+    return [choice for spec in found for choice in spec.choices() if choice.column is not None]
 
 
 def _value_columns(table: TableSpec) -> set[str]:

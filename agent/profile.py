@@ -208,8 +208,13 @@ class FieldSpec(StrictModel):
     # The unit a value is always in, where the MIB says so and no setting or text does
     # (CyberPower's envirTemperature, 1/10 degF): converted after `scale`.
     unit: Literal["fahrenheit"] | None = None
+    # Where this value gives none (a sentinel such as -1 "not supported", missing, an unlisted
+    # unit): the first of these field specs that does, each read in its own way; in a table
+    # from a `column` of the same row or a scalar `oid` (the same for every row). The APC
+    # AP7900B's rPDU2 power is -1; its rPDUIdentDevicePowerWatts stands in.
+    fallback: tuple[FieldSpec, ...] = ()
 
-    _many = field_validator("scale_from", mode="before")(_one_or_many)
+    _many = field_validator("scale_from", "fallback", mode="before")(_one_or_many)
     _unit_keys = field_validator("units", mode="before")(_text_keys)
 
     @field_validator("scale")
@@ -242,7 +247,19 @@ class FieldSpec(StrictModel):
             _check_unit_pattern(self.pattern)
         elif self.pattern is not None:
             _check_pattern(self.pattern)
+        for other in self.fallback:
+            if other.type != self.type or other.fallback:
+                raise ValueError(
+                    "a fallback is a field spec of the same type, without fallbacks of its own "
+                    "(list them in order instead)"
+                )
+        if self.fallback and self.type == "counter":
+            raise ValueError("a counter has no fallback: two sources would mix in one series")
         return self
+
+    def choices(self) -> tuple[FieldSpec, ...]:
+        """This spec, then its fallbacks, in the order they are tried."""
+        return (self, *self.fallback)
 
 
 class TagSpec(StrictModel):
@@ -425,15 +442,25 @@ class TableSpec(Repeated):
         for name, spec in specs:
             if spec.column is None or spec.oid is not None:
                 raise ValueError(f"field {name}: a table field needs column (and no oid)")
+            for other in spec.fallback:
+                if (other.column is None) == (other.oid is None):
+                    raise ValueError(
+                        f"field {name}: a table field's fallback needs column or oid (not both)"
+                    )
+                if other.oid is not None and (other.scale_from or other.entry):
+                    raise ValueError(f"field {name}: a fallback with oid is a scalar (no columns)")
+                unit = other.temperature_unit
+                if other.oid is not None and unit is not None and unit.oid is None:
+                    raise ValueError(f"field {name}: a scalar fallback's temperature_unit: oid")
         used: list[object] = [t.index for t in self.tags.values()]
         used += [c.index for c in self.where]
         used += [part for tag in self.tags.values() for part in tag.join]
         used += [part for condition in self.where for part in condition.join]
         if self.pivot:
             used += [self.pivot.index, *self.pivot.join]
-        for _, spec in specs:
-            used += [part for scale in spec.scale_from for part in scale.join]
-            used += list(spec.temperature_unit.join) if spec.temperature_unit else []
+        for choice in (choice for _, spec in specs for choice in spec.choices()):
+            used += [part for scale in choice.scale_from for part in scale.join]
+            used += list(choice.temperature_unit.join) if choice.temperature_unit else []
         for ref in used:
             if isinstance(ref, str) and ref not in names:
                 raise ValueError(f"index part {ref!r} is not named in index: {list(self.index)}")
@@ -450,7 +477,7 @@ class ScalarGroup(Repeated):
 
     @model_validator(mode="after")
     def _oids_only(self) -> ScalarGroup:
-        for name, spec in self.fields.items():
+        for name, spec in ((n, c) for n, s in self.fields.items() for c in s.choices()):
             if spec.oid is None or spec.column is not None or spec.scale_from:
                 raise ValueError(f"field {name}: a scalar field needs oid (no column, scale_from)")
             if spec.temperature_unit and spec.temperature_unit.oid is None:

@@ -59,11 +59,9 @@ GROUND_TRUTH = ground_truth()
 # Read by a profile (vendor or generic fallback), but some of LibreNMS's sensors are read
 # differently or not at all (2026-12-06).
 KNOWN_GAPS = {
-    # AP7900B: rPDU2 power and voltage are -1 (unsupported). Its rPDUIdentDevicePowerWatts
-    # (312 W, computed from the set line voltage and PF) needs a per-field fallback (power_w
-    # from it only where rPDU2's is -1); rPDUIdentDeviceLinetoLineVoltage is a setting, read
-    # as rated_voltage_v; rPDU2's phase current (2.7 A) was sampled apart from the legacy
-    # rPDULoadStatusLoad LibreNMS reads (2.8 A) (apc_rpdu2.yaml)
+    # AP7900B: rPDU2's phase current (2.7 A) was sampled apart from the legacy
+    # rPDULoadStatusLoad LibreNMS reads (2.8 A); its power (rPDU2 -1, so the fallback
+    # rPDUIdentDevicePowerWatts, 312 W) and set line voltage match (apc_rpdu2.yaml)
     "apc_ap7900b",
     # dell-ups_tower1000w: two run times (UPS-MIB minutes, Dell seconds) for one field
     "dell-ups_tower1000w",

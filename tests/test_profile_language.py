@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent import plan
-from agent.mapping import Counters, Value, convert, index_text
+from agent.mapping import Counters, UnlistedUnit, Value, convert, index_text
 from agent.profile import FieldSpec, Fragment, Profile, ScalarGroup
 from telemetry import config
 from tests.test_mapping import ENTRY, fields_by, make_plan, poll, table, walked
@@ -340,3 +340,134 @@ async def test_a_renamed_sensor_changes_what_it_is_read_as() -> None:
     renamed = {f"{ENTRY}.1.1": b"Humidity", f"{ENTRY}.2.1": b"40.1"}
     samples, _ = plan.execute(made, renamed, 2, Counters())
     assert samples == []
+
+
+def test_a_unit_the_map_does_not_list_is_an_unlisted_unit_not_an_absent_value() -> None:
+    """With a pattern that takes any unit, "300 K" is named (UnlistedUnit, which the device
+    counts in values_unlisted_unit_total), unlike text that is no reading at all."""
+    temperature = FieldSpec.model_validate(
+        {"column": 7, "pattern": r"^(?P<value>-?[\d.]+) ?(?P<unit>\S*)$",
+         "units": {"C": 1, "F": "fahrenheit"}}
+    )  # fmt: skip
+    assert convert(temperature, b"35 C") == 35.0
+    with pytest.raises(UnlistedUnit) as unlisted:
+        convert(temperature, b"300 K")
+    assert unlisted.value.unit == "K"
+    with pytest.raises(UnlistedUnit) as bare:
+        convert(temperature, b"35")  # no unit at all: not guessed to be C
+    assert bare.value.unit == ""
+    assert convert(temperature, b"Unavailable") is None  # no number: absent
+
+
+async def test_an_unlisted_unit_is_reported_and_the_rest_of_the_row_kept() -> None:
+    spec = table(
+        index=["sensor"],
+        tags={"sensor": {"index": "sensor"}},
+        fields={
+            "temperature_c": {"column": 7, "pattern": r"^(?P<value>[\d.]+) ?(?P<unit>\S*)$",
+                              "units": {"C": 1}},
+            "humidity_pct": {"column": 8},
+        },
+    )  # fmt: skip
+    made, values = await make_plan([spec], walked({"1": {7: b"35 K", 8: 40}, "2": {7: b"21 C"}}))
+    told: list[tuple[str, str, Value]] = []
+    samples, complete = plan.execute(
+        made, values, 1, Counters(), unlisted=lambda r, unit, raw: told.append((r.oid, unit, raw))
+    )
+    assert complete
+    assert fields_by(samples, "sensor") == {
+        "1": {"humidity_pct": 40.0},
+        "2": {"temperature_c": 21.0},
+    }
+    assert told == [(f"{ENTRY}.7.1", "K", b"35 K")]
+
+
+POWER_WATTS = "1.3.6.1.4.1.318.1.1.12.1.16.0"  # rPDUIdentDevicePowerWatts.0
+
+
+async def test_a_field_falls_back_to_the_first_spec_that_gives_a_value() -> None:
+    """APC's rPDU2 power is -1 on an AP7900B: `fallback` reads the field elsewhere, in order,
+    each spec in its own way (another column of the row, its own scale; a scalar), and only
+    where the ones before it gave nothing."""
+    spec = table(
+        index=["row"],
+        tags={"row": {"index": "row"}},
+        fields={
+            "power_w": {
+                "column": 5,
+                "scale": 10,
+                "absent": [-1],
+                "fallback": [{"column": 6, "absent": [-1]}, {"oid": POWER_WATTS, "absent": [-1]}],
+            }
+        },
+    )
+    rows = {"1": {5: -1, 6: -1}, "2": {5: 11, 6: 999}, "3": {5: -1, 6: 200}, "4": {6: 70}}
+    made, values = await make_plan([spec], walked(rows))
+    samples, complete = plan.execute(made, {**values, POWER_WATTS: 312}, 1, Counters())
+    assert complete
+    assert fields_by(samples, "row") == {
+        "1": {"power_w": 312.0},  # both columns -1: the scalar
+        "2": {"power_w": 110.0},  # its own value, scaled: the others are not used
+        "3": {"power_w": 200.0},  # the second column, unscaled
+        "4": {"power_w": 70.0},  # no column 5 in this row at all
+    }
+    later = {**values, f"{ENTRY}.5.1": 30, POWER_WATTS: -1, f"{ENTRY}.6.3": -1}
+    samples, _ = plan.execute(made, later, 2, Counters())
+    assert fields_by(samples, "row") == {
+        "1": {"power_w": 300.0},  # its own value is back
+        "2": {"power_w": 110.0},
+        "4": {"power_w": 70.0},  # row 3: nothing gives a value, no field, no sample
+    }
+
+
+async def test_a_scalar_field_falls_back_to_another_oid() -> None:
+    group = ScalarGroup.model_validate(
+        {
+            "measurement": "pdu",
+            "fields": {
+                "power_w": {"oid": "1.3.6.1.4.1.9.1.0", "absent": [-1],
+                            "fallback": {"oid": POWER_WATTS}}
+            },
+        }
+    )  # fmt: skip
+
+    async def walk(column: str) -> Mapping[str, Value]:
+        return {}
+
+    made, _ = await plan.build([Fragment(scalars=[group])], {}, walk)
+    assert made.oids() == ["1.3.6.1.4.1.9.1.0", POWER_WATTS]
+    for own, expected in ((-1, 312.0), (250, 250.0), (None, 312.0)):
+        values = {POWER_WATTS: 312} | ({} if own is None else {"1.3.6.1.4.1.9.1.0": own})
+        samples, complete = plan.execute(made, values, 1, Counters())
+        assert complete
+        assert [dict(s.fields) for s in samples] == [{"power_w": expected}]
+
+
+@pytest.mark.parametrize(
+    ("where", "spec", "problem"),
+    [
+        ("table", {"column": 5, "fallback": {"oid": POWER_WATTS, "type": "integer"}}, "same type"),
+        ("table", {"column": 5, "fallback": {"scale": 2}}, "needs column or oid"),
+        ("table", {"column": 5, "fallback": {"column": 6, "oid": POWER_WATTS}}, "not both"),
+        (
+            "table",
+            {"column": 5, "fallback": {"column": 6, "fallback": {"oid": POWER_WATTS}}},
+            "without fallbacks of its own",
+        ),
+        (
+            "table",
+            {"column": 5, "type": "counter", "counter_bits": 64, "fallback": {"column": 6,
+             "type": "counter", "counter_bits": 64}},
+            "a counter has no fallback",
+        ),
+        ("scalar", {"oid": "1.3.6.1.4.1.9.1.0", "fallback": {"column": 6}}, "needs oid"),
+    ],
+)  # fmt: skip
+def test_fallbacks_are_checked_at_load(where: str, spec: dict[str, object], problem: str) -> None:
+    def load() -> object:
+        if where == "table":
+            return table(fields={"power_w": spec})
+        return ScalarGroup.model_validate({"measurement": "pdu", "fields": {"power_w": spec}})
+
+    with pytest.raises(ValidationError, match=problem):
+        load()

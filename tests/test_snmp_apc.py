@@ -79,14 +79,37 @@ async def test_ap8959eu3_switched_pdu_outlets_from_legacy_table(snmpsim: Running
     assert not by_element(samples, "pdu_bank")
 
 
+RPDU2_POWER = "1.3.6.1.4.1.318.1.1.26.4.3.1.5.1"  # rPDU2DeviceStatusPower.1, 0.01 kW
+IDENT_POWER = "1.3.6.1.4.1.318.1.1.12.1.16.0"  # rPDUIdentDevicePowerWatts.0, W
+
+
 async def test_ap7900b_reports_its_set_line_voltage_not_a_measured_one(snmpsim: Running) -> None:
     """AP7xxx: rPDU2 says power and voltage are unsupported (-1); the line voltage the user
-    set (rPDUIdentDeviceLinetoLineVoltage, 120 V) is rated_voltage_v, never voltage_v."""
-    samples = await device(snmpsim, "apc_ap7900b").collect()
+    set (rPDUIdentDeviceLinetoLineVoltage, 120 V) is rated_voltage_v, never voltage_v. Power
+    falls back to the unit's own rPDUIdentDevicePowerWatts (312 W, what LibreNMS reads)."""
+    unit = device(snmpsim, "apc_ap7900b")
+    unit.trace = {}
+    samples = await unit.collect()
     whole = by_element(samples, "pdu")[""]
-    assert whole.fields == {"rated_voltage_v": 120.0, "load_state": "not_supported"}
+    assert whole.fields == {
+        "rated_voltage_v": 120.0,
+        "load_state": "not_supported",
+        "power_w": 312.0,
+    }
+    assert unit.trace[IDENT_POWER][1] == "power_w"
+    assert RPDU2_POWER not in unit.trace  # read, but -1: no value
     assert not [s for s in samples if "voltage_v" in s.fields]
     assert by_element(samples, "pdu_phase", "phase")["1"].fields["current_a"] == 2.7
+
+
+async def test_rpdu2_power_wins_over_the_fallback_where_the_pdu_has_it(snmpsim: Running) -> None:
+    """The AP8959EU3 has both (27 = 270 W, and 270): power_w is rPDU2's, the fallback unused."""
+    unit = device(snmpsim, "apc_ap8959eu3")
+    unit.trace = {}
+    samples = await unit.collect()
+    assert by_element(samples, "pdu")[""].fields["power_w"] == 270.0
+    assert unit.trace[RPDU2_POWER][1] == "power_w"
+    assert IDENT_POWER not in unit.trace
 
 
 @pytest.mark.parametrize("recording", ["apc_ap8853", "apc_ap8959eu3"])
