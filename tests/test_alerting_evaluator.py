@@ -579,6 +579,44 @@ def test_default_rules_page_xid_and_lost_gpu_separately() -> None:
     }
 
 
+def test_default_rules_page_an_npu_in_alarm_with_its_fault_codes_and_a_roce_link_down() -> None:
+    """A 910A chip's health detail as npu-smi printed it in Alarm (three codes), through the
+    real parser, and a chip whose RoCE link went down; both clear when they are well again."""
+    from agent.accelerators.npu_smi import fault_fields
+
+    capture = Path(__file__).parent / "data" / "npu_smi" / "health_i0_c0_910a_alarm.txt"
+    faults = fault_fields(capture.read_text(), chip=0)
+    seen: list[Transition] = []
+    clock = Clock()
+    evaluator = Evaluator(config.load(DEFAULT_RULES, RuleFile), seen.append, clock=clock)
+    chip = {"site": "s1", "host": "npu-b07-01", "vendor": "huawei", "index": "0", "chip": "0"}
+    other = {**chip, "index": "1"}
+
+    def poll(at: float, health: str, link_up: bool) -> None:
+        clock.now = T0 + at
+        fields: dict[str, FieldValue] = {"health": health, **(faults if health != "OK" else {})}
+        evaluator.observe(
+            [
+                line("accelerator", chip, fields, clock.now),
+                line("accelerator", other, {"health": "OK", "roce_link_up": link_up}, clock.now),
+            ]
+        )
+        evaluator.tick()
+
+    for at in (0, 30, 60):
+        poll(at, "Alarm", link_up=False)
+    firing = {t.alert.labels["alertname"]: t.summary for t in seen if t.state == "firing"}
+    assert set(firing) == {"NpuHealthAlarm", "NpuRoceLinkDown"}
+    assert firing["NpuHealthAlarm"].startswith(
+        "npu-b07-01 NPU 0 chip 0: Alarm, fault codes A4025021,8C03A000,8C084E00 "
+        "(handling: RestartNPU): A4025021: "
+    )
+    assert firing["NpuRoceLinkDown"] == "npu-b07-01 NPU 1 chip 0: RoCE link down"
+    poll(90, "OK", link_up=True)
+    resolved = {t.alert.labels["alertname"] for t in seen if t.state == "resolved"}
+    assert resolved == {"NpuHealthAlarm", "NpuRoceLinkDown"}
+
+
 # --- the fast reader agrees with the full parser ---------------------------------------------
 
 names = st.text(

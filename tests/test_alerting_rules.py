@@ -36,6 +36,8 @@ def test_default_rules_load_and_cover_the_issue() -> None:
         "GpuTemperatureHigh",
         "GpuXidError",
         "GpuUncorrectedEcc",
+        "NpuHealthAlarm",
+        "NpuRoceLinkDown",
         "DeviceUnreachable",
         "AgentDown",
         "EnvLeak",
