@@ -62,7 +62,8 @@ class JobSettings(StrictModel):
 class VendorToolSettings(StrictModel):
     """Cards read through a vendor tool described in YAML (agent/accelerators/vendor_tools.py)."""
 
-    # A built-in definition (hygon_hy_smi, metax_mx_smi) or the path of a site's own YAML.
+    # A built-in definition (agent/accelerators/tools/<name>.yaml: hygon_hy_smi, metax_mx_smi,
+    # cambricon_cnmon, ...) or the path of a site's own YAML.
     definition: str = Field(min_length=1)
     program: str | None = None  # the tool's path, where it is not on PATH under its name
     timeout_s: float = Field(default=10.0, gt=0)
