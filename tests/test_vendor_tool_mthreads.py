@@ -15,41 +15,17 @@ from agent.accelerators.jobs import JobFinder
 from agent.accelerators.tool_source import ToolError
 from agent.accelerators.vendor_tools import VendorToolSource, find_definition, load_definition
 from telemetry.lineproto import encode, parse_line
-from telemetry.sample import Sample
+from tests import vendor_tool_fake
+from tests.vendor_tool_fake import DATA, FAKE, MIB, FakeTool, by_index
 
-DATA = Path(__file__).parent / "data" / "vendor_tools"
-FAKE = str(DATA / "fake-tool")
-MIB = 1024**2
+tool = vendor_tool_fake.tool  # the fixture
 TAGS = {"site": "hub", "room": "hall-3", "row": "D", "rack": "D04", "host": "mtt-d04-01"}
 S5000 = "mthreads_gmi_s5000_x8.txt"
-
-
-class FakeTool:
-    """The fake executable prints $FAKE_TOOL_DIR/output.txt (as in tests/test_vendor_tools.py)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def prints(self, recording: str) -> None:
-        self.prints_text((DATA / recording).read_text(encoding="utf-8"))
-
-    def prints_text(self, text: str) -> None:
-        (self.directory / "output.txt").write_text(text, encoding="utf-8")
-
-
-@pytest.fixture
-def tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTool:
-    monkeypatch.setenv("FAKE_TOOL_DIR", str(tmp_path))
-    return FakeTool(tmp_path)
 
 
 def gmi(jobs: JobFinder | None = None) -> VendorToolSource:
     definition = load_definition(find_definition("moorethreads_mthreads_gmi"))
     return VendorToolSource(TAGS, definition, FAKE, timeout_s=5, jobs=jobs)
-
-
-def by_index(samples: list[Sample]) -> dict[str, Sample]:
-    return {s.tags["index"]: s for s in samples if s.measurement == "accelerator"}
 
 
 def s5000() -> str:

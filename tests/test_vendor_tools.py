@@ -22,38 +22,16 @@ from agent.accelerators.vendor_tools import (
     load_definition,
 )
 from telemetry.lineproto import encode, parse_line
-from telemetry.sample import Sample
 from telemetry.schema import schema
+from tests import vendor_tool_fake
+from tests.vendor_tool_fake import DATA, FAKE, MIB, FakeTool, by_index
 
-DATA = Path(__file__).parent / "data" / "vendor_tools"
-FAKE = str(DATA / "fake-tool")
-MIB = 1024**2
+tool = vendor_tool_fake.tool  # the fixture
 TAGS = {"site": "hub", "room": "hall-3", "row": "C", "rack": "C11", "host": "dcu-c11-02"}
-
-
-class FakeTool:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def prints(self, recording: str) -> None:
-        self.prints_text((DATA / recording).read_text(encoding="utf-8"))
-
-    def prints_text(self, text: str) -> None:
-        (self.directory / "output.txt").write_text(text, encoding="utf-8")
-
-
-@pytest.fixture
-def tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTool:
-    monkeypatch.setenv("FAKE_TOOL_DIR", str(tmp_path))
-    return FakeTool(tmp_path)
 
 
 def source(name: str) -> VendorToolSource:
     return VendorToolSource(TAGS, load_definition(find_definition(name)), FAKE, timeout_s=5)
-
-
-def by_index(samples: list[Sample]) -> dict[str, Sample]:
-    return {s.tags["index"]: s for s in samples if s.measurement == "accelerator"}
 
 
 # --- the built-in definitions on their captures ------------------------------------------------
