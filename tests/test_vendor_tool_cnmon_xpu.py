@@ -211,3 +211,27 @@ async def test_words_under_no_column_cost_only_that_card(
     assert sorted(cards) == ["0", "1", "2", "3", "4", "6", "7"]
     assert kunlunxin.failures == {"card": 1}
     assert "'L3' is under no column" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("definition", "recording", "card", "below"),
+    [
+        ("cambricon_cnmon", CNMON, "| 1     /   MLU370-X8", ["1"]),
+        ("metax_mx_smi", "mx_smi_mxc500_x4.txt", "| 2           MXC500", ["2", "3"]),
+    ],
+)
+async def test_a_card_below_a_blank_line_in_the_box_is_counted_not_dropped(
+    tool: FakeTool, definition: str, recording: str, card: str, below: list[str]
+) -> None:
+    # the box ends at its first blank line (the process box follows): a blank line printed
+    # before a card used to end the box there and drop the cards below it without a word
+    text = (DATA / recording).read_text()
+    at = text.index(card)
+    tool.prints_text(text[:at] + "\n" + text[at:])
+    vendor = source(definition)
+
+    cards = by_index(await vendor.collect())
+
+    assert "0" in cards
+    assert not set(below) & set(cards)
+    assert vendor.failures == {"card": len(below)}

@@ -199,3 +199,30 @@ async def test_no_running_processes_gives_no_job(tool: FakeTool, tmp_path: Path)
     assert {index: card.fields["job"] for index, card in cards.items()} == dict.fromkeys(
         map(str, range(8)), ""
     )
+
+
+async def test_a_blank_line_between_cards_loses_none(tool: FakeTool) -> None:
+    # only the plain ---- rule ends the table: a blank line used to end it as if finished,
+    # dropping the cards below it without a word
+    text = s5000()
+    at = text.index("4    MTT S5000")
+    tool.prints_text(text[:at] + "\n" + text[at:])
+    mthreads = gmi()
+
+    cards = by_index(await mthreads.collect())
+
+    assert list(cards) == [str(index) for index in range(8)]
+    assert cards["4"].fields["temp_c"] == 48.0
+    assert not mthreads.failures
+
+
+async def test_output_cut_short_stays_truncated_with_a_blank_line_after(tool: FakeTool) -> None:
+    # the 1.12.2 capture stops after its card, with no end rule; a whitespace-only line after
+    # the cut used to count as the end of the table
+    tool.prints_text((DATA / "mthreads_gmi_s4000_faq.txt").read_text() + "   \n")
+    mthreads = gmi()
+
+    cards = by_index(await mthreads.collect())
+
+    assert list(cards) == ["0"]
+    assert mthreads.failures == {"truncated": 1}

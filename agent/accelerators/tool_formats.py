@@ -2,7 +2,8 @@
 
 `table`: a header line of column names over one whitespace-separated line per card (hy-smi).
 `boxed`: an nvidia-smi-like box, each card a group of `| a | b | c |` lines between borders, the
-column names in a header group of the same shape (mx-smi).
+column names in a header group of the same shape (mx-smi). The box ends at its first blank
+line (the process box follows); a card below that line is a counted card problem.
 `csv`: a comma-separated header line (its first column named `header`) over one row per card.
 `keyvalue`: `key : value` lines; each card starts at a line whose key is `header` and ends at a
 blank line or the next card (npu-smi's and nvidia-smi -q's style). A key printed twice in one
@@ -13,7 +14,7 @@ array of card objects; nested objects are flattened with "." between the keys.
 in a cell separated by two or more spaces; a plain `----` rule ends the table (mthreads-gmi).
 `aligned`: an nvidia-smi-like box whose cells hold values of several words under names of
 one (`106 W/ 250 W` under `Pwr:Usage/Cap`): each word goes to the name it sits under, by
-column position (cnmon, Kunlunxin xpu-smi, ixsmi, efsmi).
+column position (cnmon, Kunlunxin xpu-smi, ixsmi, efsmi). It ends as `boxed` does.
 
 A layout the definition does not describe (no header with the named first column: another
 version's output, or not the tool's at all) raises OutputError for the whole output. A line of
@@ -27,13 +28,14 @@ import csv
 import itertools
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from agent.accelerators.tool_source import OutputError
 
 _BORDER = re.compile(r"[+|][-=+|\s]*")  # +----+----+ and |====+====|
+Group = list[tuple[int, str]]  # a box's `| ... |` lines between two borders, with their numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,47 +89,30 @@ def parse_table(text: str, header: str, end: str | None) -> Parsed:
 
 def parse_boxed(text: str, header: str, end: str | None) -> Parsed:
     """A box whose header group's first cell starts with `header`; each card is a group of as
-    many `|`-lines as the header, between border lines, until the box ends."""
-    lines = text.splitlines()
-    groups = _groups(lines)
-    # the header: the first group of several cells whose first cell starts with `header`
-    first = next(
-        (i for i, g in enumerate(groups) if len(g[0][1]) > 1 and _starts(g[0][1][0], header)),
-        None,
-    )
-    if first is None:
-        raise OutputError(f"no '| {header} ...' header in a box")
-    columns = [[cell.split() for cell in cells] for _, cells in groups[first]]
-    records: list[Record] = []
-    problems: list[CardProblem] = []
-    for group in groups[first + 1 :]:
-        number = group[0][0]
-        if len(group) != len(columns) or any(
-            len(cells) != len(names) for (_, cells), names in zip(group, columns, strict=False)
-        ):
-            problems.append(CardProblem("card", f"line {number}: not shaped like the header"))
-            continue
-        values: dict[str, str] = {}
-        problem = None
-        for (line_number, cells), row_names in zip(group, columns, strict=True):
-            for cell, names in zip(cells, row_names, strict=True):
-                found = _cell_values(cell, names)
-                if found is None:
-                    problem = f"line {line_number}: {cell!r} does not fit {' '.join(names)}"
-                    break
-                values.update(found)
-        if problem is not None:
-            problems.append(CardProblem("card", problem))
-        else:
-            records.append(Record(number, values))
-    last_line = groups[-1][-1][0] if groups else 0
-    if end is not None and not any(end in line for line in lines[last_line:]):
-        problems.append(CardProblem("truncated", f"output ends before {end!r}"))
-    return Parsed(records, problems)
+    many `|`-lines as the header, each line with as many cells, between border lines."""
+    return _parse_box(text, header, end, _boxed_card)
 
 
-def _starts(cell: str, word: str) -> bool:
-    return cell.split()[:1] == [word]
+def _boxed_card(group: Group, heads: Group) -> dict[str, str] | str:
+    """One card's `{name: cell or word}`, or why it cannot be read."""
+    columns = [[cell.split() for cell in _cells(line)] for _, line in heads]
+    rows = [(number, _cells(line)) for number, line in group]
+    if len(rows) != len(columns) or any(
+        len(cells) != len(names) for (_, cells), names in zip(rows, columns, strict=False)
+    ):
+        return f"line {group[0][0]}: not shaped like the header"
+    values: dict[str, str] = {}
+    for (number, cells), row_names in zip(rows, columns, strict=True):
+        for cell, names in zip(cells, row_names, strict=True):
+            found = _cell_values(cell, names)
+            if found is None:
+                return f"line {number}: {cell!r} does not fit {' '.join(names)}"
+            values.update(found)
+    return values
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip()[1:-1].split("|")]
 
 
 def _cell_values(cell: str, names: Sequence[str]) -> dict[str, str] | None:
@@ -142,25 +127,64 @@ def _cell_values(cell: str, names: Sequence[str]) -> dict[str, str] | None:
     return dict(zip(names, words, strict=True))
 
 
-def _groups(lines: list[str]) -> list[list[tuple[int, list[str]]]]:
-    """Runs of `| ... |` lines between borders, with their line numbers and cells; the first
-    blank line after a group ends the box (what follows is another box: the process table)."""
-    groups: list[list[tuple[int, list[str]]]] = []
-    current: list[tuple[int, list[str]]] = []
+def _parse_box(
+    text: str, header: str, end: str | None, read: Callable[[Group, Group], dict[str, str] | str]
+) -> Parsed:
+    """The cards of an nvidia-smi-like box, each group after the header's read by `read`
+    (its values, or why not). The box ends at its first blank line (what follows is another
+    box: the process table); a card below that line is counted, not silently dropped."""
+    lines = text.splitlines()
+    groups, below = _box_groups(lines)
+    first = next((i for i, group in enumerate(groups) if _is_header(group[0][1], header)), None)
+    if first is None:
+        raise OutputError(f"no '| {header} ...' header in a box")
+    heads = groups[first]
+    records: list[Record] = []
+    problems: list[CardProblem] = []
+    for group in groups[first + 1 :]:
+        values = read(group, heads)
+        if isinstance(values, str):
+            problems.append(CardProblem("card", values))
+        else:
+            records.append(Record(group[0][0], values))
+    for group in below:
+        if not isinstance(read(group, heads), str):
+            message = f"line {group[0][0]}: a card below the blank line that ends the box"
+            problems.append(CardProblem("card", message))
+    last_line = groups[-1][-1][0] if groups else 0
+    if end is not None and not any(end in line for line in lines[last_line:]):
+        problems.append(CardProblem("truncated", f"output ends before {end!r}"))
+    return Parsed(records, problems)
+
+
+def _box_groups(lines: list[str]) -> tuple[list[Group], list[Group]]:
+    """Runs of whole `| ... |` lines between borders, unstripped at the left (where a word is
+    matters to `aligned`): those up to the first blank line after one, and those below it. A
+    line cut short is not whole and stays out."""
+    box: list[Group] = []
+    below: list[Group] = []
+    groups = box
+    current: Group = []
     for number, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if _BORDER.fullmatch(line) or not line:
+        line = raw.rstrip()
+        if not line or _BORDER.fullmatch(line.strip()):
             if current:
                 groups.append(current)
                 current = []
-            if not line and groups:
-                break
+            if not line and box:
+                groups = below
             continue
-        if line.startswith("|") and line.endswith("|"):
-            current.append((number, [cell.strip() for cell in line[1:-1].split("|")]))
+        if line.lstrip().startswith("|") and line.endswith("|"):
+            current.append((number, line))
     if current:
         groups.append(current)
-    return groups
+    return box, below
+
+
+def _is_header(line: str, word: str) -> bool:
+    """Whether a box line has several cells, the first starting with `word`."""
+    cells = _cells(line)
+    return len(cells) > 1 and cells[0].split()[:1] == [word]
 
 
 def parse_csv(text: str, header: str, end: str | None) -> Parsed:
@@ -309,12 +333,15 @@ def parse_ruled(text: str, header: str, end: str | None) -> Parsed:
     finished = False
     for number, line in enumerate(lines[rule + 1 :], rule + 2):
         stripped = line.strip()
-        ruled = _CARD_RULE.fullmatch(stripped) is not None
-        if ruled or not stripped or _END_RULE.fullmatch(stripped):
+        ending = _END_RULE.fullmatch(stripped) is not None
+        # a blank line parts cards as a rule does; only the end rule ends the table, so cards
+        # below a blank line are read, and output cut short is truncated even if blank lines
+        # follow the cut
+        if ending or not stripped or _CARD_RULE.fullmatch(stripped):
             if group:
                 _ruled_card(group, columns, records, problems)
                 group = []
-            if not ruled:
+            if ending:
                 finished = end is None or any(end in rest for rest in lines[number - 1 :])
                 break
             continue
@@ -381,40 +408,18 @@ def parse_aligned(text: str, header: str, end: str | None) -> Parsed:
     """An nvidia-smi-like box whose values are not one word per column name (`106 W/ 250 W`
     under `Pwr:Usage/Cap`, `P800 OAM` under `Name`): each word of a card's cell goes to the
     column name of the header's cell it lies under, or else to the nearest one. A card's lines
-    must have their `|` where the header's lines have them; the box ends at a blank line."""
-    lines = text.splitlines()
-    groups = _aligned_groups(lines)
-    first = next(
-        (i for i, g in enumerate(groups) if len(_pipes(g[0][1])) > 2 and _leads(g[0][1], header)),
-        None,
-    )
-    if first is None:
-        raise OutputError(f"no '| {header} ...' header in a box")
-    heads = [line for _, line in groups[first]]
-    records: list[Record] = []
-    problems: list[CardProblem] = []
-    for group in groups[first + 1 :]:
-        number = group[0][0]
-        if len(group) != len(heads) or any(
-            _pipes(line) != _pipes(head) for (_, line), head in zip(group, heads, strict=False)
-        ):
-            problems.append(CardProblem("card", f"line {number}: not shaped like the header"))
-            continue
-        values = _aligned_card(group, heads)
-        if isinstance(values, str):
-            problems.append(CardProblem("card", values))
-        else:
-            records.append(Record(number, values))
-    last_line = groups[-1][-1][0] if groups else 0
-    if end is not None and not any(end in line for line in lines[last_line:]):
-        problems.append(CardProblem("truncated", f"output ends before {end!r}"))
-    return Parsed(records, problems)
+    must have their `|` where the header's lines have them."""
+    return _parse_box(text, header, end, _aligned_card)
 
 
-def _aligned_card(group: list[tuple[int, str]], heads: list[str]) -> dict[str, str] | str:
+def _aligned_card(group: Group, heads: Group) -> dict[str, str] | str:
     """One card's `{name: words}`, or why it cannot be read."""
+    if len(group) != len(heads) or any(
+        _pipes(line) != _pipes(head) for (_, line), (_, head) in zip(group, heads, strict=False)
+    ):
+        return f"line {group[0][0]}: not shaped like the header"
     values: dict[str, str] = {}
-    for (number, line), head in zip(group, heads, strict=True):
+    for (number, line), (_, head) in zip(group, heads, strict=True):
         for start, stop in itertools.pairwise(_pipes(head)):
             names, found = _spans(head, start, stop), _spans(line, start, stop)
             if found and not names:
@@ -427,34 +432,8 @@ def _aligned_card(group: list[tuple[int, str]], heads: list[str]) -> dict[str, s
     return values
 
 
-def _aligned_groups(lines: list[str]) -> list[list[tuple[int, str]]]:
-    """Runs of whole `| ... |` lines between borders, unstripped (where a word is matters), up
-    to the first blank line after one; a line cut short is not whole and stays out."""
-    groups: list[list[tuple[int, str]]] = []
-    current: list[tuple[int, str]] = []
-    for number, raw in enumerate(lines, 1):
-        line = raw.rstrip()
-        if not line or _BORDER.fullmatch(line.strip()):
-            if current:
-                groups.append(current)
-                current = []
-            if not line and groups:
-                break
-            continue
-        if line.lstrip().startswith("|") and line.endswith("|"):
-            current.append((number, line))
-    if current:
-        groups.append(current)
-    return groups
-
-
 def _pipes(line: str) -> list[int]:
     return [i for i, char in enumerate(line) if char == "|"]
-
-
-def _leads(line: str, word: str) -> bool:
-    """Whether the line's first cell starts with `word`."""
-    return line.split("|")[1].split()[:1] == [word]
 
 
 def _spans(line: str, start: int, stop: int) -> list[tuple[int, int, str]]:
