@@ -151,6 +151,21 @@ async def test_a_value_that_is_not_a_number_costs_only_that_field(tool: FakeTool
     assert metax.failures == {"card": 1}
 
 
+async def test_a_value_of_more_parts_than_used_total_costs_those_fields(tool: FakeTool) -> None:
+    # "60534/65536 MiB" read by part 0 and 1; a third number used to be ignored silently
+    text = (DATA / "mx_smi_mxc500_x4.txt").read_text()
+    tool.prints_text(text.replace("| 60534/65536 MiB ", "| 60534/65536/8 MiB", 1))  # card 1
+    metax = source("metax_mx_smi")
+
+    cards = by_index(await metax.collect())
+
+    assert "mem_used_bytes" not in cards["1"].fields
+    assert "mem_total_bytes" not in cards["1"].fields
+    assert cards["1"].fields["power_w"] == 76.0
+    assert cards["0"].fields["mem_total_bytes"] == 65536 * MIB
+    assert metax.failures == {"card": 2}
+
+
 def test_a_definition_naming_a_field_the_schema_lacks_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "acme.yaml"
     text = (BUILTIN / "hygon_hy_smi.yaml").read_text().replace("temp_c:", "temperature:")

@@ -221,6 +221,8 @@ def _value(name: str, raw: str, source: ColumnField) -> FieldValue | None:
         parts = re.split(r"[/(]", text.removesuffix(")"))  # 60982/65536 MiB, 0MiB(81920MiB)
         if len(parts) <= source.part:
             raise ValueError(f"{raw!r} has no part {source.part}")
+        if len(parts) > 2:  # not used/total: which number is which is a guess
+            raise ValueError(f"{raw!r} has {len(parts)} parts, not used/total")
         text = parts[source.part].strip()
     if text in NOT_AVAILABLE:
         return None
