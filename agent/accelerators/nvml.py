@@ -497,23 +497,31 @@ class NvmlSource:
         if not gpu.field_ids:
             return {}
         answers = self._call(gpu, "field_values", "nvmlDeviceGetFieldValues", gpu.field_ids)
-        fields: dict[str, FieldValue] = {}
+        given = self._given(gpu, answers, FIELD_VALUES, gpu.field_ids)
+        return {name: float(v) if name.endswith("_c") else int(v) for name, v in given.items()}
+
+    def _given(
+        self, gpu: _Gpu, answers: Any, names: Mapping[int, str], asked: list[int]
+    ) -> dict[str, int | float]:
+        """The values of nvmlDeviceGetFieldValues' answers, each judged on its own return code:
+        a field NOT_SUPPORTED is taken off `asked` (not asked again), a lost GPU raises _GpuLost,
+        any other error is warned and gives no value."""
+        given: dict[str, int | float] = {}
         for answer in answers or ():
-            name = FIELD_VALUES.get(answer.fieldId)
+            name = names.get(answer.fieldId)
             if name is None:
                 continue
             if answer.nvmlReturn == pynvml.NVML_SUCCESS:
-                value = getattr(answer.value, VALUE_MEMBERS.get(answer.valueType, "ullVal"))
-                fields[name] = float(value) if name.endswith("_c") else int(value)
+                given[name] = getattr(answer.value, VALUE_MEMBERS.get(answer.valueType, "ullVal"))
             elif answer.nvmlReturn in NOT_SUPPORTED:
-                gpu.field_ids.remove(answer.fieldId)
+                asked.remove(answer.fieldId)
                 log.debug("%s: field %s not supported; not asked again", gpu.label, name)
             elif answer.nvmlReturn in LOST:
                 raise _GpuLost(answer.nvmlReturn)
             else:
                 problem = ERROR_NAMES.get(answer.nvmlReturn, str(answer.nvmlReturn))
                 self._warn(f"{gpu.label} {name}", f"{gpu.label}: field {name}: {problem}")
-        return fields
+        return given
 
     def _nvlinks(self, gpu: _Gpu) -> dict[str, FieldValue]:
         active = 0
@@ -545,27 +553,12 @@ class NvmlSource:
         return fields
 
     def _nvlink_bytes(self, gpu: _Gpu) -> dict[str, FieldValue]:
-        """The NVLink payload counters of all links together (scope UINT_MAX), each field value
-        judged on its own return code, as _field_values does."""
+        """The NVLink payload counters (KiB) of all links together (scope UINT_MAX), each field
+        value judged on its own return code, as _field_values' are."""
         scoped = [(field_id, ALL_LINKS) for field_id in gpu.nvlink_bytes_ids]
         answers = self._call(gpu, "nvlink_bytes", "nvmlDeviceGetFieldValues", scoped)
-        fields: dict[str, FieldValue] = {}
-        for answer in answers or ():
-            name = NVLINK_THROUGHPUT.get(answer.fieldId)
-            if name is None:
-                continue
-            if answer.nvmlReturn == pynvml.NVML_SUCCESS:
-                kib = getattr(answer.value, VALUE_MEMBERS.get(answer.valueType, "ullVal"))
-                fields[name] = int(kib) * KIB
-            elif answer.nvmlReturn in NOT_SUPPORTED:
-                gpu.nvlink_bytes_ids.remove(answer.fieldId)
-                log.debug("%s: field %s not supported; not asked again", gpu.label, name)
-            elif answer.nvmlReturn in LOST:
-                raise _GpuLost(answer.nvmlReturn)
-            else:
-                problem = ERROR_NAMES.get(answer.nvmlReturn, str(answer.nvmlReturn))
-                self._warn(f"{gpu.label} {name}", f"{gpu.label}: field {name}: {problem}")
-        return fields
+        given = self._given(gpu, answers, NVLINK_THROUGHPUT, gpu.nvlink_bytes_ids)
+        return {name: int(kib) * KIB for name, kib in given.items()}
 
     def _gpm_or_skip(self, gpu: _Gpu, mig_enabled: bool) -> dict[str, FieldValue]:
         """GPM of the whole card, except on a MIG-enabled GPU: there GPM is per GPU instance
