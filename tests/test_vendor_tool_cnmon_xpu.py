@@ -5,6 +5,8 @@ named, counted failures that cost only what they must."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from agent.accelerators.config import AcceleratorSettings
@@ -167,7 +169,7 @@ async def test_another_vendors_output_fails_the_poll_with_its_reason(
 ) -> None:
     tool.prints(recording)
     vendor = source(definition)
-    with pytest.raises(ToolError, match=rf"fake-tool: unparseable output: {reason}"):
+    with pytest.raises(ToolError, match=f"fake-tool: unparseable output: {re.escape(reason)}"):
         await vendor.collect()
     assert vendor.failures == {"output": 1}
 
