@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from agent.accelerators.config import AcceleratorSettings, JobSettings
 from agent.accelerators.jobs import JobFinder
 from agent.accelerators.sources import Accelerators
+from agent.accelerators.tool_formats import FORMATS
 from agent.accelerators.tool_source import ToolError
 from agent.accelerators.vendor_tools import (
     BUILTIN,
     DefinitionError,
+    VendorTool,
     VendorToolSource,
     find_definition,
     load_definition,
@@ -164,6 +167,13 @@ async def test_a_value_of_more_parts_than_used_total_costs_those_fields(tool: Fa
     assert cards["1"].fields["power_w"] == 76.0
     assert cards["0"].fields["mem_total_bytes"] == 65536 * MIB
     assert metax.failures == {"card": 2}
+
+
+def test_every_format_a_definition_may_name_has_a_parser() -> None:
+    # the names are kept twice: VendorTool.format's Literal (checked when a definition loads)
+    # and tool_formats.FORMATS (what reads the output)
+    named = VendorTool.model_fields["format"].annotation
+    assert set(get_args(named)) == set(FORMATS)
 
 
 def test_a_definition_naming_a_field_the_schema_lacks_is_refused(tmp_path: Path) -> None:
