@@ -11,9 +11,9 @@ nvmlGpmQueryDeviceSupport, or says isSupportedDevice 0: it is noted once and not
 NVML refreshes GPM samples about every 100 ms, so a reading less than MIN_WINDOW_S after the
 last sample takes none (the window would be empty or wrong) and the next one measures from the
 older sample. Each metric carries its own return code: one the GPU answers NOT_SUPPORTED is
-dropped from later requests, any other failure is reported by name and the other metrics are
-kept. On a MIG-enabled GPU the whole-GPU sample is not read (NvmlSource skips it: GPM there is
-per GPU instance, nvmlGpmMigSampleGet).
+dropped from later requests (a GPU left with none counts as one without GPM), any other failure
+is reported by name and the other metrics are kept. On a MIG-enabled GPU the whole-GPU sample
+is not read (NvmlSource skips it: GPM there is per GPU instance, nvmlGpmMigSampleGet).
 
 UNVERIFIED: these readings have not yet run on a GPU that supports GPM; the metric ids and units
 are NVIDIA's (nvml.h, nvidia-ml-py), and bench/gpu_check.sh captures real answers and their cost
