@@ -7,6 +7,7 @@ which rule is decided once per device layout, in agent/plan.py.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -72,8 +73,10 @@ def device_scale(spec: FieldSpec, raws: Sequence[Value]) -> float | None:
 def _number(raw: Value) -> int | float | None:
     if isinstance(raw, bool):
         return int(raw)
-    if isinstance(raw, int | float):
+    if isinstance(raw, int):
         return raw
+    if isinstance(raw, float):
+        return _finite(raw)
     # Some agents send numbers as DisplayString: an integer stays one (a 64-bit sentinel or
     # counter as text is exact), anything else is read as a float.
     written = text(raw)
@@ -82,9 +85,15 @@ def _number(raw: Value) -> int | float | None:
     except ValueError:
         pass
     try:
-        return float(written)
+        return _finite(float(written))
     except ValueError:
         return None
+
+
+def _finite(number: float) -> float | None:
+    """No reading from "nan" or "inf" text: line protocol cannot carry them, and one such
+    field would cost its whole sample at encoding."""
+    return number if math.isfinite(number) else None
 
 
 class UnlistedUnit(ValueError):

@@ -98,6 +98,10 @@ def test_missing_and_unparseable_values_give_no_field() -> None:
     assert convert(gauge, b"n/a") is None
     assert convert(gauge, b" 12.5 ") == 12.5
     assert convert(FieldSpec(column=1), -26) == -26.0  # negative readings are real readings
+    # "nan"/"inf" as text (or an Opaque float): no reading, rather than a value line protocol
+    # cannot carry, which would cost the sample's other fields at encoding
+    for raw in (b"nan", b"NaN", b"inf", b"-Infinity", float("nan"), float("inf")):
+        assert convert(gauge, raw) is None, raw
 
 
 def test_a_sentinel_is_absent_whatever_its_wire_type() -> None:

@@ -190,6 +190,8 @@ def test_detail_garbage_is_an_error_that_says_where() -> None:
         detail_fields("Chip ID : 0\nthis is not npu-smi\n", [0])
     with pytest.raises(OutputError, match="'many' is not a number"):
         detail_fields("Aicore Usage Rate(%) : many\n", [0])
+    with pytest.raises(OutputError, match="'nan' is not a reading"):
+        detail_fields("Aicore Usage Rate(%) : nan\n", [0])
 
 
 async def test_a_chip_in_alarm_gets_its_three_fault_codes(fake: FakeNpuSmi) -> None:
@@ -488,6 +490,7 @@ def test_a_four_lane_module_gives_its_temperature_and_its_weakest_lane() -> None
         (parse_stat, "packet statistics:\nnic_tx_all_pkg_num:12x\n", "line 2: nic_tx_all_pkg_num"),
         (parse_stat, "Usage: hccn_tool -i <id> ...\n", "none of nic_tx_all_pkg_num"),
         (parse_optical, "Tx Power             : -inf dBm\n", "line 1: Tx Power"),
+        (parse_optical, "Rx Power2            : nan mW\n", "line 1: Rx Power2 'nan mW' is no mW"),
         (parse_optical, "optical info:\ntemperature          : hot\n", "line 2: temperature 'hot'"),
     ],
 )

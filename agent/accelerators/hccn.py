@@ -12,11 +12,14 @@ A four-lane module (QSFP) prints its powers per lane, `Tx Power0` .. `Rx Power3`
 the weakest lane's, since one dirty or cracked fibre shows as one lane's receive power falling
 below the module's own `RxPower Low Thres` (kept as `optical_rx_power_low_w`) while the others
 stay normal, and the link then fails. A reading hccn_tool could not take (`NA`, `not
-supported`, as it prints them) gives no field.
+supported`, as it prints them) gives no field; a lane that prints one is left out of the
+weakest (whether a dark lane prints NA or a near-zero power is not known from real output: the
+captured weak lane prints 0.0054 mW).
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 from agent.accelerators.tool_source import OutputError
@@ -82,9 +85,9 @@ def parse_optical(text: str) -> dict[str, FieldValue]:
         try:
             reading = float(number_text) * factor
         except ValueError:
-            raise OutputError(
-                f"line {number}: {key.strip()} {value.strip()!r} is no {unit}"
-            ) from None
+            reading = math.nan
+        if not math.isfinite(reading):  # not a number, or "nan"/"inf", which line protocol lacks
+            raise OutputError(f"line {number}: {key.strip()} {value.strip()!r} is no {unit}")
         previous = fields.get(name)
         if lane is not None and isinstance(previous, float):
             reading = min(previous, reading)  # the weakest lane so far

@@ -10,6 +10,7 @@ is kept in the tables below; docs/accelerators-ascend.md maps them to fields.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -219,9 +220,12 @@ def _put(summary: ChipSummary, name: str, raw: str, convert: Callable[[str], Fie
 
 def _float(raw: str, where: str) -> float:
     try:
-        return float(raw)
+        number = float(raw)
     except ValueError:
         raise OutputError(f"{where}: {raw!r} is not a number") from None
+    if not math.isfinite(number):  # "nan", "inf": line protocol has no such value
+        raise OutputError(f"{where}: {raw!r} is not a reading")
+    return number
 
 
 def _pair(raw: str, where: str) -> tuple[int, int] | None:
