@@ -64,6 +64,23 @@ async def test_hy_smi_four_idle_k100_ai(tool: FakeTool) -> None:
     assert not hygon.failures
 
 
+async def test_a_blank_line_between_table_rows_loses_no_card(tool: FakeTool) -> None:
+    # the real K100_AI output with a blank line printed after DCU 1: DCUs 2 and 3 are still
+    # cards (the rows' shape), and the blank line above the header and below the table is not
+    # taken for one
+    text = (DATA / "hy_smi_k100ai_x4.txt").read_text()
+    row = "1       48.0C    120.0W     auto     800.0W     0%         0%        Normal\n"
+    assert row in text
+    tool.prints_text(text.replace(row, row + "\n"))
+    hygon = source("hygon_hy_smi")
+
+    cards = by_index(await hygon.collect())
+
+    assert list(cards) == ["0", "1", "2", "3"]
+    assert cards["3"].fields["power_w"] == 138.0
+    assert not hygon.failures
+
+
 async def test_hy_smi_eight_dcus_under_load(tool: FakeTool) -> None:
     tool.prints("hy_smi_x8_load.txt")
     cards = by_index(await source("hygon_hy_smi").collect())

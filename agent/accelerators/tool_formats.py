@@ -58,7 +58,9 @@ class Parsed:
 
 def parse_table(text: str, header: str, end: str | None) -> Parsed:
     """A header line whose first word is `header`, then one line per card until a line that
-    does not start with a value (a border, a blank line, the end marker)."""
+    does not start with a value (a border, the end marker, a blank line). A blank line followed
+    by a line of the cards' shape (as many values as columns) is skipped, not the end: a card
+    printed below it is read, not lost."""
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.split()[:1] == [header]), None)
     if start is None:
@@ -69,6 +71,8 @@ def parse_table(text: str, header: str, end: str | None) -> Parsed:
     finished = end is None  # without an end line, running out of lines is the end
     for number, line in enumerate(lines[start + 1 :], start + 2):
         values = line.split()
+        if not values and _card_follows(lines[number:], len(names)):
+            continue
         if not values or not values[0][0].isalnum():
             finished = end is None or any(end in rest for rest in lines[number - 1 :])
             break
@@ -85,6 +89,12 @@ def parse_table(text: str, header: str, end: str | None) -> Parsed:
     if not finished:
         problems.append(CardProblem("truncated", f"output ends before {end or 'its last line'!r}"))
     return Parsed(records, problems)
+
+
+def _card_follows(rest: Sequence[str], columns: int) -> bool:
+    """Whether the first non-blank line of `rest` has a card line's shape."""
+    following = next((line.split() for line in rest if line.strip()), [])
+    return len(following) == columns and following[0][0].isalnum()
 
 
 def parse_boxed(text: str, header: str, end: str | None) -> Parsed:
