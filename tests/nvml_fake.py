@@ -7,14 +7,22 @@ NVMLError(NOT_SUPPORTED). nvidia-smi prints nothing at all for the energy counte
 those come from `nvml_calls`, a capture of the same card's real NVML answers (`bench/bench_nvml.py
 --calls`), and are NOT_SUPPORTED without one. Encoder and decoder use are the percents
 nvidia-smi -q prints under Utilization (its sampling period, which it does not print, is None).
-GPM is NOT_SUPPORTED: no capture of a GPU's GPM answers exists yet (bench/gpu_check.sh makes
-one). No value here is made up. Tests can make a GPU lost (`lose(index, code)`), make nvmlInit
-fail (`init_error`), and deliver XID events (`xid(...)`).
+GPM is NOT_SUPPORTED unless a test hands the fake a GPM capture (`gpm`: `gpm_capture` of a real
+`gpud scan --poll-gpm-events`, or `FakeNvml.from_gpm`). Then, for each captured GPU:
+- real: its UUID, that it supports GPM (isSupportedDevice 1; NVML answered it GPM metrics), and
+  each captured metric's value, answered NVML_SUCCESS to every nvmlGpmMetricsGet;
+- the fake's own: every metric the capture did not ask answers UNCAPTURED (NVML_ERROR_NO_DATA)
+  with a NaN value; the captured value is the same whatever the window between the samples;
+  a GPU known only from the GPM capture answers NOT_CAPTURED as its model and PCI bus id (and
+  as the driver version when there is no nvidia-smi -q text), and NOT_SUPPORTED to every other
+  call. No value here is made up. Tests can make a GPU lost (`lose(index, code)`), make
+nvmlInit fail (`init_error`), and deliver XID events (`xid(...)`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import queue
 import re
 import threading
@@ -24,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pynvml
+import yaml
 
 from agent.accelerators.nvml import handle_address
 
@@ -102,6 +111,39 @@ NEWER_LABELS: dict[Path, Path] = {
     ("GPU Power Readings", "Average Power Draw"): ("GPU Power Readings", "Power Draw"),
 }
 
+# A GPM capture: GPU UUID -> {NVML GPM metric id: the value NVML answered with NVML_SUCCESS}.
+GpmCapture = dict[str, dict[int, float]]
+# The fake's own answer where a GPU known only from a GPM capture must say something the capture
+# does not hold and the agent cannot start without (driver version, model, PCI bus id): a label
+# that says so, never a measurement.
+NOT_CAPTURED = "not-captured"
+# What such a GPU answers (from the capture, or NOT_CAPTURED); every other call: NOT_SUPPORTED.
+GPM_ONLY_CALLS = frozenset(
+    {
+        "nvmlDeviceGetUUID",
+        "nvmlDeviceGetName",
+        "nvmlDeviceGetPciInfo",
+        "nvmlGpmQueryDeviceSupport",
+        "nvmlGpmSampleGet",
+    }
+)
+# The fake's answer to a GPM metric the capture did not ask for: NO_DATA, with a NaN value. Not
+# NOT_SUPPORTED, which would claim the GPU lacks the metric; nobody asked it.
+UNCAPTURED = pynvml.NVML_ERROR_NO_DATA
+
+
+def gpm_capture(text: str) -> GpmCapture:
+    """The answers in the output of `gpud scan --poll-gpm-events` (tests/data/nvml/gpm-*.yaml):
+    for each GPU (by UUID), GPM metric id -> value; gpud prints only answered metrics."""
+    document = yaml.safe_load(text)
+    if not isinstance(document, dict) or document.get("error") is not None:
+        raise ValueError(f"not a successful gpud GPM poll: {str(document)[:80]!r}")
+    return {
+        str(entry["uuid"]): {int(key): float(value) for key, value in entry["metrics"].items()}
+        for entry in document["metrics"]
+    }
+
+
 # pynvml's error class names (as bench_nvml.py --calls writes them) -> NVML return codes.
 ERROR_CODES = {kind.__name__: code for code, kind in pynvml.NVMLError._valClassMapping.items()}
 
@@ -117,6 +159,7 @@ class _Card:
     handle: Any
     lost: int | None = None
     registered: int = 0  # event mask
+    gpm_only: bool = False  # known only from a GPM capture (GPM_ONLY_CALLS)
 
 
 @dataclass
@@ -126,10 +169,15 @@ class FakeNvml:
     init_error: int | None = None
     # Compute processes a test puts on a GPU (index -> pids): the captures ran none.
     processes: dict[int, list[int]] = field(default_factory=dict)
+    # GPM answers by GPU UUID (gpm_capture). A UUID not in `text` adds a GPU known only by it.
+    gpm: GpmCapture = field(default_factory=dict)
     calls: Counter[tuple[str, int]] = field(default_factory=Counter)  # (function, GPU index)
     initialized: int = 0
+    gpm_samples_freed: int = 0
     _cards: list[_Card] = field(default_factory=list)
     _events: queue.Queue[Any] = field(default_factory=queue.Queue)
+    # GPM sample buffers: address -> (buffer, index of the GPU whose sample it holds, or None)
+    _gpm_samples: dict[int, tuple[Any, int | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.init_tried = threading.Event()  # nvmlInit was called, answered or not
@@ -141,7 +189,25 @@ class FakeNvml:
                     values.setdefault(older, values[newer])
             buffer = ctypes.create_string_buffer(1)  # gives each handle its own address
             self._cards.append(_Card(values, buffer, ctypes.cast(buffer, pynvml.c_nvmlDevice_t)))
+        known = {card.values.get(("GPU UUID",)) for card in self._cards}
+        for uuid in self.gpm:
+            if uuid not in known:  # in capture order: gpud's listing order, not NVML's index
+                values = {
+                    ("GPU UUID",): uuid,
+                    ("Product Name",): NOT_CAPTURED,
+                    ("PCI", "Bus Id"): NOT_CAPTURED,
+                }
+                buffer = ctypes.create_string_buffer(1)
+                handle = ctypes.cast(buffer, pynvml.c_nvmlDevice_t)
+                self._cards.append(_Card(values, buffer, handle, gpm_only=True))
+        if not self.text.strip():
+            self.header[("Driver Version",)] = NOT_CAPTURED
         self._set_buffer = ctypes.create_string_buffer(1)
+
+    @classmethod
+    def from_gpm(cls, text: str) -> FakeNvml:
+        """A fake whose GPUs are those of a GPM capture (gpm_capture), known by nothing else."""
+        return cls("", gpm=gpm_capture(text))
 
     # --- what tests change ---------------------------------------------------------------------
 
@@ -194,6 +260,8 @@ class FakeNvml:
                 self.calls[(function, index)] += 1
                 if card.lost is not None:
                     raise pynvml.NVMLError(card.lost)
+                if card.gpm_only and function not in GPM_ONLY_CALLS:
+                    raise not_supported()
                 return card
         raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
 
@@ -303,6 +371,16 @@ class FakeNvml:
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
         return self._clock_events(handle, "nvmlDeviceGetCurrentClocksEventReasons", active=True)
 
+    # The names before driver 535: the agent falls back to them only where the newer ones are
+    # NOT_SUPPORTED, which only a GPU known from a GPM capture alone answers; so do these.
+    def nvmlDeviceGetSupportedClocksThrottleReasons(self, handle: Any) -> int:
+        self._card(handle, "nvmlDeviceGetSupportedClocksThrottleReasons")
+        raise not_supported()
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int:
+        self._card(handle, "nvmlDeviceGetCurrentClocksThrottleReasons")
+        raise not_supported()
+
     def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: int, counter: int) -> int:
         card = self._card(handle, "nvmlDeviceGetTotalEccErrors")
         section = ("ECC Errors", ECC_SECTIONS[counter])
@@ -370,17 +448,82 @@ class FakeNvml:
         except pynvml.NVMLError:
             return [int(self._number(card, "Utilization", line)), None]
 
-    # GPM: only what a capture holds; none does yet (bench/gpu_check.sh makes one on a GPU
-    # with GPM), so every GPU here answers NOT_SUPPORTED, as a pre-Hopper GPU does.
+    # GPM: only what a capture holds. Without a GPM capture (`gpm`) a GPU answers as its NVML
+    # call capture says, or NOT_SUPPORTED, as a pre-Hopper GPU does. A GPU in `gpm` answered
+    # GPM metrics in the capture, so it answers isSupportedDevice 1 (real: NVML gave it values)
+    # and, for each reading whatever its window, each captured metric's value with NVML_SUCCESS
+    # (real), each other metric UNCAPTURED with a NaN value (the fake's own: not asked there).
+    def _gpm_answers(self, card: _Card) -> dict[int, float] | None:
+        return self.gpm.get(card.values.get(("GPU UUID",), ""))
+
     def nvmlGpmQueryDeviceSupport(self, handle: Any) -> Any:
         card = self._card(handle, "nvmlGpmQueryDeviceSupport")
-        answer = self._captured(card, "nvmlGpmQueryDeviceSupport")
         support = pynvml.c_nvmlGpmSupport_t()
+        if self._gpm_answers(card) is not None:
+            support.isSupportedDevice = 1
+            return support
+        answer = self._captured(card, "nvmlGpmQueryDeviceSupport")
         support.isSupportedDevice = int(answer["isSupportedDevice"])
         return support
 
     def nvmlGpmSampleAlloc(self) -> Any:
-        raise not_supported()  # not reached without a capture saying the GPU has GPM
+        if not self.gpm:
+            raise not_supported()  # not reached without a capture saying a GPU has GPM
+        buffer = ctypes.create_string_buffer(1)  # gives each sample its own address
+        sample = ctypes.cast(buffer, pynvml.c_nvmlGpmSample_t)
+        address = ctypes.cast(sample, ctypes.c_void_p).value
+        assert address is not None
+        self._gpm_samples[address] = (buffer, None)
+        return sample
+
+    def nvmlGpmSampleFree(self, sample: Any) -> None:
+        self._gpm_samples.pop(self._sample_address(sample))
+        self.gpm_samples_freed += 1
+
+    @property
+    def gpm_samples_held(self) -> int:
+        return len(self._gpm_samples)
+
+    def _sample_address(self, sample: Any) -> int:
+        """A sample this fake allocated and has not freed, by address; else INVALID_ARGUMENT."""
+        address = ctypes.cast(sample, ctypes.c_void_p).value
+        if address is None or address not in self._gpm_samples:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return address
+
+    def nvmlGpmSampleGet(self, handle: Any, sample: Any) -> Any:
+        card = self._card(handle, "nvmlGpmSampleGet")
+        if self._gpm_answers(card) is None:
+            raise not_supported()
+        address = self._sample_address(sample)
+        self._gpm_samples[address] = (self._gpm_samples[address][0], self._cards.index(card))
+        return sample
+
+    def nvmlGpmMetricsGet(self, request: Any) -> Any:
+        if request.version != pynvml.NVML_GPM_METRICS_GET_VERSION:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        taken = {
+            self._gpm_samples[self._sample_address(sample)][1]
+            for sample in (request.sample1, request.sample2)
+        }
+        if len(taken) != 1 or None in taken:  # two samples of one GPU, both taken
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        [index] = taken
+        assert index is not None
+        card = self._cards[index]
+        self.calls[("nvmlGpmMetricsGet", index)] += 1
+        if card.lost is not None:
+            raise pynvml.NVMLError(card.lost)
+        answers = self._gpm_answers(card) or {}
+        for slot in range(request.numMetrics):
+            metric = request.metrics[slot]
+            if metric.metricId in answers:
+                metric.nvmlReturn = pynvml.NVML_SUCCESS
+                metric.value = answers[metric.metricId]
+            else:
+                metric.nvmlReturn = UNCAPTURED
+                metric.value = math.nan
+        return request
 
     def nvmlDeviceGetNvLinkState(self, handle: Any, link: int) -> int:
         card = self._card(handle, "nvmlDeviceGetNvLinkState")
