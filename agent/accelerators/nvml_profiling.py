@@ -15,9 +15,11 @@ dropped from later requests (a GPU left with none counts as one without GPM), an
 is reported by name and the other metrics are kept. On a MIG-enabled GPU the whole-GPU sample
 is not read (NvmlSource skips it: GPM there is per GPU instance, nvmlGpmMigSampleGet).
 
-UNVERIFIED: these readings have not yet run on a GPU that supports GPM; the metric ids and units
-are NVIDIA's (nvml.h, nvidia-ml-py), and bench/gpu_check.sh captures real answers and their cost
-on the next GPU machine (docs/accelerators-nvidia.md).
+NOT YET RUN on a GPU that supports GPM: the metric ids and units are NVIDIA's (nvml.h,
+nvidia-ml-py); the path from an answer to a field is tested on real SM-occupancy values 8 GPUs
+gave to another tool (tests/data/nvml/gpm-gpud-pr40.yaml); all metrics together, the rate
+metrics' units, the cost and MIG wait for bench/gpu_check.sh on the next GPU machine
+(docs/accelerators-nvidia.md).
 """
 
 from __future__ import annotations
