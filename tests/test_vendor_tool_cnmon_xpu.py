@@ -5,18 +5,15 @@ named, counted failures that cost only what they must."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from agent.accelerators.config import AcceleratorSettings
 from agent.accelerators.sources import Accelerators
-from agent.accelerators.tool_source import ToolError
-from agent.accelerators.vendor_tools import VendorToolSource, find_definition, load_definition
+from agent.accelerators.vendor_tools import VendorToolSource
 from telemetry.lineproto import encode, parse_line
 from telemetry.schema import schema
 from tests import vendor_tool_fake
-from tests.vendor_tool_fake import DATA, FAKE, MIB, FakeTool, by_index
+from tests.vendor_tool_fake import DATA, FAKE, MIB, FakeTool, assert_refused, builtin, by_index
 
 tool = vendor_tool_fake.tool  # the fixture
 TAGS = {"site": "hub", "room": "hall-3", "row": "D", "rack": "D04", "host": "mlu-d04-01"}
@@ -25,7 +22,7 @@ XPU_SMI = "xpu_smi_p800_x8.txt"
 
 
 def source(name: str) -> VendorToolSource:
-    return VendorToolSource(TAGS, load_definition(find_definition(name)), FAKE, timeout_s=5)
+    return builtin(name, TAGS)
 
 
 # --- every card as the capture prints it -------------------------------------------------------
@@ -168,10 +165,7 @@ async def test_another_vendors_output_fails_the_poll_with_its_reason(
     tool: FakeTool, definition: str, recording: str, reason: str
 ) -> None:
     tool.prints(recording)
-    vendor = source(definition)
-    with pytest.raises(ToolError, match=f"fake-tool: unparseable output: {re.escape(reason)}"):
-        await vendor.collect()
-    assert vendor.failures == {"output": 1}
+    await assert_refused(source(definition), reason)
 
 
 async def test_a_card_line_that_moved_costs_only_that_card(tool: FakeTool) -> None:

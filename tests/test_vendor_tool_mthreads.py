@@ -13,10 +13,10 @@ import pytest
 from agent.accelerators.config import JobSettings
 from agent.accelerators.jobs import JobFinder
 from agent.accelerators.tool_source import ToolError
-from agent.accelerators.vendor_tools import VendorToolSource, find_definition, load_definition
+from agent.accelerators.vendor_tools import VendorToolSource
 from telemetry.lineproto import encode, parse_line
 from tests import vendor_tool_fake
-from tests.vendor_tool_fake import DATA, FAKE, MIB, FakeTool, by_index
+from tests.vendor_tool_fake import DATA, MIB, FakeTool, builtin, by_index
 
 tool = vendor_tool_fake.tool  # the fixture
 TAGS = {"site": "hub", "room": "hall-3", "row": "D", "rack": "D04", "host": "mtt-d04-01"}
@@ -24,8 +24,7 @@ S5000 = "mthreads_gmi_s5000_x8.txt"
 
 
 def gmi(jobs: JobFinder | None = None) -> VendorToolSource:
-    definition = load_definition(find_definition("moorethreads_mthreads_gmi"))
-    return VendorToolSource(TAGS, definition, FAKE, timeout_s=5, jobs=jobs)
+    return builtin("moorethreads_mthreads_gmi", TAGS, jobs)
 
 
 def s5000() -> str:

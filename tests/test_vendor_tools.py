@@ -27,14 +27,14 @@ from agent.accelerators.vendor_tools import (
 from telemetry.lineproto import encode, parse_line
 from telemetry.schema import schema
 from tests import vendor_tool_fake
-from tests.vendor_tool_fake import DATA, FAKE, MIB, FakeTool, by_index
+from tests.vendor_tool_fake import DATA, FAKE, MIB, FakeTool, builtin, by_index
 
 tool = vendor_tool_fake.tool  # the fixture
 TAGS = {"site": "hub", "room": "hall-3", "row": "C", "rack": "C11", "host": "dcu-c11-02"}
 
 
 def source(name: str) -> VendorToolSource:
-    return VendorToolSource(TAGS, load_definition(find_definition(name)), FAKE, timeout_s=5)
+    return builtin(name, TAGS)
 
 
 # --- the built-in definitions on their captures ------------------------------------------------

@@ -8,10 +8,15 @@ tool (sources in SOURCES.md there), or a capture cut or edited the way a test na
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
+from agent.accelerators.jobs import JobFinder
+from agent.accelerators.tool_source import ToolError
+from agent.accelerators.vendor_tools import VendorToolSource, find_definition, load_definition
 from telemetry.sample import Sample
 
 DATA = Path(__file__).parent / "data" / "vendor_tools"
@@ -41,3 +46,16 @@ def tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTool:
 def by_index(samples: list[Sample]) -> dict[str, Sample]:
     """The `accelerator` samples of one poll by their card index."""
     return {s.tags["index"]: s for s in samples if s.measurement == "accelerator"}
+
+
+def builtin(name: str, tags: Mapping[str, str], jobs: JobFinder | None = None) -> VendorToolSource:
+    """A built-in definition reading the stand-in."""
+    definition = load_definition(find_definition(name))
+    return VendorToolSource(tags, definition, FAKE, timeout_s=5, jobs=jobs)
+
+
+async def assert_refused(vendor: VendorToolSource, reason: str) -> None:
+    """The poll fails as a whole with `reason`, counted once as unreadable output."""
+    with pytest.raises(ToolError, match=f"fake-tool: unparseable output: {re.escape(reason)}"):
+        await vendor.collect()
+    assert vendor.failures == {"output": 1}
