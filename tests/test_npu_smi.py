@@ -194,14 +194,20 @@ def test_detail_garbage_is_an_error_that_says_where() -> None:
         detail_fields("Aicore Usage Rate(%) : nan\n", [0])
 
 
-async def test_a_chip_in_alarm_gets_its_three_fault_codes(fake: FakeNpuSmi) -> None:
-    # the real 310B summary with its health turned to Alarm; the health detail is the 910A's
-    alarm = recording("info_310b.txt").replace("| OK ", "| Alarm ", 1)
-    assert alarm != recording("info_310b.txt")
-    fake.garbage("info", alarm)
+def a_310b_not_ok(fake: FakeNpuSmi, health: str, detail: str) -> NpuSmiSource:
+    """The real 310B summary with its health turned to `health`, its board, and `detail` as
+    its `-t health` answer."""
+    summary = recording("info_310b.txt").replace("| OK ", f"| {health} ", 1)
+    assert summary != recording("info_310b.txt")
+    fake.garbage("info", summary)
     fake.answer("info -t board -i 0 -c 0", "board_i0_c0_310b.txt")
-    fake.answer("info -t health -i 0 -c 0", "health_i0_c0_910a_alarm.txt")
-    source = NpuSmiSource(HOST_TAGS, timeout_s=5)
+    fake.answer("info -t health -i 0 -c 0", detail)
+    return NpuSmiSource(HOST_TAGS, timeout_s=5)
+
+
+async def test_a_chip_in_alarm_gets_its_three_fault_codes(fake: FakeNpuSmi) -> None:
+    # the health detail is the 910A's
+    source = a_310b_not_ok(fake, "Alarm", "health_i0_c0_910a_alarm.txt")
 
     sample = only(await source.collect())
 
@@ -651,13 +657,7 @@ def test_fault_codes_take_the_most_severe_level_of_huaweis_table() -> None:
 
 
 async def test_a_chip_not_ok_is_asked_for_its_fault_codes_each_poll(fake: FakeNpuSmi) -> None:
-    # the real 310B summary with its health turned to Warning
-    warning = recording("info_310b.txt").replace("| OK ", "| Warning ", 1)
-    assert warning != recording("info_310b.txt")
-    fake.garbage("info", warning)
-    fake.answer("info -t board -i 0 -c 0", "board_i0_c0_310b.txt")
-    fake.answer("info -t health -i 0 -c 0", "health_i0_c0_310b.txt")
-    source = NpuSmiSource(HOST_TAGS, timeout_s=5)
+    source = a_310b_not_ok(fake, "Warning", "health_i0_c0_310b.txt")
 
     sample = only(await source.collect())
 
