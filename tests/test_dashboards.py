@@ -395,8 +395,6 @@ def test_load_state_shows_every_phase_line_and_bank_that_nears_overload(
     (`pdu_line`) or a bank near overload."""
     import time
 
-    import httpx
-
     now = time.time_ns()
     pdu = "site=s1,room=r1,row=A,rack=A01,device=pdu-1"
     lines = [
@@ -405,10 +403,7 @@ def test_load_state_shows_every_phase_line_and_bank_that_nears_overload(
         f'pdu_line,{pdu},unit=1,inlet=1,line=L2 load_state="near_overload" {now - 10**9}',
         f'pdu_bank,{pdu},unit=2,bank=3 load_state="overload" {now - 10**9}',
     ]
-    answer = httpx.post(
-        f"{influxdb.url()}/write", params={"db": database}, content="\n".join(lines)
-    )
-    assert answer.status_code == 204, answer.text
+    write(influxdb, database, "\n".join(lines))
     by_title = {panel["title"]: panel for panel in panels(dashboards()["pdu-detail"])}
     shown = set()
     for target in by_title["Load state"]["targets"]:
@@ -685,6 +680,14 @@ def panel_query(dashboard: str, title: str) -> str:
     return str(target["query"])
 
 
+def write(influx: Running, database: str, lines: str) -> None:
+    """Line protocol into the test's database, as the collector writes it."""
+    import httpx
+
+    answer = httpx.post(f"{influx.url()}/write", params={"db": database}, content=lines)
+    assert answer.status_code == 204, answer.text
+
+
 def rows_of(
     influx: Running, database: str, query: str, **picked: list[str]
 ) -> list[dict[str, Any]]:
@@ -708,8 +711,6 @@ def test_top_n_tables_rank_the_racks_and_stay_within_the_level(
     their latest reading (an older, higher one of the same rack does not count)."""
     import time
 
-    import httpx
-
     now = time.time_ns()
     lines = []
     pct = {}
@@ -719,10 +720,7 @@ def test_top_n_tables_rank_the_racks_and_stay_within_the_level(
         tags = f"site=s1,room={room},row=A,rack={rack}"
         lines.append(f"rack_power,{tags} capacity_pct=99.5,power_w=1 {now - 60 * 10**9}")
         lines.append(f"rack_power,{tags} capacity_pct={pct[rack]},power_w={i * 100} {now}")
-    answer = httpx.post(
-        f"{influxdb.url()}/write", params={"db": database}, content="\n".join(lines)
-    )
-    assert answer.status_code == 204, answer.text
+    write(influxdb, database, "\n".join(lines))
     title = "The 20 racks nearest their limit"
     hub = rows_of(influxdb, database, panel_query("hub-overview", title))
     assert [row["rack"] for row in hub] == sorted(pct, key=pct.__getitem__, reverse=True)[:20]
@@ -763,18 +761,13 @@ def test_jobs_per_rack_keeps_same_named_racks_of_two_rooms_apart(
     """Rack A01 is in every room: a job on A01 of two rooms is two rows, not one sum."""
     import time
 
-    import httpx
-
     now = time.time_ns()
     lines = [
         f"accelerator_job,site=s1,room={room},row=A,rack=A01,host={host},job=slurm:7,"
         f"vendor=nvidia cards={cards}i,power_w=2400 {now}"
         for room, host, cards in (("hall-1", "gpu-1", 8), ("hall-2", "gpu-2", 4))
     ]
-    answer = httpx.post(
-        f"{influxdb.url()}/write", params={"db": database}, content="\n".join(lines)
-    )
-    assert answer.status_code == 204, answer.text
+    write(influxdb, database, "\n".join(lines))
     found = rows_of(influxdb, database, panel_query("accelerators", "Jobs per rack"))
     assert sorted((row["room"], row["rack"], row["job"], row["cards"]) for row in found) == [
         ("hall-1", "A01", "slurm:7", 8),
@@ -790,8 +783,6 @@ def test_cards_throttling_now_counts_and_lists_only_cards_slowed_now(
     an idle card (clocks down, not throttled) and a card that throttled ten minutes ago are
     not throttling now; 25 throttling cards give a count of 25 and a table of the hottest 20."""
     import time
-
-    import httpx
 
     now = time.time_ns()
     flags = {f"throttle_{flag}": "false" for flag in THROTTLE_FLAGS} | {"throttle_idle": "false"}
@@ -809,10 +800,7 @@ def test_cards_throttling_now_counts_and_lists_only_cards_slowed_now(
     lines.append(card("gpu-b", 0, now, 90.0, throttle_idle="true"))  # idle: not throttled
     lines.append(card("gpu-b", 1, now - 600 * 10**9, 95.0, throttle_hw_slowdown="true"))
     lines.append(card("gpu-b", 2, now, 40.0, throttle_hw_thermal_slowdown="false"))
-    answer = httpx.post(
-        f"{influxdb.url()}/write", params={"db": database}, content="\n".join(lines)
-    )
-    assert answer.status_code == 204, answer.text
+    write(influxdb, database, "\n".join(lines))
     count = rows_of(influxdb, database, panel_query("hub-overview", "Cards throttling now"))
     assert [(row["site"], row["cards"]) for row in count] == [("s1", 25)]
     table = rows_of(
@@ -849,8 +837,6 @@ def test_exception_lists_show_what_is_wrong_now(influxdb: Running, database: str
     that stopped answering (one that answers): each list shows the one that is wrong."""
     import time
 
-    import httpx
-
     now = time.time_ns()
     place = "site=s1,room=hall-1,row=A"
     lines = [
@@ -867,10 +853,7 @@ def test_exception_lists_show_what_is_wrong_now(influxdb: Running, database: str
         f"rackwatch_agent,site=s1,agent=a1,{place[8:]},rack=A01,device=pdu-1 up=false {now}",
         f"rackwatch_agent,site=s1,agent=a1,{place[8:]},rack=A01,device=pdu-2 up=true {now}",
     ]
-    answer = httpx.post(
-        f"{influxdb.url()}/write", params={"db": database}, content="\n".join(lines)
-    )
-    assert answer.status_code == 204, answer.text
+    write(influxdb, database, "\n".join(lines))
     for view in ("hub-overview", "site", "room"):
         picked = {"site": ["s1"]} | ({"room": ["hall-1"]} if view == "room" else {})
         off = rows_of(
@@ -905,8 +888,6 @@ async def test_the_roce_panels_show_what_hccn_tool_printed(
     to InfluxDB as the collector writes them; each RoCE panel shows device 0's port."""
     import dataclasses
 
-    import httpx
-
     from agent.accelerators.npu_smi import NpuSmiSource
     from telemetry.lineproto import encode_many
 
@@ -931,11 +912,7 @@ async def test_the_roce_panels_show_what_hccn_tool_printed(
             for sample in await source.collect()
             if sample.measurement == "accelerator"
         ]
-    async with httpx.AsyncClient(trust_env=False) as client:
-        answer = await client.post(
-            f"{influxdb.url()}/write", params={"db": database}, content=encode_many(samples)
-        )
-    assert answer.status_code == 204, answer.text
+    write(influxdb, database, encode_many(samples))
 
     def card_0(title: str) -> list[dict[str, Any]]:
         rows = rows_of(influxdb, database, panel_query("accelerators", title))
