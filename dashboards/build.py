@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1472,39 +1472,43 @@ def ups() -> Dashboard:
 
 # --- accelerators ----------------------------------------------------------------------------
 
+CARD_FILTERS = (*PLACE, "host", "cluster")  # the accelerators view's variables
+
+
+def per_card(
+    title: str,
+    select: str,
+    unit: str,
+    limit: float | None = None,
+    warm: float | None = None,
+    *,
+    column: bool = False,
+    description: str = "",
+) -> Panel:
+    """One series per card of the accelerators view (several with `column`: one per field)."""
+    return Panel(
+        title,
+        "timeseries",
+        [
+            Query(
+                over_time(select, "accelerator", CARD_FILTERS, ["host", "index"]),
+                "$tag_host #$tag_index" + (" $col" if column else ""),
+            )
+        ],
+        unit=unit,
+        min=0,
+        max=limit,
+        thresholds=((None, "green"), (warm, "orange")) if warm else PLAIN,
+        custom={"thresholdsStyle": {"mode": "line"}} if warm else {},
+        description=description,
+    )
+
 
 def accelerators() -> Dashboard:
     card = (*PLACE, "host")
     host = tag_values("host", PLACE, "accelerator", multi=False)
     cluster = tag_values("cluster", ("site",), "accelerator")
-    filters = (*card, "cluster")
-
-    def per_card(
-        title: str,
-        select: str,
-        unit: str,
-        limit: float | None = None,
-        warm: float | None = None,
-        *,
-        column: bool = False,
-        description: str = "",
-    ) -> Panel:
-        return Panel(
-            title,
-            "timeseries",
-            [
-                Query(
-                    over_time(select, "accelerator", filters, ["host", "index"]),
-                    "$tag_host #$tag_index" + (" $col" if column else ""),
-                )
-            ],
-            unit=unit,
-            min=0,
-            max=limit,
-            thresholds=((None, "green"), (warm, "orange")) if warm else PLAIN,
-            custom={"thresholdsStyle": {"mode": "line"}} if warm else {},
-            description=description,
-        )
+    filters = CARD_FILTERS
 
     return Dashboard(
         "rackwatch-accelerators",
@@ -1567,8 +1571,8 @@ def accelerators() -> Dashboard:
                 custom={"drawStyle": "bars"},
             ),
             Panel("XID and other events", "table", [events("accelerator_event", card)], width=24),
-            *health_and_network(filters, per_card),
-            *profiling(filters, per_card),
+            *health_and_network(),
+            *profiling(),
             Row("Jobs"),
             Panel(
                 "Job per card",
@@ -1632,12 +1636,10 @@ def accelerators() -> Dashboard:
     )
 
 
-PerCard = Callable[..., Panel]
-
-
-def health_and_network(filters: Sequence[str], per_card: PerCard) -> list[Panel | Row]:
+def health_and_network() -> list[Panel | Row]:
     """Ascend: each chip's health with its fault codes, and its RoCE port (`hccn_tool`)."""
     by_card = ["host", "index", "chip"]
+    filters = CARD_FILTERS
     return [
         Row("Health and RoCE network"),
         Panel(
@@ -1714,7 +1716,7 @@ def health_and_network(filters: Sequence[str], per_card: PerCard) -> list[Panel 
     ]
 
 
-def profiling(filters: Sequence[str], per_card: PerCard) -> list[Panel | Row]:
+def profiling() -> list[Panel | Row]:
     """NVIDIA's profiling counters (GPM, Hopper and later), read only where the agent's
     `nvidia.profiling_interval_s` is set (docs/accelerators-nvidia.md)."""
     return [
